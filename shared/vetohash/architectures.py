@@ -1,0 +1,83 @@
+"""Registry of network architectures, each built from the plain parameters a spec carries.
+
+A spec names its architecture by `type`; the builder validates its own parameters and returns a torch module
+that maps a (N, channels, size, size) float tensor to a (N, bits) embedding. Adding an architecture means
+registering one more builder here: preprocessing, hashing, matching and bundles do not change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from .errors import SpecError
+
+Builder = Callable[[Mapping[str, Any], int, int], nn.Module]
+ARCHITECTURES: dict[str, tuple[Builder, frozenset[str]]] = {}
+
+
+def register(name: str, keys: set[str]) -> Callable[[Builder], Builder]:
+    """Register `builder` under `name`; `keys` is the exact parameter set it accepts besides `type`."""
+
+    def wrap(builder: Builder) -> Builder:
+        ARCHITECTURES[name] = (builder, frozenset(keys))
+        return builder
+
+    return wrap
+
+
+def build_network(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
+    """Build the network an architecture mapping describes, after checking its parameter names."""
+    kind = arch.get("type")
+    if not isinstance(kind, str) or kind not in ARCHITECTURES:
+        raise SpecError(f"unknown architecture type {kind!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    builder, keys = ARCHITECTURES[kind]
+    given = set(arch) - {"type"}
+    if given != keys:
+        missing, extra = sorted(keys - given), sorted(given - keys)
+        raise SpecError(f"architecture {kind!r}: missing parameters {missing}, unexpected {extra}")
+    return builder(arch, channels, bits)
+
+
+def param_int(arch: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    """An integer parameter within [low, high]; bool is refused because it is an int subclass."""
+    value = arch[key]
+    if type(value) is not int or not low <= value <= high:
+        raise SpecError(f"architecture parameter {key!r} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def param_float(arch: Mapping[str, Any], key: str, low: float, high: float) -> float:
+    """A finite float parameter within [low, high]."""
+    value = arch[key]
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise SpecError(f"architecture parameter {key!r} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def param_choice(arch: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    """A string parameter from a fixed set."""
+    value = arch[key]
+    if value not in choices:
+        raise SpecError(f"architecture parameter {key!r} must be one of {choices}, got {value!r}")
+    return str(value)
+
+
+@register("paper-cnn", {"filters", "kernel", "pool", "dropout"})
+def paper_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
+    """The paper's network (Fig. 6): conv 'same' + ReLU, 2x2 pooling, dropout, global average pool, dense."""
+    filters = param_int(arch, "filters", 1, 1024)
+    kernel = param_int(arch, "kernel", 1, 15)
+    pool = nn.MaxPool2d(2) if param_choice(arch, "pool", ("max", "avg")) == "max" else nn.AvgPool2d(2)
+    return nn.Sequential(
+        nn.Conv2d(channels, filters, kernel, padding="same"),
+        nn.ReLU(),
+        pool,
+        nn.Dropout(param_float(arch, "dropout", 0.0, 0.9)),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(filters, bits),
+    )

@@ -1,0 +1,60 @@
+"""A spec plus its weights: the one object that turns preprocessed images into hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .hashes import pack_signs
+from .preprocess import to_array
+from .specs import ModelSpec
+from .weights import decode_arrays, encode_arrays, load_arrays, module_arrays
+
+BATCH = 256
+
+
+class Hasher:
+    """Hashes images with a spec's network in evaluation mode on the CPU, in fixed-size batches."""
+
+    def __init__(self, spec: ModelSpec, network: torch.nn.Module) -> None:
+        self.spec = spec
+        self.network = network.eval()
+
+    @classmethod
+    def from_encoded(cls, spec: ModelSpec, encoded_weights: object) -> Hasher:
+        """Build the spec's network and load weights given in their encoded (bundle or model file) form."""
+        network = spec.build()
+        load_arrays(network, decode_arrays(encoded_weights, module_arrays(network)))
+        return cls(spec, network)
+
+    def encoded_weights(self) -> dict[str, dict[str, object]]:
+        """The weights in their encoded form, for model files and bundles."""
+        return encode_arrays(module_arrays(self.network))
+
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The weights as numpy arrays by state-dict name."""
+        return module_arrays(self.network)
+
+    @torch.no_grad()
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, S, S) float32 preprocessed images -> (N, bits) float32 embeddings."""
+        out = [self.network(torch.from_numpy(batch[i:i + BATCH])).numpy() for i in range(0, len(batch), BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, self.spec.bits), np.float32)
+
+    def hash_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, S, S) preprocessed images -> (N, bits // 8) packed uint8 hashes."""
+        return pack_signs(self.embed(batch))
+
+    def hash_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded images -> packed hashes, preprocessed exactly as the spec pins."""
+        return self.hash_arrays(self.preprocess(images))
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded images -> the (N, C, S, S) float32 batch the network takes."""
+        pre = self.spec.preprocess
+        if not images:
+            return np.zeros((0, pre.channels, pre.size, pre.size), np.float32)
+        return np.stack([to_array(image, pre) for image in images])

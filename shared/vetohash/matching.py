@@ -1,0 +1,48 @@
+"""Nearest banned hash for each query, by Hamming distance, vectorised with numpy popcount."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+# Bound the (queries x banned x bytes) XOR block to about 64 MiB whatever the list size.
+_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+class Nearest(NamedTuple):
+    """For each query: row index of the nearest banned hash (first on ties) and its distance."""
+
+    index: np.ndarray
+    distance: np.ndarray
+
+
+def hamming_matrix(queries: np.ndarray, banned: np.ndarray) -> np.ndarray:
+    """All pairwise Hamming distances, (N, M) int32, between packed uint8 hashes (N, B) and (M, B)."""
+    _check(queries, banned)
+    xor = np.bitwise_xor(queries[:, None, :], banned[None, :, :])
+    return np.bitwise_count(xor).sum(axis=2, dtype=np.int32)
+
+
+def nearest(queries: np.ndarray, banned: np.ndarray) -> Nearest:
+    """The nearest banned hash of each query; queries are processed in blocks to bound memory."""
+    _check(queries, banned)
+    if len(banned) == 0:
+        raise ValueError("the banned list is empty")
+    n = len(queries)
+    index = np.empty(n, dtype=np.int64)
+    distance = np.empty(n, dtype=np.int32)
+    step = max(1, _BLOCK_BYTES // max(1, banned.size))
+    for start in range(0, n, step):
+        block = hamming_matrix(queries[start:start + step], banned)
+        best = block.argmin(axis=1)
+        index[start:start + step] = best
+        distance[start:start + step] = block[np.arange(len(block)), best]
+    return Nearest(index, distance)
+
+
+def _check(queries: np.ndarray, banned: np.ndarray) -> None:
+    if queries.dtype != np.uint8 or banned.dtype != np.uint8 or queries.ndim != 2 or banned.ndim != 2:
+        raise ValueError("hashes must be 2-D uint8 arrays of packed bits")
+    if queries.shape[1] != banned.shape[1]:
+        raise ValueError(f"hash widths differ: {queries.shape[1]} vs {banned.shape[1]} bytes")

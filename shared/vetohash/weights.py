@@ -1,0 +1,80 @@
+"""Weights as plain arrays: name -> little-endian dtype, shape and raw bytes. Never pickle.
+
+Loading is strict: every tensor the spec's network expects must be present with the exact dtype and shape,
+and nothing else may be; all problems are reported together before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+ALLOWED_DTYPES = {"<f4": np.dtype("<f4"), "<i8": np.dtype("<i8")}
+ENTRY_KEYS = frozenset({"dtype", "shape", "data"})
+
+
+def module_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """The module's parameters and buffers as C-contiguous little-endian numpy arrays, by state-dict name."""
+    out = {}
+    for name, tensor in module.state_dict().items():
+        array = tensor.detach().cpu().numpy()
+        out[name] = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return out
+
+
+def encode_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The msgpack-ready form: {name: {"dtype": "<f4", "shape": [...], "data": bytes}}."""
+    encoded = {}
+    for name, array in arrays.items():
+        dtype = array.dtype.newbyteorder("<").str
+        if dtype not in ALLOWED_DTYPES:
+            raise WeightsError(f"weight {name!r} has unsupported dtype {array.dtype}")
+        encoded[name] = {"dtype": dtype, "shape": list(array.shape),
+                         "data": np.ascontiguousarray(array, dtype=ALLOWED_DTYPES[dtype]).tobytes()}
+    return encoded
+
+
+def decode_arrays(encoded: Any, expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check `encoded` against the expected arrays (dtype and shape) and return copies of the decoded arrays."""
+    if not isinstance(encoded, Mapping):
+        raise WeightsError("weights must be a mapping of name to array")
+    missing = sorted(set(expected) - set(encoded))
+    unexpected = sorted(str(k) for k in set(encoded) - set(expected))
+    problems = []
+    if missing or unexpected:
+        problems.append(f"missing {missing}, unexpected {unexpected}")
+    arrays = {}
+    for name in sorted(set(expected) & set(encoded)):
+        entry, want = encoded[name], expected[name]
+        if not isinstance(entry, Mapping) or set(entry) != ENTRY_KEYS:
+            problems.append(f"{name}: entry needs exactly {sorted(ENTRY_KEYS)}")
+            continue
+        dtype, shape, data = entry["dtype"], entry["shape"], entry["data"]
+        want_dtype = want.dtype.newbyteorder("<").str
+        if dtype != want_dtype:
+            problems.append(f"{name}: dtype {dtype!r}, expected {want_dtype!r}")
+        elif not isinstance(shape, list) or [int(s) for s in want.shape] != shape:
+            problems.append(f"{name}: shape {shape!r}, expected {list(want.shape)}")
+        elif not isinstance(data, bytes) or len(data) != want.nbytes:
+            problems.append(f"{name}: {len(data) if isinstance(data, bytes) else 'no'} data bytes, "
+                            f"expected {want.nbytes}")
+        else:
+            array = np.frombuffer(data, dtype=ALLOWED_DTYPES[dtype]).reshape(want.shape).copy()
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                problems.append(f"{name}: holds NaN or infinite values")
+            arrays[name] = array
+    if problems:
+        raise WeightsError("weights do not match the spec: " + "; ".join(problems))
+    return arrays
+
+
+def load_arrays(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy checked arrays into the module in place (strict: every name must match)."""
+    state = {name: torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="))) for name, array in arrays.items()}
+    module.load_state_dict(state, strict=True)
