@@ -72,8 +72,12 @@ def paper_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
     filters = param_int(arch, "filters", 1, 1024)
     kernel = param_int(arch, "kernel", 1, 15)
     pool = nn.MaxPool2d(2) if param_choice(arch, "pool", ("max", "avg")) == "max" else nn.AvgPool2d(2)
+    before = (kernel - 1) // 2  # 'same' padding as Keras does it: the extra row/column goes after
+    after = kernel - 1 - before
     return nn.Sequential(
-        nn.Conv2d(channels, filters, kernel, padding="same"),
+        # Explicit padding: torch's padding="same" warns for even kernels (the paper's is 2x2).
+        nn.ZeroPad2d((before, after, before, after)),
+        nn.Conv2d(channels, filters, kernel),
         nn.ReLU(),
         pool,
         nn.Dropout(param_float(arch, "dropout", 0.0, 0.9)),

@@ -1,0 +1,46 @@
+"""The vectorised matcher agrees exactly with a naive Hamming loop."""
+
+import numpy as np
+import pytest
+
+from vetohash import matching
+
+
+def naive_nearest(queries, banned):
+    index, distance = [], []
+    for q in queries:
+        dists = [sum(bin(x ^ y).count("1") for x, y in zip(q.tolist(), b.tolist())) for b in banned]
+        best = int(np.argmin(dists))  # first minimum on ties, like the matcher
+        index.append(best)
+        distance.append(dists[best])
+    return index, distance
+
+
+@pytest.mark.parametrize("seed,n,m,width", [(0, 50, 37, 16), (1, 7, 1, 32), (2, 64, 200, 8)])
+def test_nearest_agrees_with_naive_reference(seed, n, m, width):
+    rng = np.random.default_rng(seed)
+    queries = rng.integers(0, 256, (n, width), dtype=np.uint8)
+    banned = rng.integers(0, 256, (m, width), dtype=np.uint8)
+    banned[0] = queries[0]  # an exact hit must come back at distance 0
+    got = matching.nearest(queries, banned)
+    index, distance = naive_nearest(queries, banned)
+    assert got.distance.tolist() == distance
+    assert got.index.tolist() == index
+    assert got.distance[0] == 0
+
+
+def test_blocking_does_not_change_results(monkeypatch):
+    rng = np.random.default_rng(3)
+    queries = rng.integers(0, 256, (33, 16), dtype=np.uint8)
+    banned = rng.integers(0, 256, (20, 16), dtype=np.uint8)
+    whole = matching.nearest(queries, banned)
+    monkeypatch.setattr(matching, "_BLOCK_BYTES", 16 * 20 * 2)  # two queries per block
+    blocked = matching.nearest(queries, banned)
+    assert np.array_equal(whole.index, blocked.index) and np.array_equal(whole.distance, blocked.distance)
+
+
+def test_mismatched_widths_and_empty_lists_are_refused():
+    with pytest.raises(ValueError):
+        matching.nearest(np.zeros((1, 16), np.uint8), np.zeros((1, 32), np.uint8))
+    with pytest.raises(ValueError):
+        matching.nearest(np.zeros((1, 16), np.uint8), np.zeros((0, 16), np.uint8))
