@@ -1,0 +1,237 @@
+"""Untrusted image bytes in, the exact tensor a model spec asks for out, identically on any machine.
+
+Decoding is bounded (file bytes, pixel count, an allowlist of formats) and every failure becomes
+an `ImageError` that names the file. The tensor is computed with Pillow and numpy only, so the same
+bytes give the same array bit for bit wherever the same Pillow runs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vetohash.errors import ImageError, ImageTooLargeError, SpecError
+
+MAX_PIXELS = 50_000_000
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+# Formats Pillow may try. Others are refused as unreadable: each extra plugin is attack surface, and
+# some hand the bytes to outside programs (EPS runs Ghostscript).
+FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+
+_CHANNELS = {"L": 1, "RGB": 3}
+_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_MIN_SIZE, _MAX_SIZE = 8, 1024
+_FIELDS = ("mode", "size", "resample", "mean", "std")
+
+# What Pillow's plugins raise on malformed input (UnidentifiedImageError is an OSError; struct.error
+# and IndexError come from short headers and bad offsets). Warning is here for processes that turn
+# warnings into errors: Pillow's warnings about damaged files then refuse the file, not escape.
+_DECODE_ERRORS = (
+    Warning,
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    struct.error,
+)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model turns an RGB image into its input: colour mode, side, filter, normalisation."""
+
+    mode: str
+    size: int
+    resample: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in _CHANNELS:
+            raise SpecError(
+                f"preprocess.mode must be one of {sorted(_CHANNELS)}, not {self.mode!r}."
+            )
+        if type(self.size) is not int or not _MIN_SIZE <= self.size <= _MAX_SIZE:
+            raise SpecError(
+                f"preprocess.size must be an int from {_MIN_SIZE} to {_MAX_SIZE}, "
+                f"not {self.size!r}."
+            )
+        if not isinstance(self.resample, str) or self.resample not in _FILTERS:
+            raise SpecError(
+                f"preprocess.resample must be one of {sorted(_FILTERS)}, not {self.resample!r}."
+            )
+        for field in ("mean", "std"):
+            values = getattr(self, field)
+            if not isinstance(values, tuple):
+                raise SpecError(f"preprocess.{field} must be a tuple, not {type(values).__name__}.")
+            if len(values) != self.channels:
+                raise SpecError(
+                    f"preprocess.{field} must hold {self.channels} values for mode {self.mode}, "
+                    f"not {len(values)}."
+                )
+            for v in values:
+                # bool is an int subclass and numpy scalars are float subclasses: both are refused.
+                if type(v) is not float or not math.isfinite(v):
+                    raise SpecError(f"preprocess.{field} must hold finite floats, not {v!r}.")
+        if any(s <= 0.0 for s in self.std):
+            raise SpecError(f"preprocess.std must be positive, not {self.std!r}.")
+
+    @property
+    def channels(self) -> int:
+        """Number of channels in the tensor: 1 for "L", 3 for "RGB"."""
+        return _CHANNELS[self.mode]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
+        """Build from a decoded spec, refusing missing or unexpected keys and any loose type."""
+        if not isinstance(d, Mapping):
+            raise SpecError(f"preprocess must be a map, not {type(d).__name__}.")
+        missing = sorted(set(_FIELDS) - set(d))
+        unexpected = sorted(map(repr, set(d) - set(_FIELDS)))
+        if missing or unexpected:
+            problems = [f"missing {', '.join(missing)}"] if missing else []
+            problems += [f"unexpected {', '.join(unexpected)}"] if unexpected else []
+            raise SpecError(f"preprocess keys are wrong: {'; '.join(problems)}.")
+        for field in ("mean", "std"):
+            if not isinstance(d[field], list | tuple):
+                kind = type(d[field]).__name__
+                raise SpecError(f"preprocess.{field} must be a list, not {kind}.")
+        return cls(
+            mode=d["mode"],
+            size=d["size"],
+            resample=d["resample"],
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain msgpack-able form; `from_dict(to_dict())` gives back an equal value."""
+        return {
+            "mode": self.mode,
+            "size": self.size,
+            "resample": self.resample,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def open_image(
+    source: bytes | str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+) -> Image.Image:
+    """Decode untrusted bytes or a file into a fully loaded RGB image, upright, first frame only.
+
+    Raises ImageTooLargeError above `max_pixels` (checked from the header, before any pixel is
+    decoded; Pillow's own global bomb limit still caps it) and ImageError for anything unreadable.
+    The process's warning filters are left alone (changing them is not thread-safe, and files are
+    decoded on threads): Pillow's warnings print as usual, or refuse the file where they are errors.
+    """
+    if isinstance(source, bytes):
+        label = name or "<bytes>"
+        data = source
+    else:
+        label = name or os.fspath(source)
+        data = _read_file(source, label)
+    if not data:
+        raise ImageError(f"{label}: not a readable image (empty).")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: file is larger than {MAX_FILE_BYTES} bytes.")
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{label}: {width}x{height} pixels is more than the limit of {max_pixels}."
+                )
+            im.load()  # the first frame: Image.open leaves an animation at frame 0
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"{label}: too many pixels ({_one_line(exc)}).") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{label}: not a readable image ({_one_line(exc)}).") from exc
+
+
+def to_array(image: Image.Image, pre: Preprocess) -> np.ndarray:
+    """The float32 (channels, size, size) tensor `pre` describes, from Pillow and numpy alone.
+
+    The image is squashed to a square (no aspect keeping) with the named filter, which antialiases
+    when shrinking; pixels go to [0, 1] by /255, then each channel c to (x - mean[c]) / std[c].
+    "L" is Pillow's ITU-R 601-2 luma. A non-RGB image is first made RGB by open_image's rules.
+    """
+    rgb = image if image.mode == "RGB" else _to_rgb(image)
+    resized = rgb.convert(pre.mode).resize((pre.size, pre.size), resample=_FILTERS[pre.resample])
+    x = np.asarray(resized, dtype=np.float32).reshape(pre.size, pre.size, pre.channels)
+    x = x.transpose(2, 0, 1) / np.float32(255)
+    mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(pre.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def load_array(
+    source: bytes | str | os.PathLike[str],
+    pre: Preprocess,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
+    """`to_array(open_image(source))`: the tensor for one untrusted image."""
+    return to_array(open_image(source, max_pixels=max_pixels, name=name), pre)
+
+
+def _read_file(path: str | os.PathLike[str], label: str) -> bytes:
+    """The file's bytes, refusing oversize files before reading them."""
+    try:
+        if os.stat(path).st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{label}: file is larger than {MAX_FILE_BYTES} bytes.")
+        with open(path, "rb") as f:
+            # One byte over the limit refuses a file that grew, or a device that never ends.
+            return f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read file ({_one_line(exc)}).") from exc
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB, by fixed rules so every decoder path gives the same pixels.
+
+    High-bit-depth grey keeps its top 8 bits (I;16 and I: clip to 0..65535, >> 8); float grey is
+    taken as 0..255 (rounded, clipped, NaN as 0). Transparent images are composited over white,
+    because the colour hidden under a transparent pixel is arbitrary and would otherwise leak into
+    the hash. ICC profiles are ignored: colour management would tie the result to a CMS build.
+    """
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        grey = np.asarray(im).astype(np.int64)
+        im = Image.fromarray((np.clip(grey, 0, 65535) >> 8).astype(np.uint8))
+    elif im.mode == "F":
+        grey = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    if im.has_transparency_data:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as `Type: text` on one line, for messages printed as they are."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
