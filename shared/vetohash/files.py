@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, VetohashError
-from .preprocess import Preprocess, load_array
+from .preprocess import FORMATS, Preprocess, load_array
 
-# Lower-case suffixes Pillow can open, e.g. ".jpg", ".png", ".webp".
-IMAGE_SUFFIXES = frozenset(Image.registered_extensions())
+# Lower-case suffixes of the formats open_image decodes, e.g. ".jpg", ".png", ".webp".
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
 CHUNK = 256
 
 
