@@ -1,0 +1,450 @@
+"""`platform`: trust authorities, ingest their signed bundles, screen images. Thin: the work lives in the modules."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from tqdm import tqdm
+
+import vetohash
+from vetohash.console import ExitCode, fail, run
+
+from .active import Status, stored_bundles
+from .ingest import Outcome, ingest_file
+from .screening import ImageResult, MatchLog, Screener, Source, sources
+from .store import Store, default_db_path
+from .trust import Change, add_key, remove_key, trusted_keys
+
+PROGRESS_MIN = 50  # files before a progress bar appears on a terminal without --progress
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """What every command shares: the database path, opened on first use and closed when the command ends."""
+
+    def __init__(self, db: Path | None = None) -> None:
+        self.db = db
+        self._store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.db or default_db_path())
+            click.get_current_context().call_on_close(self._store.close)
+        return self._store
+
+
+def _set_db(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).db = value
+
+
+def db_option(command: F) -> F:
+    """`--db PATH` on a subcommand too, so it may be given after the command name."""
+    return click.option("--db", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
+                        callback=_set_db, help="Database file (overrides $VETOHASH_DB and the default).")(command)
+
+
+def json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one JSON object a line.")(
+        command)
+
+
+def _store() -> Store:
+    return click.get_current_context().ensure_object(Context).store()
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _day(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def _emit(record: dict[str, Any]) -> None:
+    click.echo(json.dumps(record, ensure_ascii=False))
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+    cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), envvar="VETOHASH_DB", show_envvar=True,
+              help="Database file [default: $XDG_DATA_HOME/vetohash/platform.db, "
+                   "else ~/.local/share/vetohash/platform.db].")
+@click.version_option(vetohash.__version__, prog_name="platform")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None) -> None:
+    """Screen images against banned lists published by authorities you trust.
+
+    You never receive the banned images: an authority sends a signed bundle (a hashing model plus the
+    banned hashes); this command verifies it, keeps it in a local database, and screens images against it.
+
+    \b
+    Typical session:
+      platform trust add authority.pub --name acme
+      platform ingest acme-demo.vhb
+      platform bundles
+      platform screen uploads/            # exit 0 clean, 1 match, 2 errors
+      platform log
+
+    Errors are one line; set VETOHASH_DEBUG=1 for a traceback.
+    """
+    ctx.ensure_object(Context).db = db
+
+
+# trust
+
+
+@cli.group()
+def trust() -> None:
+    """Manage the authority keys whose bundles are accepted.
+
+    \b
+    Example:
+      platform trust add authority.pub --name acme
+      platform trust list
+      platform trust remove acme
+    """
+
+
+@trust.command("add")
+@click.argument("pubkey")
+@click.option("--name", help="A local name for the key, usable instead of its id.")
+@db_option
+def trust_add(pubkey: str, name: str | None) -> None:
+    """Trust PUBKEY: a public key file (authority.pub) or its one-line text.
+
+    \b
+    Example:
+      platform trust add authority.pub --name acme
+      platform trust add vetohash-ed25519:2F6wm...
+    Adding a key that is already trusted changes nothing (or only its name).
+    """
+    trusted, change = add_key(_store(), pubkey, name)
+    named = f" as {trusted.name!r}" if trusted.name else ""
+    if change is Change.ADDED:
+        click.echo(f"trusted key {trusted.key_id}{named}")
+    elif change is Change.RENAMED:
+        click.echo(f"key {trusted.key_id} is now named {trusted.name!r}")
+    else:
+        click.echo(f"key {trusted.key_id} is already trusted{named}; nothing changed")
+
+
+@trust.command("list")
+@json_option
+@db_option
+def trust_list(as_json: bool) -> None:
+    """List trusted keys and how many stored bundles each signed.
+
+    \b
+    Example:
+      platform trust list
+      platform trust list --json | jq -r .key_id
+    """
+    store = _store()
+    keys = trusted_keys(store)
+    counts: dict[str, int] = {}
+    for row in store.bundles():
+        counts[row.key_id] = counts.get(row.key_id, 0) + 1
+    if as_json:
+        for key in keys:
+            _emit({"key_id": key.key_id, "name": key.name, "public_key": key.key.to_text(),
+                   "added": _iso(key.added), "bundles": counts.get(key.key_id, 0)})
+        return
+    if not keys:
+        click.echo("no trusted keys; add one with `platform trust add PUBKEY`", err=True)
+        return
+    _table([(k.key_id, k.name or "-", _day(k.added), counts.get(k.key_id, 0), k.key.to_text()) for k in keys],
+           ("KEY ID", "NAME", "ADDED (UTC)", "BUNDLES", "PUBLIC KEY"))
+
+
+@trust.command("remove")
+@click.argument("key_id_or_name")
+@db_option
+def trust_remove(key_id_or_name: str) -> None:
+    """Stop trusting a key; its bundles stay stored but are no longer used for screening.
+
+    \b
+    Example:
+      platform trust remove acme
+      platform trust remove 3f9c0d2a7b1e4c55
+    """
+    store = _store()
+    removed = remove_key(store, key_id_or_name)
+    count = sum(row.key_id == removed.key_id for row in store.bundles())
+    named = f" ({removed.name})" if removed.name else ""
+    click.echo(f"no longer trusting key {removed.key_id}{named}; "
+               f"{count} stored bundle(s) signed by it are no longer used for screening")
+
+
+# bundles
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@db_option
+def ingest(bundle: Path, as_json: bool) -> None:
+    """Verify BUNDLE against the trusted keys and store it.
+
+    Refused, with the database left exactly as it was: an untrusted key, a bad signature or damaged
+    bytes, an expired bundle, a model that does not match its spec, and a sequence number not above the
+    last one ingested for the same authority key and list (a replay or rollback). A newer bundle
+    replaces the older one of the same list; ingesting the same bundle again changes nothing.
+
+    \b
+    Example:
+      platform ingest acme-demo.vhb
+    """
+    done = ingest_file(_store(), bundle)
+    b = done.bundle
+    if as_json:
+        _emit({"outcome": done.outcome.value, "authority": b.authority, "key_id": b.key_id,
+               "list": b.list_name, "sequence": b.sequence, "previous_sequence": done.previous_sequence,
+               "hashes": len(b.hashes), "threshold": b.threshold, "expires": _iso(b.expires),
+               "sha256": done.sha256})
+        return
+    what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
+    if done.outcome is Outcome.UNCHANGED:
+        click.echo(f"already ingested, nothing changed: {what}")
+        return
+    replaced = f", replacing sequence {done.previous_sequence}" if done.outcome is Outcome.REPLACED else ""
+    click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}, "
+               f"expires {_iso(b.expires)}")
+
+
+@cli.command()
+@json_option
+@db_option
+def bundles(as_json: bool) -> None:
+    """List stored bundles and whether each is used for screening.
+
+    A bundle is active until it expires or its key is removed from trust; the others are listed with
+    the reason they are not used.
+
+    \b
+    Example:
+      platform bundles
+      platform bundles --json | jq 'select(.status == "active") | .list'
+    """
+    found = stored_bundles(_store())
+    if as_json:
+        for s in found:
+            r = s.row
+            _emit({"status": s.status.value, "reason": s.reason or None, "authority": r.authority,
+                   "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence, "hashes": r.hash_count,
+                   "threshold": r.threshold, "model": r.model, "created": _iso(r.created),
+                   "expires": _iso(r.expires), "target_fpr": r.target_fpr, "measured_fpr": r.measured_fpr,
+                   "innocent_images": r.innocent_images, "sha256": r.sha256, "ingested": _iso(r.ingested)})
+        return
+    if not found:
+        click.echo("no bundles stored; ingest one with `platform ingest BUNDLE`", err=True)
+        return
+
+    def fpr(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2g}"
+
+    _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence, s.row.hash_count,
+             s.row.threshold, _day(s.row.created), _day(s.row.expires),
+             f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}") for s in found],
+           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "CREATED (UTC)",
+            "EXPIRES (UTC)", "FPR TARGET/MEASURED"))
+    for s in found:
+        if s.status is not Status.ACTIVE:
+            click.echo(f"not used: {s.row.authority}/{s.row.list_name}: {s.reason}")
+
+
+# screening
+
+
+def _image_options(command: F) -> F:
+    for option in reversed([
+        click.argument("paths", nargs=-1, required=True),
+        json_option,
+        click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: CPUs, max 16]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="Images per inference batch."),
+        click.option("--progress/--no-progress", default=None,
+                     help=f"Progress bar on stderr [default: on a terminal, for {PROGRESS_MIN}+ files]."),
+        db_option,
+    ]):
+        command = option(command)
+    return command
+
+
+def _screener(threshold: int | None, workers: int | None, batch_size: int) -> Screener:
+    active = [s for s in stored_bundles(_store()) if s.status is Status.ACTIVE]
+    return Screener(active, threshold=threshold, workers=workers, batch=batch_size)
+
+
+def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show: bool | None
+                   ) -> Iterator[tuple[ImageResult, Callable[[str, bool], None]]]:
+    """Results paired with a printer that keeps a progress bar (if shown) intact."""
+    if show is None:
+        show = sys.stderr.isatty() and len(items) >= PROGRESS_MIN
+    with tqdm(total=len(items), file=sys.stderr, unit="img", disable=not show, leave=False) as bar:
+
+        def echo(line: str, err: bool) -> None:
+            if show:
+                tqdm.write(line, file=sys.stderr if err else sys.stdout)
+            else:
+                click.echo(line, err=err)
+
+        for result in results:
+            yield result, echo
+            bar.update(1)
+
+
+@cli.command()
+@_image_options
+@click.option("--threshold", type=click.IntRange(min=0),
+              help="Match when the distance is below this, instead of each bundle's own threshold.")
+def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size: int, progress: bool | None,
+           threshold: int | None) -> None:
+    """Screen images against every active bundle.
+
+    PATHS are image files, folders (searched recursively for image files) and `-` for image bytes on
+    stdin. For each image and bundle: the image's hash, the nearest banned hash id, the distance, and
+    the verdict (a match when the distance is below the threshold). Matches are logged (see
+    `platform log`), never the image itself. A file that cannot be read is reported and the rest go on.
+
+    \b
+    Exit status:
+      0  every image was screened and none matched
+      1  at least one image matched (even if others had errors: a match is never hidden)
+      2  no match, but some image could not be screened; or the command itself failed
+
+    \b
+    Example:
+      platform screen uploads/ photo.jpg
+      curl -s https://example.org/a.jpg | platform screen -
+      platform screen --json uploads/ | jq 'select(.verdict == "match")'
+    """
+    screener = _screener(threshold, workers, batch_size)
+    items = sources(paths, click.get_binary_stream("stdin"))
+    counts = {"match": 0, "clean": 0, "error": 0}
+    with MatchLog(_store()) as log:
+        for result, echo in _with_progress(items, screener.run(items), progress):
+            verdict = "error" if result.error else "match" if result.matched else "clean"
+            counts[verdict] += 1
+            log.add(result)
+            if as_json:
+                echo(json.dumps(_screen_record(result, verdict), ensure_ascii=False), False)
+            elif result.error:
+                echo(f"error: {result.error}", True)
+            else:
+                for v in result.verdicts:
+                    if v.distance is None:
+                        detail = "empty list"
+                    else:
+                        detail = f"nearest {v.nearest_id}  distance {v.distance} {'<' if v.match else '>='} {v.threshold}"
+                    echo(f"{'MATCH' if v.match else 'clean'}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}"
+                         f"  {detail}  hash {v.hash}", False)
+    if not as_json:
+        click.echo(f"screened {len(items)} image(s) against {sum(len(m.lists) for m in screener.models)} "
+                   f"bundle(s): {counts['match']} matched, {counts['clean']} clean, {counts['error']} error(s)",
+                   err=True)
+    if counts["match"]:
+        sys.exit(ExitCode.MATCH)
+    if counts["error"]:
+        sys.exit(ExitCode.ERROR)
+
+
+def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
+    if result.error:
+        return {"path": result.name, "verdict": "error", "error": result.error}
+    return {"path": result.name, "sha256": result.sha256, "verdict": verdict, "results": [
+        {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
+         "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,
+         "threshold": v.threshold, "match": v.match} for v in result.verdicts]}
+
+
+@cli.command("hash")
+@_image_options
+def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size: int,
+          progress: bool | None) -> None:
+    """Print each image's hash (hex) under every active bundle's model, without screening.
+
+    Lists that share a model share one hash. The hex form is the packed hash bits, two digits a byte,
+    as `vetohash.hashes.Hash` writes them. Exit 2 if any image could not be hashed.
+
+    \b
+    Example:
+      platform hash photo.jpg
+      platform hash --json uploads/ | jq -r '.hashes[0].hash'
+    """
+    screener = _screener(None, workers, batch_size)
+    items = sources(paths, click.get_binary_stream("stdin"))
+    errors = 0
+    for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
+        if result.error:
+            errors += 1
+            echo(json.dumps({"path": result.name, "error": result.error}) if as_json
+                 else f"error: {result.error}", not as_json)
+        elif as_json:
+            echo(json.dumps({"path": result.name, "sha256": result.sha256, "hashes": [
+                {"model": h.model, "model_id": h.model_id, "lists": list(h.lists), "hash": h.hash}
+                for h in result.hashes]}, ensure_ascii=False), False)
+        else:
+            for h in result.hashes:
+                which = f"  [{h.model} {h.model_id}: {', '.join(h.lists)}]" if len(result.hashes) > 1 else ""
+                echo(f"{h.hash}  {result.name}{which}", False)
+    if errors:
+        sys.exit(ExitCode.ERROR)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), help="Only the latest N matches.")
+@json_option
+@db_option
+def log(limit: int | None, as_json: bool) -> None:
+    """Show logged matches, oldest first: when, the image's SHA-256, the bundle, the banned id, the distance.
+
+    The image itself is never stored; its SHA-256 lets you find it again among your files.
+
+    \b
+    Example:
+      platform log --limit 20
+      platform log --json | jq -r .image_sha256 | sort -u
+    """
+    rows = _store().matches(limit)
+    if as_json:
+        for r in rows:
+            _emit({"time": _iso(r.time), "image_sha256": r.image_sha256, "image_hash": r.image_hash,
+                   "authority": r.authority, "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence,
+                   "bundle_sha256": r.bundle_sha256, "hash_id": r.hash_id, "distance": r.distance,
+                   "threshold": r.threshold})
+        return
+    if not rows:
+        click.echo("no matches logged", err=True)
+        return
+    _table([(_iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.hash_id, r.distance, r.threshold,
+             r.image_sha256) for r in rows],
+           ("TIME (UTC)", "BUNDLE", "HASH ID", "DISTANCE", "THRESHOLD", "IMAGE SHA256"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: one-line errors and exit codes (a traceback only with VETOHASH_DEBUG=1)."""
+    try:
+        run(functools.partial(cli, args=None if argv is None else list(argv)), "platform")
+    except BrokenPipeError:
+        # A reader such as `head` went away: stop quietly, as grep does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.ERROR)
+    except Exception as error:  # noqa: BLE001 (the last line of defence against a traceback)
+        if os.environ.get("VETOHASH_DEBUG"):
+            raise
+        fail(f"internal error: {type(error).__name__}: {error} (set VETOHASH_DEBUG=1 for the traceback)")

@@ -1,0 +1,282 @@
+"""Screening images against every active bundle: decode in parallel, hash in batches, find the nearest banned hash.
+
+Each distinct model (spec plus weights) is built once per run, however many lists share it, and each image
+file is read and decoded once, however many models need it. A file that cannot be read or decoded gives a
+result carrying its error; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from vetohash import codec
+from vetohash.bundle import Bundle
+from vetohash.errors import ImageError, VetohashError
+from vetohash.files import image_files
+from vetohash.hasher import Hasher
+from vetohash.hashes import Hash
+from vetohash.matching import nearest
+from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, to_array
+
+from .active import StoredBundle
+from .store import MatchRow, Store
+
+BATCH = 256
+STDIN = "-"
+
+
+def default_workers() -> int:
+    """Decoding threads: one per CPU, at most 16 (Pillow releases the GIL while it decodes)."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to screen: a file, or bytes already read (from stdin), under the name it is reported by."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+
+def sources(arguments: Sequence[str], stdin: BinaryIO) -> list[Source]:
+    """Files as given, image files under folders (recursive, sorted), and `-` for image bytes on stdin (once)."""
+    if arguments.count(STDIN) > 1:
+        raise VetohashError("`-` (stdin) can be given only once")
+    out = []
+    for argument in arguments:
+        if argument == STDIN:
+            out.append(Source("<stdin>", data=stdin.read(MAX_FILE_BYTES + 1)))
+        else:
+            out.extend(Source(str(path), path=path) for path in image_files([Path(argument)]))
+    return out
+
+
+@dataclass(frozen=True)
+class ListVerdict:
+    """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict.
+
+    `nearest_id` and `distance` are None when the bundle's list is empty.
+    """
+
+    authority: str
+    key_id: str
+    list_name: str
+    sequence: int
+    bundle_sha256: str
+    hash: str
+    nearest_id: str | None
+    distance: int | None
+    threshold: int
+
+    @property
+    def match(self) -> bool:
+        """Match when the distance is strictly below the threshold."""
+        return self.distance is not None and self.distance < self.threshold
+
+
+@dataclass(frozen=True)
+class ModelHash:
+    """An image's hash under one model, and the lists (`authority/list`) that use that model."""
+
+    model: str
+    model_id: str
+    lists: tuple[str, ...]
+    hash: str
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The outcome for one image: its SHA-256, hashes and verdicts; or the error that stopped it."""
+
+    name: str
+    sha256: str | None
+    hashes: tuple[ModelHash, ...] = ()
+    verdicts: tuple[ListVerdict, ...] = ()
+    error: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        """Whether any bundle matched."""
+        return any(verdict.match for verdict in self.verdicts)
+
+
+@dataclass(frozen=True)
+class _List:
+    stored: StoredBundle
+    bundle: Bundle
+    threshold: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.bundle.authority}/{self.bundle.list_name}"
+
+
+@dataclass(frozen=True)
+class _Model:
+    model_id: str
+    hasher: Hasher
+    lists: tuple[_List, ...]
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    sha256: str
+    arrays: dict[Preprocess, np.ndarray]
+
+
+class Screener:
+    """Hashes images under every active bundle's model and compares them with each bundle's banned hashes."""
+
+    def __init__(self, active: Sequence[StoredBundle], threshold: int | None = None,
+                 workers: int | None = None, batch: int = BATCH) -> None:
+        if not active:
+            raise VetohashError("no active bundles to screen against: trust an authority key with "
+                                "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
+        groups: dict[str, list[_List]] = {}
+        hashers: dict[str, Hasher] = {}
+        for stored in active:
+            bundle = stored.bundle
+            if bundle is None:
+                raise ValueError("Screener takes active bundles only")
+            if threshold is not None and not 0 <= threshold <= bundle.spec.bits:
+                raise VetohashError(f"--threshold {threshold} is outside 0..{bundle.spec.bits} for the "
+                                    f"{bundle.spec.bits}-bit hashes of list {bundle.list_name!r}")
+            model_id = hashlib.sha256(codec.pack([bundle.spec.to_dict(), bundle.weights])).hexdigest()[:16]
+            if model_id not in hashers:
+                hashers[model_id] = bundle.hasher()
+            groups.setdefault(model_id, []).append(
+                _List(stored, bundle, bundle.threshold if threshold is None else threshold))
+        self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
+        self.workers = workers or default_workers()
+        self.batch = batch
+
+    def run(self, images: Iterable[Source], compare: bool = True) -> Iterator[ImageResult]:
+        """One result per image, in input order; with `compare=False`, hashes only (no verdicts)."""
+        pending: list[tuple[Source, _Decoded | ImageError]] = []
+        for item in self._decoded(images):
+            pending.append(item)
+            if len(pending) == self.batch:
+                yield from self._finish(pending, compare)
+                pending = []
+        if pending:
+            yield from self._finish(pending, compare)
+
+    def _decoded(self, images: Iterable[Source]) -> Iterator[tuple[Source, _Decoded | ImageError]]:
+        """Decode on a thread pool, keeping up to two batches in flight so decoding overlaps inference."""
+        pres = list(dict.fromkeys(model.hasher.spec.preprocess for model in self.models))
+        pool = ThreadPoolExecutor(max_workers=self.workers)
+        queue: deque[tuple[Source, Future[_Decoded | ImageError]]] = deque()
+        try:
+            for source in images:
+                queue.append((source, pool.submit(_decode, source, pres)))
+                if len(queue) >= 2 * self.batch:
+                    source, future = queue.popleft()
+                    yield source, future.result()
+            while queue:
+                source, future = queue.popleft()
+                yield source, future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _finish(self, items: list[tuple[Source, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
+        good = [(source, decoded) for source, decoded in items if isinstance(decoded, _Decoded)]
+        hashes: dict[str, np.ndarray] = {}
+        verdicts: dict[str, list[list[ListVerdict]]] = {}
+        for model in self.models:
+            pre = model.hasher.spec.preprocess
+            batch = np.stack([decoded.arrays[pre] for _, decoded in good]) if good else None
+            hashes[model.model_id] = (model.hasher.hash_arrays(batch) if batch is not None
+                                      else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
+            if compare:
+                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id]) for lst in model.lists]
+        row = 0
+        for source, decoded in items:
+            if isinstance(decoded, ImageError):
+                yield ImageResult(source.name, None, error=str(decoded))
+                continue
+            model_hashes = tuple(
+                ModelHash(m.hasher.spec.name, m.model_id, tuple(lst.label for lst in m.lists),
+                          Hash(hashes[m.model_id][row].tobytes()).hex)
+                for m in self.models)
+            found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
+            yield ImageResult(source.name, decoded.sha256, model_hashes, found)
+            row += 1
+
+
+def _compare(lst: _List, hashes: np.ndarray) -> list[ListVerdict]:
+    bundle = lst.bundle
+    common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
+                  sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
+    if len(bundle.hashes) == 0 or len(hashes) == 0:
+        return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=None, distance=None, **common) for h in hashes]
+    found = nearest(hashes, bundle.hashes)
+    return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=bundle.ids[int(i)], distance=int(d), **common)
+            for h, i, d in zip(hashes, found.index, found.distance, strict=True)]
+
+
+def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError:
+    try:
+        if source.data is not None:
+            data = source.data
+        elif source.path is not None:
+            data = _read(source.path, source.name)
+        else:
+            raise ValueError(f"{source.name}: a Source needs a path or data")
+        image = open_image(data, name=source.name)
+        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres})
+    except ImageError as error:
+        return error
+
+
+def _read(path: Path, name: str) -> bytes:
+    """A file's bytes; files above the decoder's size limit are refused before they are read."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{name}: file is larger than {MAX_FILE_BYTES} bytes.")
+        with path.open("rb") as file:
+            return file.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ImageError(f"{name}: cannot read file ({error.strerror or error}).") from None
+
+
+class MatchLog:
+    """Buffers matches and appends them to the store's log in one transaction per batch (and on close)."""
+
+    def __init__(self, store: Store, flush_every: int = BATCH) -> None:
+        self.store = store
+        self.flush_every = flush_every
+        self.rows: list[MatchRow] = []
+        self.count = 0
+
+    def add(self, result: ImageResult) -> None:
+        """Log every matching verdict of one image."""
+        now = time.time()
+        for v in result.verdicts:
+            if v.match and result.sha256 is not None and v.nearest_id is not None and v.distance is not None:
+                self.rows.append(MatchRow(now, result.sha256, v.hash, v.bundle_sha256, v.authority, v.key_id,
+                                          v.list_name, v.sequence, v.nearest_id, v.distance, v.threshold))
+        if len(self.rows) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered."""
+        self.store.add_matches(self.rows)
+        self.count += len(self.rows)
+        self.rows = []
+
+    def __enter__(self) -> MatchLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
