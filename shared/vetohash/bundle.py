@@ -1,0 +1,300 @@
+"""Signed bundles (format v1): what an authority publishes and a platform screens against.
+
+A bundle is a msgpack envelope holding a msgpack payload and an Ed25519 signature over a pre-authentication
+encoding of that payload. Readers check the envelope, verify the signature with a key they already trust, and
+only then parse the payload, so unsigned bytes never reach the spec, weight or hash parsers.
+The normative description is docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import codec
+from .errors import (
+    BundleContentError,
+    BundleError,
+    BundleExpiredError,
+    BundleFormatError,
+    BundleSignatureError,
+    BundleTooLargeError,
+    SpecError,
+    WeightsError,
+)
+from .hasher import Hasher
+from .keys import PublicKey, public_key_of
+from .specs import ModelSpec
+
+FORMAT_NAME = "vetohash-bundle"
+FORMAT_VERSION = 1
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+MAX_HASHES = 10_000_000
+CLOCK_SKEW_S = 300
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: every allowed time has an ISO form
+PAE_PREFIX = b"vetohash-bundle-v1\0"
+SIGNATURE_BYTES = 64
+
+ENVELOPE_KEYS = frozenset({"format", "version", "key_id", "payload", "signature"})
+PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "threshold", "authority", "key_id",
+                          "list_name", "sequence", "created", "expires", "calibration"})
+CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_LIST_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ID = re.compile(r"[\x21-\x7e]{1,64}")  # visible ASCII: no spaces, no control or look-alike characters
+_MAX_AUTHORITY = 128
+# What msgpack raises on malformed input: ValueError covers ExtraData, FormatError, StackError, bad UTF-8
+# and exceeded limits; OutOfData is an UnpackException only.
+_UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The image-level false-positive rate the threshold was set for, and what was measured on how many
+    unrelated (innocent) images."""
+
+    target_fpr: float
+    measured_fpr: float
+    innocent_images: int
+
+    def __post_init__(self) -> None:
+        for name in ("target_fpr", "measured_fpr"):
+            value = getattr(self, name)
+            if not isinstance(value, float) or not 0.0 <= value <= 1.0:
+                raise BundleFormatError(f"calibration {name} must be a float in [0, 1], got {value!r}")
+        if type(self.innocent_images) is not int or not 0 <= self.innocent_images < 2**63:
+            raise BundleFormatError(f"calibration innocent_images must be a non-negative integer, "
+                                    f"got {self.innocent_images!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """The content of a bundle. Construction validates every field (one validation point for reading and
+    writing), including the weights against the spec, so a Bundle that exists can be signed and used."""
+
+    spec: ModelSpec
+    weights: Mapping[str, Any]
+    hashes: np.ndarray
+    ids: tuple[str, ...]
+    threshold: int
+    authority: str
+    key_id: str
+    list_name: str
+    sequence: int
+    created: int
+    expires: int
+    calibration: Calibration | None = None
+    _hasher: Hasher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, ModelSpec):
+            raise BundleFormatError("bundle spec must be a ModelSpec")
+        if not isinstance(self.ids, tuple) or not all(isinstance(i, str) and _ID.fullmatch(i) for i in self.ids):
+            raise BundleFormatError("bundle ids must be strings of 1 to 64 visible ASCII characters")
+        if len(self.ids) > MAX_HASHES:
+            raise BundleTooLargeError(f"bundle holds {len(self.ids)} hashes, more than the {MAX_HASHES} allowed")
+        if len(set(self.ids)) != len(self.ids):
+            raise BundleContentError("bundle ids are not unique")
+        width = self.spec.hash_bytes
+        if (not isinstance(self.hashes, np.ndarray) or self.hashes.dtype != np.uint8
+                or self.hashes.shape != (len(self.ids), width)):
+            raise BundleContentError(f"bundle hashes must be a ({len(self.ids)}, {width}) uint8 array, one "
+                                     f"{self.spec.bits}-bit hash per id")
+        _check_int("threshold", self.threshold, 0, self.spec.bits)
+        if not isinstance(self.authority, str) or not 0 < len(self.authority) <= _MAX_AUTHORITY \
+                or not self.authority.isprintable():
+            raise BundleFormatError(f"bundle authority must be 1 to {_MAX_AUTHORITY} printable characters")
+        if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
+            raise BundleFormatError("bundle key_id must be 16 lower-case hex digits")
+        if not isinstance(self.list_name, str) or not _LIST_NAME.fullmatch(self.list_name):
+            raise BundleFormatError("bundle list_name must be 1 to 64 characters from [A-Za-z0-9._-]")
+        _check_int("sequence", self.sequence, 0, 2**63 - 1)
+        _check_int("created", self.created, 0, MAX_TIME)
+        _check_int("expires", self.expires, 0, MAX_TIME)
+        if self.expires <= self.created:
+            raise BundleContentError(f"bundle expires ({_iso(self.expires)}) no later than it was created "
+                                     f"({_iso(self.created)})")
+        if self.calibration is not None and not isinstance(self.calibration, Calibration):
+            raise BundleFormatError("bundle calibration must be a Calibration or None")
+        try:
+            hasher = Hasher.from_encoded(self.spec, self.weights)
+        except WeightsError as error:
+            raise BundleContentError(f"bundle weights: {error}") from None
+        object.__setattr__(self, "_hasher", hasher)
+
+    def hasher(self) -> Hasher:
+        """The hasher built (once, at construction) from the spec and weights."""
+        return self._hasher
+
+
+def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
+    """The signed envelope bytes of `bundle`; its key_id must be the signing key's."""
+    key_id = public_key_of(key).key_id
+    if bundle.key_id != key_id:
+        raise ValueError(f"bundle names key {bundle.key_id} but is signed with key {key_id}")
+    calibration = bundle.calibration
+    payload = codec.pack({
+        "version": FORMAT_VERSION,
+        "spec": bundle.spec.to_dict(),
+        "weights": bundle.weights,
+        "hashes": np.ascontiguousarray(bundle.hashes).tobytes(),
+        "ids": list(bundle.ids),
+        "threshold": bundle.threshold,
+        "authority": bundle.authority,
+        "key_id": bundle.key_id,
+        "list_name": bundle.list_name,
+        "sequence": bundle.sequence,
+        "created": bundle.created,
+        "expires": bundle.expires,
+        "calibration": None if calibration is None else {
+            "target_fpr": calibration.target_fpr,
+            "measured_fpr": calibration.measured_fpr,
+            "innocent_images": calibration.innocent_images,
+        },
+    })
+    envelope = codec.pack({"format": FORMAT_NAME, "version": FORMAT_VERSION, "key_id": key_id,
+                           "payload": payload, "signature": key.sign(pae(payload))})
+    if len(envelope) > MAX_BUNDLE_BYTES:
+        raise BundleTooLargeError(f"bundle would be {len(envelope)} bytes, more than the {MAX_BUNDLE_BYTES} "
+                                  "a reader accepts")
+    return envelope
+
+
+def pae(payload: bytes) -> bytes:
+    """The bytes actually signed: a domain tag, the payload length (8 bytes little-endian), the payload."""
+    return PAE_PREFIX + struct.pack("<Q", len(payload)) + payload
+
+
+def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | None = None) -> Bundle:
+    """Check, verify and parse bundle bytes against keys by key_id; raise only BundleError subclasses.
+
+    Order matters: size, envelope shape and version, trusted key, signature, and only then the payload.
+    """
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleTooLargeError(f"bundle is {len(data)} bytes, more than the {MAX_BUNDLE_BYTES} allowed")
+    # Small limits, but loose enough that a later version's envelope reaches the version gate.
+    envelope = _unpack_canonical(data, "bundle envelope", max_str=256, max_items=64)
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT_NAME:
+        raise BundleFormatError("not a vetohash bundle")
+    version = envelope.get("version")
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise BundleFormatError(f"unsupported bundle format version {version!r}; this vetohash reads "
+                                f"version {FORMAT_VERSION}")
+    _check_keys("bundle envelope", envelope, ENVELOPE_KEYS)
+    key_id, payload, signature = envelope["key_id"], envelope["payload"], envelope["signature"]
+    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+        raise BundleFormatError("bundle envelope key_id must be 16 lower-case hex digits")
+    if not isinstance(payload, bytes):
+        raise BundleFormatError("bundle envelope payload must be binary")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise BundleFormatError(f"bundle envelope signature must be {SIGNATURE_BYTES} bytes")
+    public_key = trusted.get(key_id)
+    if public_key is None:
+        raise BundleSignatureError(f"bundle signed by untrusted key {key_id}")
+    if not public_key.verify(signature, pae(payload)):
+        raise BundleSignatureError(f"bundle signature does not verify with key {key_id}")
+    return _parse_payload(payload, key_id, time.time() if now is None else now)
+
+
+def read_bundle_file(path: Path, trusted: Mapping[str, PublicKey], now: float | None = None
+                     ) -> tuple[Bundle, bytes]:
+    """Read and verify a bundle file, refusing an oversized one before reading it; also return its bytes."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BUNDLE_BYTES:
+            raise BundleTooLargeError(f"{path} is {size} bytes, more than the {MAX_BUNDLE_BYTES} a bundle may be")
+        with path.open("rb") as file:
+            data = file.read(MAX_BUNDLE_BYTES + 1)  # bounded even if the file grew since stat
+    except OSError as error:
+        raise BundleError(f"cannot read bundle {path}: {error.strerror or error}") from None
+    return read_bundle(data, trusted, now=now), data
+
+
+def _parse_payload(payload: bytes, key_id: str, now: float) -> Bundle:
+    """Signed payload bytes -> Bundle, with every field checked; times are checked against `now`."""
+    # Array and map lengths are bounded by the input size (each item takes a byte), so no header can make
+    # msgpack preallocate more than a few times the payload's size.
+    fields = _unpack_canonical(payload, "bundle payload", max_str=1024, max_items=len(payload))
+    if not isinstance(fields, dict):
+        raise BundleFormatError("bundle payload must be a map")
+    _check_keys("bundle payload", fields, PAYLOAD_KEYS)
+    if fields["version"] != FORMAT_VERSION or type(fields["version"]) is not int:
+        raise BundleFormatError(f"bundle payload version {fields['version']!r} differs from the envelope's")
+    if fields["key_id"] != key_id:
+        raise BundleFormatError(f"bundle payload names key {fields['key_id']!r} but is signed by {key_id}")
+    ids, blob, calibration = fields["ids"], fields["hashes"], fields["calibration"]
+    if not isinstance(ids, list):
+        raise BundleFormatError("bundle ids must be an array")
+    if not isinstance(blob, bytes):
+        raise BundleFormatError("bundle hashes must be binary")
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            raise BundleFormatError("bundle calibration must be a map or nil")
+        _check_keys("bundle calibration", calibration, CALIBRATION_KEYS)
+        calibration = Calibration(**calibration)
+    try:
+        spec = ModelSpec.from_dict(fields["spec"])
+    except SpecError as error:
+        raise BundleContentError(f"bundle spec: {error}") from None
+    if len(blob) != len(ids) * spec.hash_bytes:
+        raise BundleContentError(f"bundle hashes hold {len(blob)} bytes; {len(ids)} ids of "
+                                 f"{spec.hash_bytes}-byte hashes need {len(ids) * spec.hash_bytes}")
+    bundle = Bundle(
+        spec=spec,
+        weights=fields["weights"],
+        hashes=np.frombuffer(blob, dtype=np.uint8).reshape(len(ids), spec.hash_bytes),
+        ids=tuple(ids),
+        threshold=fields["threshold"],
+        authority=fields["authority"],
+        key_id=fields["key_id"],
+        list_name=fields["list_name"],
+        sequence=fields["sequence"],
+        created=fields["created"],
+        expires=fields["expires"],
+        calibration=calibration,
+    )
+    if bundle.created > now + CLOCK_SKEW_S:
+        raise BundleExpiredError(f"bundle is created in the future ({_iso(bundle.created)}); check the clock")
+    if bundle.expires <= now:
+        raise BundleExpiredError(f"bundle expired on {_iso(bundle.expires)}")
+    return bundle
+
+
+def _unpack_canonical(data: bytes, what: str, *, max_str: int, max_items: int) -> Any:
+    """Bounded msgpack decode that also refuses any non-canonical encoding (which includes duplicate map
+    keys, on which parsers in other languages could disagree about what was signed)."""
+    try:
+        value = codec.unpack(data, max_bin=MAX_BUNDLE_BYTES, max_str=max_str, max_items=max_items)
+        canonical = codec.pack(value)  # TypeError: a map mixing str and bin keys cannot be sorted
+    except _UNPACK_ERRORS:
+        raise BundleFormatError(f"{what} is not well-formed msgpack (truncated, damaged or over a limit)") from None
+    if canonical != data:
+        raise BundleFormatError(f"{what} is not canonically encoded")
+    return value
+
+
+def _check_keys(what: str, mapping: Mapping[str, Any], keys: frozenset[str]) -> None:
+    if set(mapping) != keys:
+        missing, unexpected = sorted(keys - set(mapping)), sorted(map(repr, set(mapping) - keys))
+        raise BundleFormatError(f"{what} keys are wrong: missing {missing}, unexpected [{', '.join(unexpected)}]")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    # bool is an int subclass and would slip through isinstance
+    if type(value) is not int or not low <= value <= high:
+        raise BundleFormatError(f"bundle {name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")

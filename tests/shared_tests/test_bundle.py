@@ -1,0 +1,413 @@
+"""Bundle format v1: exact bytes, and refusal of every damaged, forged, stale or inconsistent bundle.
+
+Hostile payloads are built by hand and signed with the test key, so they pass the signature and reach the
+payload checks; the envelope is built here from docs/bundle-format.md, independently of vetohash.bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vetohash import bundle as bundle_module
+from vetohash import codec
+from vetohash.bundle import (
+    CLOCK_SKEW_S,
+    Bundle,
+    Calibration,
+    read_bundle,
+    read_bundle_file,
+    sign_bundle,
+)
+from vetohash.errors import (
+    BundleContentError,
+    BundleError,
+    BundleExpiredError,
+    BundleFormatError,
+    BundleSignatureError,
+    BundleTooLargeError,
+)
+from vetohash.keys import public_key_of
+from vetohash.preprocess import Preprocess
+from vetohash.specs import PRESETS, ModelSpec
+from vetohash.weights import encode_arrays, module_arrays
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUB = public_key_of(KEY)
+TRUSTED = {PUB.key_id: PUB}
+OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+CREATED, EXPIRES = 1_700_000_000, 1_800_000_000  # 2023-11-14T22:13:20Z, 2027-01-15T08:00:00Z
+NOW = 1_750_000_000
+PAPER = PRESETS["paper-cnn"]
+# The paper's architecture at its smallest (about 1 KB as a bundle), so every-byte tests stay fast.
+TINY = ModelSpec(name="tiny", arch={"type": "paper-cnn", "filters": 2, "kernel": 2, "pool": "max", "dropout": 0.0},
+                 preprocess=Preprocess(mode="L", size=8, resample="bilinear", mean=(0.5,), std=(0.5,)), bits=16)
+
+
+def fixed_weights(spec: ModelSpec) -> dict[str, Any]:
+    """Encoded weights from a formula, not torch's RNG, so pinned bytes do not move with torch's init."""
+    arrays = module_arrays(spec.build())
+    return encode_arrays({name: (((np.arange(a.size) % 17) - 8) / 16).astype("<f4").reshape(a.shape)
+                          for name, a in arrays.items()})
+
+
+def make_bundle(spec: ModelSpec = PAPER, **changes: Any) -> Bundle:
+    ids = changes.pop("ids", ("alpha", "beta", "gamma"))
+    fields: dict[str, Any] = dict(
+        spec=spec, weights=fixed_weights(spec),
+        hashes=(np.arange(len(ids) * spec.hash_bytes) * 37 % 256).astype(np.uint8).reshape(len(ids), spec.hash_bytes),
+        ids=ids, threshold=spec.bits // 8, authority="Test Authority", key_id=PUB.key_id, list_name="test-list",
+        sequence=7, created=CREATED, expires=EXPIRES,
+        calibration=Calibration(target_fpr=1e-6, measured_fpr=0.0, innocent_images=50_000))
+    fields.update(changes)
+    return Bundle(**fields)
+
+
+def payload_of(data: bytes) -> dict[str, Any]:
+    """The plain payload map of signed bundle bytes (no checks)."""
+    return msgpack.unpackb(msgpack.unpackb(data)["payload"])
+
+
+def seal(payload: bytes, key: Ed25519PrivateKey = KEY, /, **envelope: Any) -> bytes:
+    """Envelope bytes built from the spec: sorted keys, signature over the pre-authentication encoding."""
+    signed = b"vetohash-bundle-v1\x00" + struct.pack("<Q", len(payload)) + payload
+    fields = {"format": "vetohash-bundle", "version": 1, "key_id": public_key_of(key).key_id,
+              "payload": payload, "signature": key.sign(signed)}
+    return codec.pack(fields | envelope)
+
+
+def seal_fields(fields: dict[str, Any], key: Ed25519PrivateKey = KEY) -> bytes:
+    return seal(codec.pack(fields), key)
+
+
+def with_raw(fields: dict[str, Any], name: str, raw: bytes) -> bytes:
+    """Payload bytes with field `name`'s value replaced by hand-written msgpack `raw`."""
+    marker = "\x7f" * 40
+    packed = codec.pack(fields | {name: marker})
+    return packed.replace(codec.pack(marker), raw)
+
+
+@pytest.fixture(scope="module")
+def paper_data() -> bytes:
+    return sign_bundle(make_bundle(), KEY)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> bytes:
+    return sign_bundle(make_bundle(TINY), KEY)
+
+
+def test_round_trip_is_bit_exact(paper_data: bytes) -> None:
+    """Reading gives back every field, and signing what was read reproduces the same bytes."""
+    original = make_bundle()
+    read = read_bundle(paper_data, TRUSTED, now=NOW)
+    for f in dataclasses.fields(Bundle):
+        if f.name == "hashes":
+            np.testing.assert_array_equal(read.hashes, original.hashes)
+        elif f.init:
+            assert getattr(read, f.name) == getattr(original, f.name), f.name
+    assert sign_bundle(read, KEY) == paper_data
+    batch = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(read.hasher().hash_arrays(batch), original.hasher().hash_arrays(batch))
+
+
+def test_pinned_bytes(paper_data: bytes) -> None:
+    """The exact bytes of a fixed bundle. If this changes, the format changed: existing readers may refuse new
+    bundles or read them differently. Bump FORMAT_VERSION and update docs/bundle-format.md, do not just
+    update the digest. (Ed25519 signatures are deterministic, so the bytes are fully fixed.)"""
+    assert hashlib.sha256(paper_data).hexdigest() == "6e62ece22591f01355529046c58c40117e37443b70002d0636369fad34bf7c53"
+
+
+def test_envelope_built_from_the_spec_equals_the_library(paper_data: bytes) -> None:
+    """An envelope written from docs/bundle-format.md alone is byte-identical to sign_bundle's."""
+    assert seal(msgpack.unpackb(paper_data)["payload"]) == paper_data
+    assert seal_fields(payload_of(paper_data)) == paper_data
+
+
+def test_every_single_byte_change_is_refused(tiny_data: bytes) -> None:
+    """Flipping any one byte anywhere gives a BundleError subclass, never another exception or a bundle."""
+    data = bytearray(tiny_data)
+    for i in range(len(data)):
+        data[i] ^= 0xFF
+        with pytest.raises(BundleError):
+            read_bundle(bytes(data), TRUSTED, now=NOW)
+        data[i] ^= 0xFF
+
+
+def test_every_truncation_and_extension_is_refused(tiny_data: bytes) -> None:
+    """Every proper prefix, and the bundle with a byte appended, is refused with a BundleFormatError."""
+    for n in range(len(tiny_data)):
+        with pytest.raises(BundleFormatError):
+            read_bundle(tiny_data[:n], TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError):
+        read_bundle(tiny_data + b"\x00", TRUSTED, now=NOW)
+
+
+def test_every_signed_payload_byte_change_raises_only_bundle_errors(tiny_data: bytes) -> None:
+    """A trusted signer's damaged payload (re-signed after each one-byte flip) is either a valid bundle or a
+    BundleError: the payload parser never leaks another exception."""
+    payload = bytearray(msgpack.unpackb(tiny_data)["payload"])
+    for i in range(len(payload)):
+        payload[i] ^= 0xFF
+        try:
+            read_bundle(seal(bytes(payload)), TRUSTED, now=NOW)
+        except BundleError:
+            pass
+        payload[i] ^= 0xFF
+
+
+def test_untrusted_key_is_refused() -> None:
+    """A bundle signed by a key that is not trusted is refused and the message names the key."""
+    other = public_key_of(OTHER_KEY)
+    data = sign_bundle(make_bundle(TINY, key_id=other.key_id), OTHER_KEY)
+    with pytest.raises(BundleSignatureError, match=f"untrusted key {other.key_id}"):
+        read_bundle(data, TRUSTED, now=NOW)
+    with pytest.raises(BundleSignatureError, match="untrusted"):
+        read_bundle(data, {}, now=NOW)
+
+
+def test_wrong_key_is_refused(tiny_data: bytes) -> None:
+    """A signature that does not verify with the key trusted under the named key_id is refused."""
+    with pytest.raises(BundleSignatureError, match="does not verify"):
+        read_bundle(tiny_data, {PUB.key_id: public_key_of(OTHER_KEY)}, now=NOW)
+    # A forger who names a trusted key but signs with their own.
+    forged = seal(msgpack.unpackb(tiny_data)["payload"], OTHER_KEY, key_id=PUB.key_id)
+    with pytest.raises(BundleSignatureError, match="does not verify"):
+        read_bundle(forged, TRUSTED, now=NOW)
+
+
+def test_signing_with_a_key_other_than_the_named_one_is_a_programming_error() -> None:
+    """sign_bundle refuses a bundle whose key_id is not the signing key's."""
+    with pytest.raises(ValueError, match="signed with key"):
+        sign_bundle(make_bundle(TINY), OTHER_KEY)
+
+
+def test_expired_bundle_is_refused_with_its_date(tiny_data: bytes) -> None:
+    """At or after `expires` a bundle is refused; the message gives the expiry in ISO form."""
+    read_bundle(tiny_data, TRUSTED, now=EXPIRES - 1)
+    with pytest.raises(BundleExpiredError, match="2027-01-15T08:00:00Z"):
+        read_bundle(tiny_data, TRUSTED, now=EXPIRES)
+
+
+def test_bundle_created_in_the_future_is_refused(tiny_data: bytes) -> None:
+    """A creation time more than CLOCK_SKEW_S ahead of the reader's clock is refused."""
+    read_bundle(tiny_data, TRUSTED, now=CREATED - CLOCK_SKEW_S)
+    with pytest.raises(BundleExpiredError, match="future"):
+        read_bundle(tiny_data, TRUSTED, now=CREATED - CLOCK_SKEW_S - 1)
+
+
+def test_oversized_bundle_is_refused_before_parsing(tiny_data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes over MAX_BUNDLE_BYTES are refused by size alone, and sign_bundle will not produce them."""
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", len(tiny_data) - 1)
+    with pytest.raises(BundleTooLargeError):
+        read_bundle(tiny_data, TRUSTED, now=NOW)
+    with pytest.raises(BundleTooLargeError):
+        sign_bundle(make_bundle(TINY), KEY)
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_bundle_file checks the size with stat and never opens a file that is too large."""
+    path = tmp_path / "huge.bundle"
+    with path.open("wb") as file:
+        file.truncate(bundle_module.MAX_BUNDLE_BYTES + 1)  # sparse: no disk used
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("opened an oversized file")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(BundleTooLargeError):
+        read_bundle_file(path, TRUSTED, now=NOW)
+
+
+def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: bytes) -> None:
+    """read_bundle_file gives the verified bundle and the exact file bytes; a missing file is a BundleError."""
+    path = tmp_path / "tiny.bundle"
+    path.write_bytes(tiny_data)
+    bundle, data = read_bundle_file(path, TRUSTED, now=NOW)
+    assert data == tiny_data and bundle.ids == ("alpha", "beta", "gamma")
+    with pytest.raises(BundleError, match="cannot read"):
+        read_bundle_file(tmp_path / "missing.bundle", TRUSTED, now=NOW)
+
+
+@pytest.mark.parametrize(("envelope", "message"), [
+    ({"version": 2}, "version 2"),
+    ({"version": True}, "version True"),
+    ({"format": "vetohash-model"}, "not a vetohash bundle"),
+    ({"extra": 1}, "unexpected \\['extra'\\]"),
+    ({"key_id": "ABCDEF0123456789"}, "key_id"),
+    ({"signature": b"\x00" * 63}, "64 bytes"),
+    ({"payload": "text"}, "binary"),
+])
+def test_malformed_envelope_is_refused(tiny_data: bytes, envelope: dict[str, Any], message: str) -> None:
+    """The envelope's format, version (gated first, and named in the error), keys and types are exact."""
+    with pytest.raises(BundleFormatError, match=message):
+        read_bundle(seal(msgpack.unpackb(tiny_data)["payload"], **envelope), TRUSTED, now=NOW)
+
+
+@pytest.mark.parametrize(("data", "attack"), [
+    (b"", "empty input"),
+    (b"\xc0", "nil instead of a map"),
+    (b"\xdf\xff\xff\xff\xff", "map header declaring 2**32-1 entries"),
+    (b"\x85\xa7payload\xc6\xff\xff\xff\xff", "bin header declaring 4 GiB"),
+    (b"\x91" * 100_000 + b"\xc0", "arrays nested 100,000 deep"),
+    (b"\x82\xa1a\x01\xc4\x01b\x02", "map mixing str and bin keys"),
+    (b"\x81\x01\x02", "integer map key"),
+    (b"\xd6\xff\x00\x00\x00\x00", "extension type (timestamp)"),
+])
+def test_hostile_envelope_bytes_are_format_errors(data: bytes, attack: str) -> None:
+    """Hand-made msgpack that attacks the unpacker is refused as a BundleFormatError, not a crash."""
+    with pytest.raises(BundleFormatError):
+        read_bundle(data, TRUSTED, now=NOW)
+
+
+def test_non_canonical_envelope_is_refused(tiny_data: bytes) -> None:
+    """Unsorted or duplicated envelope keys are refused: there is one byte form of each bundle."""
+    envelope = msgpack.unpackb(tiny_data)
+    reordered = msgpack.packb(dict(reversed(list(envelope.items()))), use_bin_type=True)
+    with pytest.raises(BundleFormatError, match="canonical"):
+        read_bundle(reordered, TRUSTED, now=NOW)
+
+
+def test_non_canonical_payload_is_refused(tiny_data: bytes) -> None:
+    """A signed payload with a duplicated key (which parsers resolve differently) is refused."""
+    fields = payload_of(tiny_data)
+    packed = codec.pack(fields)
+    authority = codec.pack("authority") + codec.pack(fields["authority"])
+    duplicated = b"\x8e" + packed[1:].replace(authority, authority + codec.pack("authority") + codec.pack("X"))
+    with pytest.raises(BundleFormatError, match="canonical"):
+        read_bundle(seal(duplicated), TRUSTED, now=NOW)
+
+
+@pytest.mark.parametrize(("name", "raw", "error"), [
+    ("hashes", b"\xc6\xff\xff\xff\xff", BundleFormatError),  # bin declaring 4 GiB, no data
+    ("ids", b"\xdd\xff\xff\xff\xff", BundleFormatError),  # array declaring 2**32-1 ids
+    ("authority", b"\xdb\xff\xff\xff\xff", BundleFormatError),  # str declaring 4 GiB
+    ("weights", b"\xdf\xff\xff\xff\xff", BundleFormatError),  # map declaring 2**32-1 entries
+])
+def test_huge_declared_lengths_in_signed_payload_are_refused(tiny_data: bytes, name: str, raw: bytes,
+                                                             error: type[BundleError]) -> None:
+    """Length headers far beyond the data are refused without allocating what they declare."""
+    with pytest.raises(error):
+        read_bundle(seal(with_raw(payload_of(tiny_data), name, raw)), TRUSTED, now=NOW)
+
+
+def test_too_many_hashes_is_refused(tiny_data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More ids than MAX_HASHES is BundleTooLargeError (the limit is lowered here to keep the test small)."""
+    monkeypatch.setattr(bundle_module, "MAX_HASHES", 2)
+    with pytest.raises(BundleTooLargeError, match="3 hashes"):
+        read_bundle(tiny_data, TRUSTED, now=NOW)
+
+
+def _tiny_fields(tiny_data: bytes, **changes: Any) -> dict[str, Any]:
+    return payload_of(tiny_data) | changes
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"ids": ["a" * 65, "b", "c"]}, BundleFormatError, "ids"),
+    ({"ids": ["", "b", "c"]}, BundleFormatError, "ids"),
+    ({"ids": ["a b", "b", "c"]}, BundleFormatError, "ids"),
+    ({"ids": ["caf\u00e9", "b", "c"]}, BundleFormatError, "ids"),
+    ({"ids": [1, "b", "c"]}, BundleFormatError, "ids"),
+    ({"ids": ["a", "a", "c"]}, BundleContentError, "unique"),
+    ({"ids": "abc"}, BundleFormatError, "array"),
+    ({"ids": ["a", "b"]}, BundleContentError, "hashes hold"),
+    ({"hashes": b"\x00" * 5}, BundleContentError, "hashes hold"),
+    ({"hashes": [0, 1]}, BundleFormatError, "binary"),
+    ({"threshold": 17}, BundleFormatError, "threshold"),
+    ({"threshold": -1}, BundleFormatError, "threshold"),
+    ({"threshold": 1.0}, BundleFormatError, "threshold"),
+    ({"threshold": True}, BundleFormatError, "threshold"),
+    ({"list_name": "a/b"}, BundleFormatError, "list_name"),
+    ({"list_name": "x" * 65}, BundleFormatError, "list_name"),
+    ({"authority": ""}, BundleFormatError, "authority"),
+    ({"authority": "a\nb"}, BundleFormatError, "authority"),
+    ({"sequence": -1}, BundleFormatError, "sequence"),
+    ({"sequence": 2**63}, BundleFormatError, "sequence"),
+    ({"created": -1}, BundleFormatError, "created"),
+    ({"expires": 2**64 - 1}, BundleFormatError, "expires"),
+    ({"expires": CREATED}, BundleContentError, "expires"),
+    ({"key_id": public_key_of(OTHER_KEY).key_id}, BundleFormatError, "names key"),
+    ({"version": 2}, BundleFormatError, "version 2"),
+    ({"calibration": {"target_fpr": 0, "measured_fpr": 0.0, "innocent_images": 1}}, BundleFormatError,
+     "target_fpr"),
+    ({"calibration": {"target_fpr": 0.1, "measured_fpr": float("nan"), "innocent_images": 1}},
+     BundleFormatError, "measured_fpr"),
+    ({"calibration": {"target_fpr": 0.1, "measured_fpr": 0.0}}, BundleFormatError, "innocent_images"),
+    ({"calibration": [0.1, 0.0, 1]}, BundleFormatError, "calibration"),
+    ({"spec": {"name": "tiny"}}, BundleContentError, "spec"),
+    ({"spec": TINY.to_dict() | {"bits": 7}}, BundleContentError, "bits"),
+    ({"spec": "paper-cnn"}, BundleContentError, "spec"),
+])
+def test_invalid_signed_fields_are_refused(tiny_data: bytes, changes: dict[str, Any], error: type[BundleError],
+                                           message: str) -> None:
+    """Every payload field is checked for type, range and consistency even though the signature is good."""
+    with pytest.raises(error, match=message):
+        read_bundle(seal_fields(_tiny_fields(tiny_data, **changes)), TRUSTED, now=NOW)
+
+
+def test_payload_keys_are_exact(tiny_data: bytes) -> None:
+    """A missing or unexpected payload key is refused, named in the message."""
+    fields = payload_of(tiny_data)
+    del fields["sequence"]
+    with pytest.raises(BundleFormatError, match="missing \\['sequence'\\]"):
+        read_bundle(seal_fields(fields), TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError, match="unexpected \\['extra'\\]"):
+        read_bundle(seal_fields(payload_of(tiny_data) | {"extra": 1}), TRUSTED, now=NOW)
+
+
+# The tiny network's tensors in state-dict order: convolution weight and bias, dense weight and bias.
+CONV_W, CONV_B, DENSE_W, DENSE_B = fixed_weights(TINY)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda w: w.pop(CONV_W), f"missing \\['{CONV_W}'\\]"),
+    (lambda w: w.update(extra=w[CONV_B]), "unexpected \\['extra'\\]"),
+    (lambda w: w[CONV_W].update(shape=[2, 1, 1, 4]), "shape"),
+    (lambda w: w[DENSE_B].update(shape=[16, 1]), "shape"),
+    (lambda w: w[DENSE_W].update(shape=[2, 16], data=w[DENSE_W]["data"]), "shape"),
+    (lambda w: w[CONV_B].update(data=w[CONV_B]["data"][:-1]), "data bytes"),
+    (lambda w: w[CONV_B].update(dtype="<f8"), "dtype"),
+    (lambda w: w[CONV_B].update(data=np.array([np.nan, 0], "<f4").tobytes()), "NaN"),
+    (lambda w: w[CONV_B].update(extra=1), "entry"),
+    (lambda w: w.clear(), "missing"),
+])
+def test_weights_that_do_not_match_the_spec_are_content_errors(tiny_data: bytes, change: Any,
+                                                                message: str) -> None:
+    """Missing, unexpected, wrong-shaped, wrong-dtype, short or non-finite weights are BundleContentError."""
+    fields = payload_of(tiny_data)
+    change(fields["weights"])
+    with pytest.raises(BundleContentError, match=message):
+        read_bundle(seal_fields(fields), TRUSTED, now=NOW)
+
+
+def test_bundle_without_calibration_round_trips() -> None:
+    """calibration is optional (nil in the payload) and an empty hash list is allowed."""
+    bundle = make_bundle(TINY, calibration=None, ids=())
+    read = read_bundle(sign_bundle(bundle, KEY), TRUSTED, now=NOW)
+    assert read.calibration is None and read.ids == () and read.hashes.shape == (0, 2)
+
+
+def test_constructing_an_inconsistent_bundle_fails() -> None:
+    """The authority gets the reader's errors when it builds a bundle that could not be read."""
+    with pytest.raises(BundleContentError, match="hashes"):
+        make_bundle(TINY, hashes=np.zeros((3, 3), np.uint8))
+    with pytest.raises(BundleContentError, match="weights"):
+        make_bundle(TINY, weights=fixed_weights(PAPER))
+
+
+def test_docs_worked_examples_match_the_code(tiny_data: bytes) -> None:
+    """The hex examples and key of docs/bundle-format.md are what the code produces."""
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "bundle-format.md").read_text().split())
+    assert bundle_module.pae(b"\x93\x01\x02\x03").hex(" ") in doc
+    assert bundle_module.pae(msgpack.unpackb(tiny_data)["payload"])[:27].hex(" ") in doc
+    assert codec.pack(PAPER.to_dict()).hex(" ") in doc
+    assert f"({len(codec.pack(PAPER.to_dict()))} bytes)" in doc
+    assert PUB.to_text() in doc and PUB.key_id in doc and PUB.raw.hex() in doc
