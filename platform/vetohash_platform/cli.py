@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from tqdm import tqdm
@@ -17,11 +17,14 @@ from tqdm import tqdm
 import vetohash
 from vetohash.console import ExitCode, fail, run
 
-from .active import Status, stored_bundles
-from .ingest import Outcome, ingest_file
-from .screening import ImageResult, MatchLog, Screener, Source, sources
 from .store import Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
+
+if TYPE_CHECKING:
+    from .screening import ImageResult, Screener, Source
+
+# Commands that need a model import torch (seconds) on first use, inside the command, so that `--help`,
+# `trust` and `log` answer at once.
 
 PROGRESS_MIN = 50  # files before a progress bar appears on a terminal without --progress
 F = TypeVar("F", bound=Callable[..., Any])
@@ -209,6 +212,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
     Example:
       platform ingest acme-demo.vhb
     """
+    from .ingest import Outcome, ingest_file
+
     done = ingest_file(_store(), bundle)
     b = done.bundle
     if as_json:
@@ -240,6 +245,8 @@ def bundles(as_json: bool) -> None:
       platform bundles
       platform bundles --json | jq 'select(.status == "active") | .list'
     """
+    from .active import Status, stored_bundles
+
     found = stored_bundles(_store())
     if as_json:
         for s in found:
@@ -286,6 +293,9 @@ def _image_options(command: F) -> F:
 
 
 def _screener(threshold: int | None, workers: int | None, batch_size: int) -> Screener:
+    from .active import Status, stored_bundles
+    from .screening import Screener
+
     active = [s for s in stored_bundles(_store()) if s.status is Status.ACTIVE]
     return Screener(active, threshold=threshold, workers=workers, batch=batch_size)
 
@@ -333,8 +343,10 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
       curl -s https://example.org/a.jpg | platform screen -
       platform screen --json uploads/ | jq 'select(.verdict == "match")'
     """
+    from .screening import MatchLog, sources
+
     screener = _screener(threshold, workers, batch_size)
-    items = sources(paths, click.get_binary_stream("stdin"))
+    items = sources(paths, sys.stdin.buffer)
     counts = {"match": 0, "clean": 0, "error": 0}
     with MatchLog(_store()) as log:
         for result, echo in _with_progress(items, screener.run(items), progress):
@@ -386,8 +398,10 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
       platform hash photo.jpg
       platform hash --json uploads/ | jq -r '.hashes[0].hash'
     """
+    from .screening import sources
+
     screener = _screener(None, workers, batch_size)
-    items = sources(paths, click.get_binary_stream("stdin"))
+    items = sources(paths, sys.stdin.buffer)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
         if result.error:

@@ -1,0 +1,202 @@
+"""`platform screen`, `platform hash` and `platform log`: verdicts, per-file errors, exit codes, JSON Lines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from vetohash.hashes import Hash
+from vetohash.preprocess import MAX_FILE_BYTES
+
+from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like
+
+
+@pytest.fixture
+def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
+    """A trusted key and one ingested bundle whose banned list is banned-0..3."""
+    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
+    bundle = tmp_path / "list.vhb"
+    bundle.write_bytes(make_bundle(sequence=7))
+    assert platform("ingest", bundle).code == 0
+    return bundle
+
+
+def records(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def test_a_banned_image_matches_with_exit_1(platform, active, images):
+    result = platform("screen", images["banned-2"])
+    assert result.code == 1, result.stderr
+    assert result.stdout.startswith(f"MATCH  {images['banned-2']}  Test Authority/test-list#7  nearest b-002  "
+                                    f"distance 0 < {THRESHOLD}  hash ")
+    assert "1 matched, 0 clean, 0 error(s)" in result.stderr
+
+
+def test_an_unrelated_image_is_clean_with_exit_0(platform, active, images):
+    result = platform("screen", images["unrelated-0"])
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"clean  {images['unrelated-0']}  Test Authority/test-list#7  nearest b-")
+    assert f">= {THRESHOLD}" in result.stdout
+
+
+def test_recompressed_and_png_copies_of_banned_images_match(platform, active, images):
+    copies = images["recompressed-0"].parent
+    result = platform("screen", "--json", copies)
+    assert result.code == 1
+    found = {Path(r["path"]).stem: r for r in records(result.stdout)}
+    assert sorted(found) == sorted([f"recompressed-{i}" for i in range(4)] + [f"png-{i}" for i in range(4)])
+    for name, record in found.items():
+        assert record["verdict"] == "match", record
+        assert record["results"][0]["nearest_id"] == f"b-00{name[-1]}"
+    assert all(found[f"png-{i}"]["results"][0]["distance"] == 0 for i in range(4))  # same pixels, new container
+
+
+def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platform, active, images, hasher):
+    result = platform("screen", "--json", images["banned-1"], images["unrelated-1"])
+    banned, unrelated = records(result.stdout)
+    assert banned["verdict"] == "match" and unrelated["verdict"] == "clean"
+    [verdict] = banned["results"]
+    assert verdict == {
+        "authority": "Test Authority", "key_id": verdict["key_id"], "list": "test-list", "sequence": 7,
+        "bundle_sha256": verdict["bundle_sha256"], "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
+        "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True}
+    assert unrelated["results"][0]["distance"] >= THRESHOLD and unrelated["results"][0]["match"] is False
+    assert len(banned["sha256"]) == 64
+    assert result.stderr == ""
+
+
+def test_threshold_override_changes_the_verdict(platform, active, images):
+    assert platform("screen", "--threshold", "0", images["banned-0"]).code == 0  # distance 0 is not < 0
+    assert platform("screen", "--threshold", "128", images["unrelated-0"]).code == 1
+    too_big = platform("screen", "--threshold", "129", images["unrelated-0"])
+    assert too_big.code == 2 and "outside 0..128" in too_big.stderr
+
+
+def test_stdin_dash_reads_image_bytes(platform, active, images):
+    result = platform("screen", "--json", "-", input=images["banned-3"].read_bytes())
+    [record] = records(result.stdout)
+    assert result.code == 1 and record["path"] == "<stdin>" and record["results"][0]["nearest_id"] == "b-003"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels: a decompression bomb's opening."""
+    data = bytearray(encode(photo_like(0, 16), "PNG"))
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    files = {
+        "corrupt": (folder / "corrupt.jpg", encode(photo_like(5))[:300]),
+        "random": (folder / "random.png", bytes(range(256)) * 8),
+        "empty": (folder / "empty.jpg", b""),
+        "text": (folder / "notes.txt", b"not an image at all\n"),
+        "bomb": (folder / "bomb.png", png_claiming(8_000, 8_000)),
+    }
+    for path, data in files.values():
+        path.write_bytes(data)
+    oversized = folder / "huge.jpg"
+    with oversized.open("wb") as file:
+        file.truncate(MAX_FILE_BYTES + 1)  # sparse: refused from its size, never read
+    return {name: path for name, (path, _) in files.items()} | {"oversized": oversized}
+
+
+def test_each_bad_file_gets_its_own_error_and_the_batch_goes_on(platform, active, images, bad_files):
+    paths = [images["unrelated-0"], *bad_files.values(), images["unrelated-1"]]
+    result = platform("screen", *paths)
+    assert result.code == 2  # errors, no match
+    assert result.stdout.count("clean  ") == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(bad_files)
+    expected = {"corrupt": "not a readable image", "random": "not a readable image", "empty": "(empty)",
+                "text": "not a readable image", "bomb": "more than the limit",
+                "oversized": f"larger than {MAX_FILE_BYTES} bytes"}
+    for name, path in bad_files.items():
+        [line] = [e for e in errors if e.startswith(f"error: {path}:")]
+        assert expected[name] in line, line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_match_wins_over_errors_in_the_exit_status(platform, active, images, bad_files):
+    result = platform("screen", "--json", bad_files["empty"], images["banned-0"])
+    assert result.code == 1
+    error, match = records(result.stdout)
+    assert error == {"path": str(bad_files["empty"]), "verdict": "error", "error": error["error"]}
+    assert match["verdict"] == "match"
+
+
+def test_folders_are_searched_recursively_for_image_files_only(platform, active, images, bad_files):
+    result = platform("screen", "--json", images["banned-0"].parent)
+    paths = {Path(r["path"]).name for r in records(result.stdout)}
+    assert "notes.txt" not in paths and "banned-0.jpg" in paths and "unrelated-3.jpg" in paths
+
+
+def test_screening_without_active_bundles_is_an_error(platform, images):
+    result = platform("screen", images["banned-0"])
+    assert result.code == 2 and result.stderr.startswith("error: no active bundles")
+
+
+def test_a_missing_path_is_an_error(platform, active, tmp_path):
+    result = platform("screen", tmp_path / "nope")
+    assert result.code == 2 and result.stderr == f"error: {tmp_path / 'nope'}: no such file or folder\n"
+
+
+def test_hash_prints_the_hex_of_the_library_hash(platform, active, images, hasher):
+    result = platform("hash", images["banned-0"], images["unrelated-2"])
+    assert result.code == 0
+    expected = [Hash(h.tobytes()).hex for h in hash_files(hasher, [images["banned-0"], images["unrelated-2"]])]
+    assert result.stdout == f"{expected[0]}  {images['banned-0']}\n{expected[1]}  {images['unrelated-2']}\n"
+    [record] = records(platform("hash", "--json", images["banned-0"]).stdout)
+    assert record["hashes"][0]["hash"] == expected[0] and record["hashes"][0]["lists"] == ["Test Authority/test-list"]
+    assert Hash.from_hex(expected[0], 128).data == hash_files(hasher, [images["banned-0"]])[0].tobytes()
+
+
+def test_hash_reports_bad_files_and_exits_2(platform, active, bad_files):
+    result = platform("hash", "--json", bad_files["text"])
+    assert result.code == 2 and "not a readable image" in records(result.stdout)[0]["error"]
+
+
+def test_matches_are_logged_without_the_image(platform, active, images, db):
+    platform("screen", images["banned-1"], images["unrelated-0"], images["recompressed-2"])
+    logged = records(platform("log", "--json").stdout)
+    assert [(r["hash_id"], r["list"], r["sequence"]) for r in logged] == [("b-001", "test-list", 7),
+                                                                          ("b-002", "test-list", 7)]
+    import hashlib
+    assert logged[0]["image_sha256"] == hashlib.sha256(images["banned-1"].read_bytes()).hexdigest()
+    assert logged[0]["distance"] == 0 and logged[0]["threshold"] == THRESHOLD
+    assert images["banned-1"].read_bytes() not in db.read_bytes()
+    assert str(images["banned-1"]).encode() not in db.read_bytes()  # not even the file name
+    table = platform("log").stdout
+    assert "b-001" in table and "Test Authority/test-list#7" in table
+    assert len(records(platform("log", "--json", "--limit", "1").stdout)) == 1
+
+
+def test_a_clean_screen_leaves_the_database_unchanged(platform, active, images, db):
+    before = file_digest(db)
+    assert platform("screen", images["unrelated-0"], images["unrelated-1"]).code == 0
+    assert file_digest(db) == before
+
+
+def test_the_console_script_gives_one_line_errors_and_reads_stdin(active, images, db):
+    script = console_script()
+    env = {"VETOHASH_DB": str(db), "PATH": "/usr/bin:/bin", "HOME": str(db.parent)}
+    done = subprocess.run([*script, "screen", "--json", "-"], input=images["banned-0"].read_bytes(),
+                          capture_output=True, env=env, check=False, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["verdict"] == "match"
+    broken = subprocess.run([*script, "trust", "remove", "nobody"], capture_output=True, env=env,
+                            check=False, timeout=120)
+    assert broken.returncode == 2
+    assert broken.stderr.startswith(b"error: no trusted key") and broken.stderr.count(b"\n") == 1
