@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import SpecError
@@ -85,3 +86,61 @@ def paper_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(filters, bits),
     )
+
+
+class _Block(nn.Module):
+    """Residual block: two 3x3 convolutions with batch norm; a 1x1 projection when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = (nn.Identity() if stride == 1 and cin == cout
+                     else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class _GeM(nn.Module):
+    """Generalised-mean pooling (p = 3): between average and max, the usual choice for retrieval."""
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return x.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1.0 / 3)
+
+
+class CopyNet(nn.Module):
+    """Residual CNN, GeM pooling and a linear head; with `mirror`, features of the image and of its
+    left-right mirror are averaged before the head, so a mirrored copy has exactly the same hash."""
+
+    def __init__(self, channels: int, width: int, stages: int, bits: int, mirror: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(inplace=True)]
+        cin = width
+        for stage in range(stages):
+            cout = width * 2 ** (stage + 1)
+            layers.append(_Block(cin, cout, 2))
+            cin = cout
+        self.features = nn.Sequential(*layers, _GeM())
+        self.head = nn.Linear(cin, bits)
+        self.mirror = mirror
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        if self.mirror:
+            both = self.features(torch.cat([x, x.flip(3)]))
+            pooled = (both[: len(x)] + both[len(x):]) / 2
+        else:
+            pooled = self.features(x)
+        return self.head(pooled)
+
+
+@register("copy-cnn", {"width", "stages", "mirror"})
+def copy_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
+    """vetohash's copy-detection network (see CopyNet)."""
+    mirror = arch["mirror"]
+    if type(mirror) is not bool:
+        raise SpecError(f"architecture parameter 'mirror' must be true or false, got {mirror!r}")
+    return CopyNet(channels, param_int(arch, "width", 4, 128), param_int(arch, "stages", 1, 5), bits, mirror)

@@ -54,3 +54,34 @@ def test_malformed_specs_are_refused_with_spec_error(change):
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(SpecError, match="paper-cnn"):
         preset("nope")
+
+
+def copy_spec(mirror: bool) -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "copy-test", "bits": 64,
+        "arch": {"type": "copy-cnn", "width": 4, "stages": 2, "mirror": mirror},
+        "preprocess": {"mode": "RGB", "size": 32, "resample": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3},
+    })
+
+
+def test_mirror_symmetric_copy_cnn_gives_a_mirrored_image_exactly_the_same_embedding():
+    torch.manual_seed(0)
+    network = copy_spec(mirror=True).build().eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(network(x), network(x.flip(3)))
+
+
+def test_copy_cnn_without_mirror_tells_an_image_from_its_mirror():
+    torch.manual_seed(0)
+    network = copy_spec(mirror=False).build().eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.equal(network(x), network(x.flip(3)))
+
+
+def test_copy_cnn_mirror_flag_must_be_a_boolean():
+    data = copy_spec(True).to_dict()
+    data["arch"]["mirror"] = 1
+    with pytest.raises(SpecError, match="mirror"):
+        ModelSpec.from_dict(data)
