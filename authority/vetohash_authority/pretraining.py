@@ -1,0 +1,123 @@
+"""Instance-discrimination pretraining: a general copy detector learnt from unlabelled images.
+
+Every training image is its own class. Two independently altered views of each image in a batch must embed
+closer to each other than to any other view in the batch (InfoNCE / NT-Xent), and a KoLeo term spreads the
+embeddings over the sphere so unrelated images do not crowd together, which is what keeps innocent images
+away from banned hashes. After training, the sign binarisation is fitted (binarize.py).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vetohash.preprocess import Preprocess, to_array
+
+Augment = Callable[[Image.Image, random.Random], Image.Image]
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent over 2N views: row i of `a` must pick row i of `b` (and vice versa) among all other views."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    n = len(a)
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))  # a view is not its own positive
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(a.device)
+    return F.cross_entropy(logits, target)
+
+
+def koleo(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy estimate (negated): small when each point's nearest neighbour is far."""
+    z = F.normalize(z, dim=1)
+    distances = torch.cdist(z, z)
+    distances.fill_diagonal_(float("inf"))
+    return -torch.log(distances.min(dim=1).values + eps).mean()
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of one pretraining run."""
+
+    steps: int = 3000
+    batch: int = 128  # images per step; each gives two views
+    lr: float = 1e-3
+    temperature: float = 0.07
+    koleo_weight: float = 0.1
+    crop_min: float = 0.4  # an instance is a random crop covering at least this share of a source side
+    instance_size: int = 128
+
+
+def random_instance(sources: Sequence[Image.Image], rng: random.Random, config: PretrainConfig) -> Image.Image:
+    """A random square crop of a random source, resized: far more distinct instances than sources."""
+    image = sources[rng.randrange(len(sources))]
+    w, h = image.size
+    side = int(min(w, h) * rng.uniform(config.crop_min, 1.0))
+    x, y = rng.randint(0, w - side), rng.randint(0, h - side)
+    return image.crop((x, y, x + side, y + side)).resize((config.instance_size,) * 2, Image.BICUBIC)
+
+
+def view_batches(sources: Sequence[Image.Image], augment: Augment, pre: Preprocess, config: PretrainConfig,
+                 seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless (batch, batch) pairs of preprocessed views; view i of both arrays shows the same instance."""
+    rng = random.Random(seed)
+    while True:
+        first, second = [], []
+        for _ in range(config.batch):
+            instance = random_instance(sources, rng, config)
+            first.append(to_array(augment(instance, rng), pre))
+            second.append(to_array(augment(instance, rng), pre))
+        yield np.stack(first), np.stack(second)
+
+
+def pretrain_step(network: torch.nn.Module, optimiser: torch.optim.Optimizer, a: torch.Tensor, b: torch.Tensor,
+                  config: PretrainConfig) -> float:
+    """One optimisation step on a batch of view pairs; returns the loss."""
+    za, zb = network(a), network(b)
+    loss = info_nce(za, zb, config.temperature) + config.koleo_weight * koleo(za)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return float(loss)
+
+
+class _ViewStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """view_batches on DataLoader workers; worker k draws from seed + k, so a run is fixed by seed and workers."""
+
+    def __init__(self, sources: Sequence[Image.Image], augment: Augment, pre: Preprocess,
+                 config: PretrainConfig, seed: int) -> None:
+        self.args = (sources, augment, pre, config)
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        info = torch.utils.data.get_worker_info()
+        return view_batches(*self.args, seed=self.seed + (info.id if info else 0))
+
+
+def pretrain(network: torch.nn.Module, sources: Sequence[Image.Image], augment: Augment, pre: Preprocess,
+             config: PretrainConfig, *, seed: int, device: str = "cpu", workers: int = 0,
+             progress: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train `network` in place by instance discrimination; returns the loss of every step."""
+    torch.manual_seed(seed)
+    network.to(device).train()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.steps, pct_start=0.05)
+    loader = torch.utils.data.DataLoader(_ViewStream(sources, augment, pre, config, seed), batch_size=None,
+                                         num_workers=workers, persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers else None)
+    losses = []
+    for step, (a, b) in enumerate(loader):
+        if step == config.steps:
+            break
+        loss = pretrain_step(network, optimiser, torch.as_tensor(a, device=device), torch.as_tensor(b, device=device), config)
+        schedule.step()
+        losses.append(loss)
+        if progress:
+            progress(step, loss)
+    network.to("cpu").eval()
+    return losses
