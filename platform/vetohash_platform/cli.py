@@ -83,7 +83,18 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader (`head`, say) went away. Click would exit 1, which here means "match"; stop with 2,
+            # the status of a command that did not finish, after the match log was flushed on the way out.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(ExitCode.ERROR) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), envvar="VETOHASH_DB", show_envvar=True,
               help="Database file [default: $XDG_DATA_HOME/vetohash/platform.db, "
                    "else ~/.local/share/vetohash/platform.db].")
@@ -454,10 +465,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: one-line errors and exit codes (a traceback only with VETOHASH_DEBUG=1)."""
     try:
         run(functools.partial(cli, args=None if argv is None else list(argv)), "platform")
-    except BrokenPipeError:
-        # A reader such as `head` went away: stop quietly, as grep does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(ExitCode.ERROR)
     except Exception as error:  # noqa: BLE001 (the last line of defence against a traceback)
         if os.environ.get("VETOHASH_DEBUG"):
             raise

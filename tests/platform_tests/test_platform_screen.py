@@ -13,6 +13,7 @@ import pytest
 
 from vetohash.hashes import Hash
 from vetohash.preprocess import MAX_FILE_BYTES
+from vetohash_platform.store import Store
 
 from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like
 
@@ -200,3 +201,18 @@ def test_the_console_script_gives_one_line_errors_and_reads_stdin(active, images
                             check=False, timeout=120)
     assert broken.returncode == 2
     assert broken.stderr.startswith(b"error: no trusted key") and broken.stderr.count(b"\n") == 1
+
+
+def test_a_closed_output_pipe_exits_2_not_1_and_still_logs(active, images, db):
+    # Click's own handling would exit 1, which a caller of `screen` must be able to read as "matched".
+    script = console_script()
+    env = {"VETOHASH_DB": str(db), "PATH": "/usr/bin:/bin", "HOME": str(db.parent)}
+    with subprocess.Popen([*script, "screen", str(images["banned-0"])], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader goes away before the first line is written
+        errors = process.stderr.read()
+        assert process.wait(timeout=120) == 2
+    assert b"Traceback" not in errors
+    with Store.open(db) as store:
+        assert [row.hash_id for row in store.matches()] == ["b-000"]

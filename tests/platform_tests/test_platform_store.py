@@ -1,0 +1,73 @@
+"""The database: where it lives, who may read it, schema versions, and all-or-nothing changes."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from vetohash_platform.store import SCHEMA_VERSION, KeyRow, Store, StoreError, default_db_path
+
+from .helpers import file_digest
+
+
+def test_the_default_location_follows_vetohash_db_then_xdg_then_home(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("VETOHASH_DB", str(tmp_path / "explicit.db"))
+    assert default_db_path() == tmp_path / "explicit.db"
+    monkeypatch.delenv("VETOHASH_DB")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == tmp_path / "xdg" / "vetohash" / "platform.db"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_db_path() == tmp_path / "home" / ".local" / "share" / "vetohash" / "platform.db"
+
+
+def test_db_option_overrides_the_environment_before_or_after_the_command(platform, pubkey_file, tmp_path, db):
+    chosen = tmp_path / "chosen.db"
+    assert platform("--db", chosen, "trust", "add", pubkey_file).code == 0
+    assert platform("trust", "list", "--json", "--db", chosen).stdout
+    assert platform("trust", "list", "--json").stdout == ""  # $VETOHASH_DB names another database
+    assert chosen.exists() and db.exists()
+
+
+def test_a_new_database_and_its_folder_are_private(tmp_path: Path):
+    path = tmp_path / "fresh" / "platform.db"
+    Store.open(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_database_from_a_newer_vetohash_is_refused_untouched(tmp_path: Path):
+    path = tmp_path / "newer.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    before = file_digest(path)
+    with pytest.raises(StoreError, match="schema version 2; this vetohash reads only version 1"):
+        Store.open(path)
+    assert file_digest(path) == before
+
+
+def test_another_programs_database_or_a_non_database_is_refused(platform, tmp_path: Path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+    connection.close()
+    result = platform("--db", other, "trust", "list")
+    assert result.code == 2 and "not a vetohash platform database" in result.stderr
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    result = platform("--db", junk, "bundles")
+    assert result.code == 2 and result.stderr.startswith("error: database") and "not a database" in result.stderr
+
+
+def test_a_failure_inside_a_transaction_leaves_the_file_as_it_was(tmp_path: Path):
+    path = tmp_path / "platform.db"
+    with Store.open(path) as store:
+        before = file_digest(path)
+        with pytest.raises(RuntimeError), store.transaction():
+            store.put_key(KeyRow("0123456789abcdef", "half", "vetohash-ed25519:x", 0))
+            raise RuntimeError("a later step failed")
+        assert store.keys() == []
+    assert file_digest(path) == before
