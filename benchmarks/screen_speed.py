@@ -1,0 +1,174 @@
+"""How fast `platform screen` goes, decoding included, beside plain Pillow decoding of the same files.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/screen_speed.py                 # 1,000 generated 128x128 JPEG crops
+    .venv/bin/python benchmarks/screen_speed.py --images DIR    # your own folder (searched recursively)
+
+Without --images it writes 1,000 photo crops (from examples/make_example_images.py, drawn from the
+"unrelated" source photos) to .bench/screen_speed/images once and reuses them. It builds a signed bundle
+(random-weights paper-cnn, the first 100 images plus random hashes up to --banned hashes), ingests it into a
+throw-away database, and times, in one run on the same page-cached files:
+
+- Pillow: open + load + convert("RGB") of every file, on one thread and on the screening thread count;
+- screening in-process (read, decode, preprocess, hash in batches, match, log) as `platform screen` runs it;
+- the `platform screen --json` command end to end, start-up (importing torch) included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vetohash.bundle import Bundle, sign_bundle
+from vetohash.files import image_files
+from vetohash.hasher import Hasher
+from vetohash.keys import generate_private_key, public_key_of
+from vetohash.preprocess import open_image
+from vetohash.specs import PRESETS
+from vetohash_platform.active import Status, stored_bundles
+from vetohash_platform.ingest import ingest_file
+from vetohash_platform.screening import MatchLog, Screener, Source, default_workers
+from vetohash_platform.store import Store
+from vetohash_platform.trust import add_key
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".bench" / "screen_speed" / "images"
+SEED = 20240613  # not the examples' seeds, so these crops are not the committed example images
+
+
+def generated_images(count: int) -> list[Path]:
+    """`count` 128x128 JPEG crops in CACHE, made once with the examples' crop generator."""
+    files = sorted(CACHE.glob("*.jpg"))
+    if len(files) >= count:
+        return files[:count]
+    spec = importlib.util.spec_from_file_location("make_example_images", ROOT / "examples" / "make_example_images.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit("examples/make_example_images.py is missing; pass --images DIR")
+    examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(examples)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(examples.crops(examples.source_photos("unrelated"), count, 128, SEED)):
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=examples.JPEG_QUALITY)
+        (CACHE / f"crop-{i:04d}.jpg").write_bytes(out.getvalue())
+    return sorted(CACHE.glob("*.jpg"))[:count]
+
+
+def pillow_decode(paths: Sequence[Path], workers: int) -> None:
+    def one(path: Path) -> None:
+        with Image.open(path) as image:
+            image.load()
+            image.convert("RGB")
+
+    if workers == 1:
+        for path in paths:
+            one(path)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, paths))
+
+
+def best_rate(run: Callable[[], object], count: int, repeats: int) -> tuple[float, float]:
+    """Images per second: the best and the median of `repeats` timed runs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return count / min(times), count / statistics.median(times)
+
+
+def make_store(folder: Path, paths: Sequence[Path], banned: int) -> Store:
+    """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones."""
+    torch.manual_seed(0)
+    spec = PRESETS["paper-cnn"]
+    hasher = Hasher(spec, spec.build())
+    known = hasher.hash_images([open_image(p) for p in paths[:100]])
+    rng = np.random.default_rng(0)
+    filler = rng.integers(0, 256, size=(max(0, banned - len(known)), spec.hash_bytes), dtype=np.uint8)
+    hashes = np.concatenate([known, filler])[:banned]
+    key = generate_private_key()
+    now = int(time.time())
+    bundle = Bundle(spec=spec, weights=hasher.encoded_weights(), hashes=hashes,
+                    ids=tuple(f"h{i:07d}" for i in range(len(hashes))), threshold=10, authority="Bench",
+                    key_id=public_key_of(key).key_id, list_name="bench", sequence=1, created=now - 60,
+                    expires=now + 3600)
+    (folder / "bench.vhb").write_bytes(sign_bundle(bundle, key))
+    store = Store.open(folder / "platform.db")
+    add_key(store, public_key_of(key).to_text(), "bench")
+    ingest_file(store, folder / "bench.vhb")
+    return store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, help="folder of images (default: 1,000 generated crops)")
+    parser.add_argument("--count", type=int, default=1000, help="images to use (default 1000)")
+    parser.add_argument("--banned", type=int, default=10_000, help="hashes in the bundle (default 10000)")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="decoding threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each in-process measurement")
+    args = parser.parse_args()
+
+    paths = image_files([args.images])[: args.count] if args.images else generated_images(args.count)
+    n = len(paths)
+    for path in paths:  # warm the page cache so every measurement reads from memory
+        path.read_bytes()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = make_store(folder, paths, args.banned)
+        active = [s for s in stored_bundles(store) if s.status is Status.ACTIVE]
+        screener = Screener(active, workers=args.workers)
+        sources = [Source(str(p), path=p) for p in paths]
+
+        def screen() -> int:
+            with MatchLog(store) as log:
+                for result in screener.run(sources):
+                    log.add(result)
+            return log.count
+
+        screen()  # warm-up: first batches pay for torch's lazy initialisation
+        rows = [
+            ("Pillow open+load+RGB, 1 thread", *best_rate(lambda: pillow_decode(paths, 1), n, args.repeats)),
+            (f"Pillow open+load+RGB, {args.workers} threads",
+             *best_rate(lambda: pillow_decode(paths, args.workers), n, args.repeats)),
+            (f"screen in-process ({args.workers} decode threads)", *best_rate(screen, n, args.repeats)),
+        ]
+        store.close()
+        env = dict(os.environ, VETOHASH_DB=str(folder / "platform.db"))
+        script = Path(sys.executable).parent / "platform"
+        start = time.perf_counter()
+        done = subprocess.run([str(script), "screen", "--json", "--no-progress", "--workers", str(args.workers),
+                               *map(str, paths)], env=env, capture_output=True, check=False)
+        elapsed = time.perf_counter() - start
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"platform screen failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+        rows.append(("`platform screen` command, start-up included", n / elapsed, n / elapsed))
+
+    print(f"{n} images ({'from ' + str(args.images) if args.images else 'generated 128x128 JPEG crops'}), "
+          f"bundle of {args.banned} hashes, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print()
+    print(f"| {'what':<48} | {'images/s (best)':>15} | {'images/s (median)':>17} |")
+    print(f"|{'-' * 50}|{'-' * 17}:|{'-' * 19}:|")
+    for what, best, median in rows:
+        print(f"| {what:<48} | {best:>15,.0f} | {median:>17,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
