@@ -369,13 +369,8 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
-                for v in result.verdicts:
-                    if v.distance is None:
-                        detail = "empty list"
-                    else:
-                        detail = f"nearest {v.nearest_id}  distance {v.distance} {'<' if v.match else '>='} {v.threshold}"
-                    echo(f"{'MATCH' if v.match else 'clean'}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}"
-                         f"  {detail}  hash {v.hash}", False)
+                for line in _screen_lines(result):
+                    echo(line, False)
     if not as_json:
         click.echo(f"screened {len(items)} image(s) against {sum(len(m.lists) for m in screener.models)} "
                    f"bundle(s): {counts['match']} matched, {counts['clean']} clean, {counts['error']} error(s)",
@@ -384,6 +379,17 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
         sys.exit(ExitCode.MATCH)
     if counts["error"]:
         sys.exit(ExitCode.ERROR)
+
+
+def _screen_lines(result: ImageResult) -> Iterator[str]:
+    """One readable line per bundle: verdict, image, bundle, nearest id, distance against threshold, hash."""
+    for v in result.verdicts:
+        if v.distance is None:
+            detail = "empty list"
+        else:
+            detail = f"nearest {v.nearest_id}  distance {v.distance} {'<' if v.match else '>='} {v.threshold}"
+        yield (f"{'MATCH' if v.match else 'clean'}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  "
+               f"{detail}  hash {v.hash}")
 
 
 def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:

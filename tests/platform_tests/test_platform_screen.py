@@ -9,10 +9,14 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vetohash.hashes import Hash
+from vetohash.keys import public_key_of
 from vetohash.preprocess import MAX_FILE_BYTES
+from vetohash_platform.active import Status, stored_bundles
+from vetohash_platform.screening import Screener
 from vetohash_platform.store import Store
 
 from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like
@@ -59,17 +63,18 @@ def test_recompressed_and_png_copies_of_banned_images_match(platform, active, im
     assert all(found[f"png-{i}"]["results"][0]["distance"] == 0 for i in range(4))  # same pixels, new container
 
 
-def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platform, active, images, hasher):
+def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platform, active, images, hasher, key):
     result = platform("screen", "--json", images["banned-1"], images["unrelated-1"])
     banned, unrelated = records(result.stdout)
     assert banned["verdict"] == "match" and unrelated["verdict"] == "clean"
     [verdict] = banned["results"]
     assert verdict == {
-        "authority": "Test Authority", "key_id": verdict["key_id"], "list": "test-list", "sequence": 7,
-        "bundle_sha256": verdict["bundle_sha256"], "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
+        "authority": "Test Authority", "key_id": public_key_of(key).key_id, "list": "test-list", "sequence": 7,
+        "bundle_sha256": hashlib.sha256(active.read_bytes()).hexdigest(),
+        "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
         "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True}
     assert unrelated["results"][0]["distance"] >= THRESHOLD and unrelated["results"][0]["match"] is False
-    assert len(banned["sha256"]) == 64
+    assert banned["sha256"] == hashlib.sha256(images["banned-1"].read_bytes()).hexdigest()
     assert result.stderr == ""
 
 
@@ -216,3 +221,26 @@ def test_a_closed_output_pipe_exits_2_not_1_and_still_logs(active, images, db):
     assert b"Traceback" not in errors
     with Store.open(db) as store:
         assert [row.hash_id for row in store.matches()] == ["b-000"]
+
+
+def test_batch_size_and_worker_count_do_not_change_any_result(platform, active, images):
+    folder = images["banned-0"].parent
+    baseline = platform("screen", "--json", folder).stdout
+    assert len(records(baseline)) == 16
+    for options in (["--batch-size", "1"], ["--batch-size", "3", "--workers", "1"], ["--workers", "7"]):
+        assert platform("screen", "--json", *options, folder).stdout == baseline, options
+
+
+def test_lists_sharing_a_model_build_it_once_and_each_gives_a_verdict(platform, active, make_bundle, tmp_path,
+                                                                      images, db):
+    second = tmp_path / "second.vhb"
+    second.write_bytes(make_bundle(list_name="second", hashes=np.zeros((0, 16), np.uint8), ids=()))
+    assert platform("ingest", second).code == 0
+    with Store.open(db) as store:
+        screener = Screener([s for s in stored_bundles(store) if s.status is Status.ACTIVE])
+    assert [len(model.lists) for model in screener.models] == [2]
+    result = platform("screen", images["banned-0"])
+    assert result.code == 1
+    assert sorted(line.split("  ")[2] for line in result.stdout.splitlines()) == [
+        "Test Authority/second#1", "Test Authority/test-list#7"]
+    assert "clean  " in result.stdout and "empty list" in result.stdout  # nothing is banned in an empty list
