@@ -64,6 +64,10 @@ def _store() -> Store:
     return click.get_current_context().ensure_object(Context).store()
 
 
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
@@ -73,7 +77,8 @@ def _day(seconds: float) -> str:
 
 
 def _emit(record: dict[str, Any]) -> None:
-    click.echo(json.dumps(record, ensure_ascii=False))
+    # ASCII-only JSON: a file name that is not valid UTF-8 still gives a valid line (as a \udcXX escape).
+    click.echo(json.dumps(record))
 
 
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
@@ -357,7 +362,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     from .screening import MatchLog, sources
 
     screener = _screener(threshold, workers, batch_size)
-    items = sources(paths, sys.stdin.buffer)
+    items = sources(paths, sys.stdin.buffer, _warn)
     counts = {"match": 0, "clean": 0, "error": 0}
     with MatchLog(_store()) as log:
         for result, echo in _with_progress(items, screener.run(items), progress):
@@ -365,7 +370,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
             counts[verdict] += 1
             log.add(result)
             if as_json:
-                echo(json.dumps(_screen_record(result, verdict), ensure_ascii=False), False)
+                echo(json.dumps(_screen_record(result, verdict)), False)
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
@@ -418,7 +423,7 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
     from .screening import sources
 
     screener = _screener(None, workers, batch_size)
-    items = sources(paths, sys.stdin.buffer)
+    items = sources(paths, sys.stdin.buffer, _warn)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
         if result.error:
@@ -428,7 +433,7 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
         elif as_json:
             echo(json.dumps({"path": result.name, "sha256": result.sha256, "hashes": [
                 {"model": h.model, "model_id": h.model_id, "lists": list(h.lists), "hash": h.hash}
-                for h in result.hashes]}, ensure_ascii=False), False)
+                for h in result.hashes]}), False)
         else:
             for h in result.hashes:
                 which = f"  [{h.model} {h.model_id}: {', '.join(h.lists)}]" if len(result.hashes) > 1 else ""

@@ -42,11 +42,11 @@ def ingest_file(store: Store, path: Path, now: float | None = None) -> Ingested:
     trusted = trusted_map(store)
     try:
         bundle, data = read_bundle_file(path, trusted, now=now)
-    except BundleSignatureError as error:
-        hint = "" if trusted else " (no authority key is trusted yet: add one with `platform trust add`)"
-        raise type(error)(f"{path}: {error}{hint}") from None
     except BundleError as error:
-        raise type(error)(f"{path}: {error}") from None
+        message = str(error) if str(path) in str(error) else f"{path}: {error}"
+        if isinstance(error, BundleSignatureError) and not trusted:
+            message += " (no authority key is trusted yet: add one with `platform trust add`)"
+        raise type(error)(message) from None
     digest = hashlib.sha256(data).hexdigest()
     with store.transaction():
         previous = store.bundle(bundle.key_id, bundle.list_name)

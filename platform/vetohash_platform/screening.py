@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +49,11 @@ class Source:
     data: bytes | None = None
 
 
-def sources(arguments: Sequence[str], stdin: BinaryIO) -> list[Source]:
-    """Files as given, image files under folders (recursive, sorted), and `-` for image bytes on stdin (once)."""
+def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], None]) -> list[Source]:
+    """Files as given, image files under folders (recursive, sorted), and `-` for image bytes on stdin (once).
+
+    A folder without any image file is worth a warning: it is often a wrong path, yet screens as clean.
+    """
     if arguments.count(STDIN) > 1:
         raise VetohashError("`-` (stdin) can be given only once")
     out = []
@@ -58,7 +61,10 @@ def sources(arguments: Sequence[str], stdin: BinaryIO) -> list[Source]:
         if argument == STDIN:
             out.append(Source("<stdin>", data=stdin.read(MAX_FILE_BYTES + 1)))
         else:
-            out.extend(Source(str(path), path=path) for path in image_files([Path(argument)]))
+            found = image_files([Path(argument)])
+            if not found:
+                warn(f"{argument}: no image files found")
+            out.extend(Source(str(path), path=path) for path in found)
     return out
 
 

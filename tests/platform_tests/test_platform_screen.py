@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import struct
 import subprocess
@@ -244,3 +245,17 @@ def test_lists_sharing_a_model_build_it_once_and_each_gives_a_verdict(platform, 
     assert sorted(line.split("  ")[2] for line in result.stdout.splitlines()) == [
         "Test Authority/second#1", "Test Authority/test-list#7"]
     assert "clean  " in result.stdout and "empty list" in result.stdout  # nothing is banned in an empty list
+
+
+def test_a_folder_without_images_is_warned_about(platform, active, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = platform("screen", tmp_path / "empty")
+    assert result.code == 0 and f"warning: {tmp_path / 'empty'}: no image files found" in result.stderr
+
+
+def test_json_stays_valid_ascii_for_a_file_name_that_is_not_utf8(platform, active, images, tmp_path):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xffname.jpg"))
+    odd.write_bytes(images["banned-0"].read_bytes())
+    line = platform("screen", "--json", odd).stdout
+    assert line.isascii()
+    assert os.fsencode(json.loads(line)["path"]) == bytes(tmp_path) + b"/odd\xffname.jpg"
