@@ -20,11 +20,10 @@ from vetohash.console import ExitCode, fail, run
 from .store import Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
 
+# Commands that need a model import torch (seconds) inside the command, so that `--help`, `trust` and `log`
+# answer at once.
 if TYPE_CHECKING:
     from .screening import ImageResult, Screener, Source
-
-# Commands that need a model import torch (seconds) on first use, inside the command, so that `--help`,
-# `trust` and `log` answer at once.
 
 PROGRESS_MIN = 50  # files before a progress bar appears on a terminal without --progress
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +37,7 @@ class Context:
         self._store: Store | None = None
 
     def store(self) -> Store:
+        """The open database."""
         if self._store is None:
             self._store = Store.open(self.db or default_db_path())
             click.get_current_context().call_on_close(self._store.close)
