@@ -1,0 +1,383 @@
+"""`authority`: make a key, train the hash on the banned images, evaluate it, publish a signed bundle.
+
+Thin on purpose: each command parses options, calls the library, and prints. Library errors become one line
+and exit status 2 (vetohash.console.run); VETOHASH_DEBUG=1 shows the traceback. Modules that import torch are
+imported inside the commands that need them, so `--help` and `keygen` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+import vetohash
+from vetohash.console import run
+from vetohash.errors import KeyFileError, VetohashError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .sources import Source
+
+PASSPHRASE_ENV = "VETOHASH_PASSPHRASE"
+AUTHORITY_ENV = "VETOHASH_AUTHORITY"
+PATH = click.Path(path_type=Path)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _info(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(vetohash.__version__, prog_name="authority")
+def cli() -> None:
+    """The authority's side of vetohash: from a folder of banned images to a signed bundle.
+
+    \b
+      authority keygen --out-dir keys
+      authority train banned/ --out banned.model
+      authority evaluate banned.model banned/ --innocent unrelated/
+      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
+
+    Errors print one line and exit with status 2 (set VETOHASH_DEBUG=1 for a traceback).
+    """
+
+
+# --- keygen ----------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--out-dir", type=PATH, default=Path("."), show_default=True,
+              help="Folder for authority.key (private, mode 0600) and authority.pub.")
+@click.option("--passphrase", "ask", is_flag=True,
+              help=f"Encrypt the private key under a passphrase typed at a prompt (or taken from "
+                   f"${PASSPHRASE_ENV} when set, which also encrypts without this flag).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
+    """Make a new Ed25519 signing key pair; never overwrites an existing one.
+
+    \b
+      authority keygen --out-dir keys
+      authority keygen --out-dir keys --passphrase
+      VETOHASH_PASSPHRASE=... authority keygen --out-dir keys
+
+    Give authority.pub to platforms (`platform trust add`); keep authority.key secret.
+    """
+    from vetohash.keys import generate_private_key, public_key_of, write_keypair
+
+    passphrase = os.environ.get(PASSPHRASE_ENV) or None
+    if ask and passphrase is None:
+        passphrase = click.prompt("passphrase", hide_input=True, confirmation_prompt=True, err=True)
+    key = generate_private_key()
+    private_path, public_path = write_keypair(out_dir, key, passphrase.encode() if passphrase else None)
+    public = public_key_of(key)
+    if as_json:
+        click.echo(json.dumps({"private_key": str(private_path), "public_key": str(public_path),
+                               "key_id": public.key_id, "public_key_text": public.to_text(),
+                               "encrypted": passphrase is not None}))
+        return
+    click.echo(f"private key: {private_path} (mode 0600{', encrypted' if passphrase else ''}; keep it secret)")
+    click.echo(f"public key:  {public_path}")
+    click.echo(f"key id:      {public.key_id}")
+    click.echo(public.to_text())
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("images_dir", type=PATH)
+@click.option("--out", "out", type=PATH, required=True, help="Model file to write (spec, weights, settings).")
+@click.option("--config", "config_path", type=PATH, help="TOML file of training settings (see docs/authority.md).")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs (paper: 70).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed for alterations, splits, initial weights and batches.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--batch-size", type=click.IntRange(1), help="Pairs per batch (paper: 64).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam's learning rate.")
+@click.option("--margin", type=click.FloatRange(min=0, min_open=True), help="Contrastive loss margin.")
+@click.option("--count", type=click.IntRange(1), help="Altered copies per kind per image (paper: 100).")
+@click.option("--preset", help="Model spec preset, e.g. paper-cnn or paper-cnn-avg.")
+@click.option("--loss-plot", type=PATH, help="Loss-curve PNG (default: MODEL with .loss.png).")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object on stdout.")
+def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | None, seed: int, device: str,
+          batch_size: int | None, learning_rate: float | None, margin: float | None, count: int | None,
+          preset: str | None, loss_plot: Path | None, quiet: bool, as_json: bool) -> None:
+    """Train the hash network on the images in IMAGES_DIR (recursive, any format and size).
+
+    The default is the paper's recipe: rotation, blur, black-square overlay and translation, 100 altered
+    copies of each kind per image; as many negative pairs as positive; 25% of each image's copies of each
+    kind held out for validation; Adam, 64 pairs a batch, 70 epochs. Options override the --config file.
+
+    \b
+      authority train banned/ --out banned.model
+      authority train banned/ --out banned.model --epochs 10 --seed 7 --device cpu
+      authority train banned/ --out banned.model --config recipe.toml
+    """
+    from dataclasses import replace
+
+    from .config import load_config, paper_alterations
+    from .plots import loss_curve
+    from .sources import load_sources
+    from .training import resolve_device
+    from .training import train as run_training
+    from vetohash.modelfile import write_model
+
+    config = load_config(config_path).replace(epochs=epochs, batch_size=batch_size,
+                                              learning_rate=learning_rate, margin=margin, preset=preset)
+    if count is not None:
+        config = replace(config, alterations=tuple(replace(plan, count=count) for plan in config.alterations))
+    target = resolve_device(device)
+    _check_writable(out)
+    sources = load_sources(images_dir, config.spec().preprocess, config.work_size, warn=_warn, minimum=2)
+    say = (lambda _text: None) if quiet else _info
+    say(f"{len(sources)} images from {images_dir}; {config.spec().name} on {target}; {config.epochs} epochs; "
+        f"alterations: " + ", ".join(f"{plan.name} x{plan.count}" for plan in config.alterations))
+
+    def on_epoch(epoch: Any) -> None:
+        if not quiet:
+            from tqdm import tqdm
+
+            val = "" if epoch.val_loss is None else f", validation {epoch.val_loss:.4f}"
+            tqdm.write(f"epoch {epoch.epoch}/{config.epochs}: training loss {epoch.train_loss:.4f}{val} "
+                       f"({epoch.seconds:.1f} s)", file=sys.stderr)
+
+    result = run_training(sources, config, seed=seed, device=str(target), progress=not quiet,
+                          on_epoch=on_epoch, on_stage=say)
+    write_model(out, result.hasher, result.meta)
+    plot = loss_plot or out.with_name(out.name + ".loss.png" if not out.suffix else out.stem + ".loss.png")
+    loss_curve([e.train_loss for e in result.history], [e.val_loss for e in result.history], plot)
+    last = result.history[-1]
+    summary = {"model": str(out), "loss_plot": str(plot), "images": len(sources), "epochs": config.epochs,
+               "seed": seed, "device": target.type, "train_loss": last.train_loss, "val_loss": last.val_loss,
+               "seconds": {k: round(v, 1) for k, v in result.seconds.items()}}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    val = "" if last.val_loss is None else f", validation loss {last.val_loss:.4f}"
+    click.echo(f"wrote {out}: {config.spec().name}, {len(sources)} images, {config.epochs} epochs, "
+               f"training loss {last.train_loss:.4f}{val}")
+    click.echo(f"loss curve: {plot}")
+    click.echo(f"time: {result.seconds['alterations']:.0f} s generating alterations, "
+               f"{result.seconds['training']:.0f} s training")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before hours of training, not after, when the output cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise VetohashError(f"{path} is a folder; give a file name for the model")
+    if not folder.is_dir():
+        raise VetohashError(f"{folder}: no such folder for the output")
+    if not os.access(folder, os.W_OK):
+        raise VetohashError(f"{folder}: cannot write there")
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=PATH)
+@click.argument("images_dir", type=PATH)
+@click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set, to measure false positives.")
+@click.option("--report-dir", type=PATH, help="Where report.json and the plots go (default: MODEL-report/).")
+@click.option("--threshold", type=click.IntRange(0), default=20, show_default=True,
+              help="Threshold to report recall and false positives at (match if distance < threshold).")
+@click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="False-positive rate the suggested threshold is chosen for.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
+def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: Path | None, threshold: int,
+             target_fpr: float, quiet: bool, as_json: bool) -> None:
+    """Measure MODEL on the banned images in IMAGES_DIR, as the paper did, and on innocent images.
+
+    Distances between the banned images, and from each to its held-out altered copies (rebuilt from the
+    seed and settings stored in MODEL: training never saw them), as quartiles (paper Fig. 10), overlaid
+    histograms (Fig. 11), an ROC curve and recall per alteration kind. With --innocent, the distance of each
+    innocent image to its nearest banned hash, the share flagged, and a threshold for --target-fpr.
+
+    \b
+      authority evaluate banned.model banned/
+      authority evaluate banned.model banned/ --innocent unrelated/ --report-dir report
+    """
+    from vetohash.modelfile import read_model
+
+    from .evaluation import evaluate as run_evaluation
+    from .evaluation import training_settings
+    from .sources import load_sources
+
+    hasher, meta = read_model(model)
+    config, _seed = training_settings(meta)
+    pre = hasher.spec.preprocess
+    sources = load_sources(images_dir, pre, config.work_size, warn=_warn, minimum=2)
+    trained_on = set(meta.get("sources", []))
+    missing = sum(source.digest not in trained_on for source in sources)
+    if missing == len(sources):
+        _warn(f"none of the images in {images_dir} were used to train {model}; their altered copies are "
+              "drawn the same way, but the report says nothing about the training set")
+    elif missing:
+        _warn(f"{missing} of {len(sources)} images in {images_dir} were not used to train {model}")
+    innocent_sources: list[Source] = []
+    if innocent is not None:
+        innocent_sources = load_sources(innocent, pre, config.work_size, warn=_warn)
+        banned_digests = {source.digest for source in sources}
+        overlap = [s for s in innocent_sources if s.digest in banned_digests]
+        if overlap:
+            _warn(f"{len(overlap)} innocent image(s) are byte-identical to banned ones and are left out, "
+                  f"e.g. {overlap[0].path}")
+            innocent_sources = [s for s in innocent_sources if s.digest not in banned_digests]
+    folder = report_dir or model.with_name(model.stem + "-report")
+    report = run_evaluation(hasher, meta, sources, innocent_sources, threshold=threshold, target_fpr=target_fpr,
+                            report_dir=folder, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(report.data, indent=2))
+        return
+    click.echo(report.text())
+    click.echo("")
+    click.echo(f"report: {report.files['json']}, {report.files['histograms']}, {report.files['roc']}")
+
+
+# --- publish ----------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=PATH)
+@click.argument("images_dir", type=PATH)
+@click.option("--key", "key_path", type=PATH, required=True, help="The authority's private key (authority.key).")
+@click.option("--out", "out", type=PATH, required=True, help="Bundle file to write.")
+@click.option("--threshold", type=click.IntRange(0),
+              help="Match threshold (match if distance < threshold). Default: calibrated with --innocent, "
+                   "else the paper's 20.")
+@click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set to calibrate the threshold on.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Share of innocent images the calibrated threshold may flag.")
+@click.option("--list-name", default="default", show_default=True, help="Name of the list this bundle replaces.")
+@click.option("--sequence", type=click.IntRange(0),
+              help="Sequence number (default: max(now, last published for the list + 1)).")
+@click.option("--expires-in", default="30d", show_default=True, help="Validity, e.g. 30d, 12h, 2w.")
+@click.option("--authority", "authority_name", help=f"Authority name shown to platforms (default: "
+                                                    f"${AUTHORITY_ENV}, else 'authority').")
+@click.option("--passphrase", "ask", is_flag=True,
+              help=f"Prompt for the key's passphrase (default: ${PASSPHRASE_ENV}, or a prompt on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None, innocent: Path | None,
+            target_fpr: float, list_name: str, sequence: int | None, expires_in: str, authority_name: str | None,
+            ask: bool, as_json: bool) -> None:
+    """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
+
+    Hash ids are random ("h" + hex): file names never leave the authority. The threshold is --threshold,
+    or calibrated on --innocent images to flag at most --target-fpr of them (recorded in the bundle).
+
+    \b
+      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
+      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle \\
+          --innocent unrelated/ --target-fpr 0.01 --list-name csam --expires-in 7d
+    """
+    from vetohash.modelfile import read_model
+
+    from .evaluation import PAPER_THRESHOLD
+    from .publishing import (STATE_NAME, build_bundle, calibrate, next_sequence, parse_duration,
+                             record_sequence, write_bytes)
+    from .sources import load_sources
+
+    seconds = parse_duration(expires_in)
+    key = _read_key(key_path, ask)
+    hasher, meta = read_model(model)
+    pre = hasher.spec.preprocess
+    sources = load_sources(images_dir, pre, warn=_warn)
+    calibration = None
+    if innocent is not None:
+        import numpy as np
+
+        innocent_sources = load_sources(innocent, pre, warn=_warn)
+        banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
+        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr)
+        if threshold is None:
+            threshold = calibrated.threshold
+            if threshold <= 1:
+                _warn(f"the calibrated threshold is {threshold}: at a {target_fpr:g} false-positive rate this "
+                      "model can barely tell altered copies from innocent images")
+        else:
+            _warn(f"--threshold {threshold} given; calibration on {innocent} would choose "
+                  f"{calibrated.threshold} for a {target_fpr:g} false-positive rate")
+        calibration = calibrated.at(threshold)
+    if threshold is None:
+        threshold = PAPER_THRESHOLD
+        _warn(f"no --threshold or --innocent: using the paper's threshold {threshold}, which is not "
+              "calibrated against false positives")
+    if threshold > hasher.spec.bits:
+        raise VetohashError(f"threshold {threshold} is more than the hash's {hasher.spec.bits} bits")
+    now = int(time.time())
+    state = key_path.parent / STATE_NAME
+    if sequence is None:
+        sequence = next_sequence(state, list_name, now)
+    authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
+    bundle, data = build_bundle(hasher, sources, key, threshold=threshold, authority=authority,
+                                list_name=list_name, sequence=sequence, expires_in=seconds,
+                                calibration=calibration, now=now)
+    write_bytes(out, data)
+    try:
+        record_sequence(state, list_name, sequence)
+    except OSError as error:
+        _warn(f"could not remember the sequence number in {state} ({error.strerror or error}); "
+              "give --sequence next time")
+    result = {"bundle": str(out), "bytes": len(data), "hashes": len(bundle.ids), "threshold": threshold,
+              "list_name": list_name, "sequence": sequence, "authority": authority, "key_id": bundle.key_id,
+              "created": _iso(bundle.created), "expires": _iso(bundle.expires),
+              "calibration": None if calibration is None else {
+                  "target_fpr": calibration.target_fpr, "measured_fpr": calibration.measured_fpr,
+                  "innocent_images": calibration.innocent_images}}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"wrote {out} ({len(data)} bytes): {len(bundle.ids)} hashes of list {list_name!r}, "
+               f"sequence {sequence}")
+    calibrated_text = "" if calibration is None else (
+        f" (calibrated: {100 * calibration.measured_fpr:.1f}% of {calibration.innocent_images} innocent images "
+        f"flagged, target {100 * calibration.target_fpr:.1f}%)")
+    click.echo(f"threshold {threshold}{calibrated_text}")
+    click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
+               f"{_iso(bundle.expires)}")
+
+
+def _read_key(path: Path, ask: bool) -> Ed25519PrivateKey:
+    """The private key, with a passphrase from the environment, or a prompt when asked or on a terminal."""
+    from vetohash.keys import read_private_key
+
+    passphrase = os.environ.get(PASSPHRASE_ENV) or None
+    if passphrase is None and (ask or (_is_encrypted(path) and sys.stdin.isatty())):
+        passphrase = click.prompt(f"passphrase for {path}", hide_input=True, err=True)
+    try:
+        return read_private_key(path, passphrase.encode() if passphrase else None)
+    except KeyFileError as error:
+        if passphrase is None and _is_encrypted(path):
+            raise KeyFileError(f"{error}: set ${PASSPHRASE_ENV} or pass --passphrase") from None
+        raise
+
+
+def _is_encrypted(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return b"ENCRYPTED PRIVATE KEY" in file.read(4096)
+    except OSError:
+        return False
+
+
+def main() -> None:
+    """Console entry point."""
+    run(cli, "authority")

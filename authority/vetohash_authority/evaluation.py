@@ -1,0 +1,230 @@
+"""The evaluation report: what the paper measured (Figs. 10-11), and the false positives it never did.
+
+- between sources: Hamming distance of every banned image to every other one (pairs i < j);
+- to held-out copies: each banned image to its own altered copies that training never saw, rebuilt from the
+  model file's seed and alteration settings (so no copy has to be stored);
+- innocent: with images outside the banned set, each one's distance to its nearest banned hash, which is what
+  decides a false positive on a platform.
+
+A hash matches when its distance is below the threshold (distance < threshold), as in the paper and bundles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vetohash.errors import VetohashError
+from vetohash.hasher import Hasher
+from vetohash.matching import hamming_matrix, nearest
+
+from . import plots
+from .config import ConfigError, TrainingConfig, from_dict
+from .pairs import plan_copies
+from .sources import Source
+from .training import altered_arrays
+
+PAPER_THRESHOLD = 20
+PAPER_FIGURES = {"between_sources_mean": 40, "to_altered_copies_mean": 5, "threshold": PAPER_THRESHOLD}
+
+
+class EvaluationError(VetohashError):
+    """The model file lacks what evaluation needs (it was not made by `authority train`)."""
+
+
+def training_settings(meta: Mapping[str, Any]) -> tuple[TrainingConfig, int]:
+    """The config and seed a model was trained with, from its metadata."""
+    if meta.get("trainer") != "vetohash-authority" or "config" not in meta or type(meta.get("seed")) is not int:
+        raise EvaluationError("the model file has no training settings (it was not made by `authority train`), "
+                              "so its held-out alterations cannot be rebuilt")
+    try:
+        return from_dict(meta["config"], "the model's training settings"), meta["seed"]
+    except ConfigError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def summary(values: np.ndarray) -> dict[str, Any]:
+    """n, min, quartiles, max and mean of a set of distances (None for an empty set)."""
+    if len(values) == 0:
+        return {"n": 0, "min": None, "q1": None, "median": None, "q3": None, "max": None, "mean": None}
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return {"n": int(len(values)), "min": int(values.min()), "q1": float(q1), "median": float(median),
+            "q3": float(q3), "max": int(values.max()), "mean": round(float(values.mean()), 3)}
+
+
+def flagged_share(distances: np.ndarray, threshold: int) -> float:
+    """Share of distances below the threshold (a match is distance < threshold)."""
+    return float(np.mean(distances < threshold)) if len(distances) else 0.0
+
+
+def threshold_for(negatives: np.ndarray, target_fpr: float, bits: int) -> int:
+    """The largest threshold whose false-positive share on `negatives` is at most `target_fpr`."""
+    best = 0
+    for threshold in range(bits + 2):
+        if flagged_share(negatives, threshold) <= target_fpr:
+            best = threshold
+        else:
+            break
+    return min(best, bits)
+
+
+def roc_points(positives: np.ndarray, negatives: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, recall) at every threshold 0..bits+1."""
+    thresholds = np.arange(bits + 2)
+    fpr = np.array([flagged_share(negatives, t) for t in thresholds])
+    tpr = np.array([flagged_share(positives, t) for t in thresholds])
+    return fpr, tpr
+
+
+def auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under a ROC curve given at increasing thresholds (trapezoids)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+@dataclass
+class Report:
+    """The measured figures (`data`, also written as report.json) and where the plots went."""
+
+    data: dict[str, Any]
+    files: dict[str, Path]
+
+    def text(self) -> str:
+        """The readable table printed for people."""
+        return render(self.data)
+
+
+def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
+             innocent: Sequence[Source] = (), threshold: int = PAPER_THRESHOLD, target_fpr: float = 0.01,
+             report_dir: Path | None = None, progress: bool = False, workers: int = 2) -> Report:
+    """Measure the model on the banned images (and innocent ones) and write report.json and the plots."""
+    config, seed = training_settings(meta)
+    bits = hasher.spec.bits
+    pre = hasher.spec.preprocess
+    if not 0 <= threshold <= bits:
+        raise EvaluationError(f"threshold must be in [0, {bits}], got {threshold}")
+    if not 0.0 <= target_fpr <= 1.0:
+        raise EvaluationError(f"target false-positive rate must be in [0, 1], got {target_fpr}")
+    if len(sources) < 2:
+        raise EvaluationError("evaluation needs at least 2 banned images (distances between them)")
+
+    trained_on = set(meta.get("sources", []))
+    digests = [source.digest for source in sources]
+    banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
+    matrix = hamming_matrix(banned, banned)
+    between = matrix[np.triu_indices(len(sources), 1)]
+
+    copies = plan_copies(digests, config.alterations, seed, config.validation_share)
+    rows = np.flatnonzero(copies.validation)
+    held_out = len(rows) > 0
+    if not held_out:  # nothing was held out: measure every copy, and say so
+        rows = np.arange(len(copies))
+    altered = hasher.hash_arrays(altered_arrays(sources, config.alterations, copies, seed, pre, rows=rows,
+                                                workers=workers, progress=progress))
+    owner = copies.source[rows]
+    to_own = np.bitwise_count(np.bitwise_xor(altered, banned[owner])).sum(axis=1).astype(np.int32)
+    copy_nearest = nearest(altered, banned)
+    kinds = [plan.name for plan in config.alterations]
+    kind_of = np.asarray(kinds)[copies.plan[rows]]
+
+    data: dict[str, Any] = {
+        "model": {"spec": hasher.spec.name, "bits": bits, "seed": seed, "epochs": len(meta.get("history", [])),
+                  "final": meta.get("final")},
+        "images": {"banned": len(sources), "in_training": sum(d in trained_on for d in digests),
+                   "altered_copies": int(len(rows)), "copies_held_out": held_out, "innocent": len(innocent)},
+        "paper": PAPER_FIGURES,
+        "threshold": threshold,
+        "distances": {"between_sources": summary(between), "to_altered_copies": summary(to_own),
+                      "per_kind": {kind: summary(to_own[kind_of == kind]) for kind in kinds}},
+        "recall": _recall(to_own, kind_of, kinds, threshold),
+        "nearest_is_own_source": float(np.mean(copy_nearest.index == owner)) if len(rows) else None,
+    }
+    curves = {"pairs: copies vs other banned images": roc_points(to_own, between, bits)}
+    data["roc_auc_pairwise"] = round(auc(*curves["pairs: copies vs other banned images"]), 4)
+    groups = {"between sources": between, "to held-out altered copies": to_own}
+
+    if innocent:
+        innocent_hashes = hasher.hash_arrays(np.stack([image.array for image in innocent]))
+        to_nearest = nearest(innocent_hashes, banned).distance
+        groups["innocent to nearest banned"] = to_nearest
+        curves["images: copies vs innocent images"] = roc_points(to_own, to_nearest, bits)
+        data["roc_auc_innocent"] = round(auc(*curves["images: copies vs innocent images"]), 4)
+        data["distances"]["innocent_to_nearest"] = summary(to_nearest)
+        data["innocent_flagged"] = {"threshold": threshold, "share": flagged_share(to_nearest, threshold),
+                                    "count": int(np.sum(to_nearest < threshold))}
+        negatives, basis = to_nearest, "image-level, innocent images against the whole banned list"
+    else:
+        negatives, basis = between, "pairwise, banned images against each other (no --innocent given)"
+    suggested = threshold_for(negatives, target_fpr, bits)
+    data["suggested"] = {"target_fpr": target_fpr, "threshold": suggested, "basis": basis,
+                         "measured_fpr": flagged_share(negatives, suggested),
+                         "recall": _recall(to_own, kind_of, kinds, suggested)}
+
+    files: dict[str, Path] = {}
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        files = {"json": report_dir / "report.json", "histograms": report_dir / "histograms.png",
+                 "roc": report_dir / "roc.png", "table": report_dir / "report.txt"}
+        plots.histograms(groups, bits, threshold, files["histograms"])
+        plots.roc(curves, files["roc"])
+        files["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        files["table"].write_text(render(data) + "\n", encoding="utf-8")
+    return Report(data, files)
+
+
+def _recall(to_own: np.ndarray, kind_of: np.ndarray, kinds: Sequence[str], threshold: int) -> dict[str, Any]:
+    return {"threshold": threshold, "all": flagged_share(to_own, threshold),
+            "per_kind": {kind: flagged_share(to_own[kind_of == kind], threshold) for kind in kinds}}
+
+
+def _row(name: str, s: Mapping[str, Any]) -> str:
+    if not s["n"]:
+        return f"  {name:<28}{0:>7}"
+    return (f"  {name:<28}{s['n']:>7}{s['min']:>6}{s['q1']:>7.1f}{s['median']:>8.1f}{s['q3']:>7.1f}"
+            f"{s['max']:>6}{s['mean']:>8.2f}")
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The report as a table for a terminal."""
+    images, distances = data["images"], data["distances"]
+    lines = [
+        f"model: {data['model']['spec']}, {data['model']['bits']} bits, {data['model']['epochs']} epochs, "
+        f"seed {data['model']['seed']}",
+        f"images: {images['banned']} banned ({images['in_training']} used in training), "
+        f"{images['altered_copies']} {'held-out' if images['copies_held_out'] else 'TRAINING (none held out)'} "
+        f"altered copies" + (f", {images['innocent']} innocent" if images["innocent"] else ""),
+        "",
+        "Hamming distances (paper Fig. 10: mean ~40 between sources, ~5 to altered copies)",
+        f"  {'':<28}{'n':>7}{'min':>6}{'q1':>7}{'median':>8}{'q3':>7}{'max':>6}{'mean':>8}",
+        _row("between sources", distances["between_sources"]),
+        _row("to held-out altered copies", distances["to_altered_copies"]),
+    ]
+    lines += [_row(f"  {kind}", s) for kind, s in distances["per_kind"].items()]
+    if "innocent_to_nearest" in distances:
+        lines.append(_row("innocent to nearest banned", distances["innocent_to_nearest"]))
+    recall = data["recall"]
+    lines += ["", f"at threshold {data['threshold']} (match if distance < {data['threshold']}):",
+              f"  recall of altered copies: {_pct(recall['all'])} ("
+              + ", ".join(f"{k} {_pct(v)}" for k, v in recall["per_kind"].items()) + ")"]
+    if "innocent_flagged" in data:
+        flagged = data["innocent_flagged"]
+        lines.append(f"  innocent images flagged: {_pct(flagged['share'])} ({flagged['count']} of "
+                     f"{images['innocent']})")
+    lines.append(f"  ROC AUC, copies vs other banned images: {data['roc_auc_pairwise']:.3f}"
+                 + (f"; copies vs innocent images: {data['roc_auc_innocent']:.3f}"
+                    if "roc_auc_innocent" in data else ""))
+    suggested = data["suggested"]
+    lines += ["", f"suggested threshold for a false-positive rate <= {_pct(suggested['target_fpr'])} "
+                  f"({suggested['basis']}): {suggested['threshold']}",
+              f"  measured false-positive rate {_pct(suggested['measured_fpr'])}, recall of altered copies "
+              f"{_pct(suggested['recall']['all'])} ("
+              + ", ".join(f"{k} {_pct(v)}" for k, v in suggested["recall"]["per_kind"].items()) + ")"]
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Publishing: hash the banned images and sign a bundle with the threshold, list name, sequence and expiry.
+
+Hash ids are opaque ("h" + 12 random hex digits, fresh each time): a file name would tell every platform
+what the banned images are called. The sequence number increases by default: it is the larger of the
+current Unix time and one more than the last sequence this authority published for the list, remembered in
+`publish-state.json` beside the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vetohash.bundle import Bundle, Calibration, sign_bundle
+from vetohash.errors import VetohashError
+from vetohash.hasher import Hasher
+from vetohash.keys import public_key_of
+from vetohash.matching import nearest
+
+from .evaluation import flagged_share, threshold_for
+from .sources import Source
+
+STATE_NAME = "publish-state.json"
+DEFAULT_EXPIRY = "30d"
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class PublishError(VetohashError):
+    """A publishing option is malformed, or the state file cannot be used."""
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration like "30d", "12h", "90m", "2w", "3600s" or "1d12h"."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not parts or _DURATION.sub("", cleaned).strip():
+        raise PublishError(f"cannot read the duration {text!r}; write it like 30d, 12h, 90m, 2w or 1d12h")
+    seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise PublishError(f"the duration {text!r} must be longer than zero")
+    return seconds
+
+
+def opaque_ids(count: int) -> tuple[str, ...]:
+    """`count` distinct random ids, "h" + 12 hex digits: they say nothing about the images."""
+    ids: dict[str, None] = {}
+    while len(ids) < count:
+        ids["h" + secrets.token_hex(6)] = None
+    return tuple(ids)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A threshold calibrated on innocent images, with what it was calibrated for."""
+
+    threshold: int
+    calibration: Calibration
+    distances: np.ndarray  # each innocent image's distance to its nearest banned hash
+
+    def at(self, threshold: int) -> Calibration:
+        """What the innocent images say about another threshold."""
+        return Calibration(self.calibration.target_fpr, flagged_share(self.distances, threshold),
+                           self.calibration.innocent_images)
+
+
+def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float) -> Calibrated:
+    """The largest threshold flagging at most `target_fpr` of the innocent images (image level)."""
+    if not innocent:
+        raise PublishError("calibration needs at least one readable innocent image")
+    if not 0.0 <= target_fpr <= 1.0:
+        raise PublishError(f"the target false-positive rate must be in [0, 1], got {target_fpr}")
+    distances = nearest(hasher.hash_arrays(np.stack([s.array for s in innocent])), banned).distance
+    threshold = threshold_for(distances, target_fpr, hasher.spec.bits)
+    calibration = Calibration(float(target_fpr), flagged_share(distances, threshold), len(innocent))
+    return Calibrated(threshold, calibration, distances)
+
+
+def next_sequence(state_path: Path, list_name: str, now: int) -> int:
+    """max(now, last + 1) for the list, from the state file (missing file: now)."""
+    last = read_state(state_path).get(list_name)
+    return max(now, last + 1) if isinstance(last, int) else now
+
+
+def read_state(state_path: Path) -> dict[str, int]:
+    """The last published sequence per list name."""
+    try:
+        data = json.loads(state_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise PublishError(f"{state_path}: cannot read the publishing state ({error}); fix or remove it, "
+                           f"or give --sequence") from None
+    lists = data.get("last_sequence") if isinstance(data, dict) else None
+    if not isinstance(lists, dict):
+        raise PublishError(f"{state_path}: not a publishing state file; fix or remove it, or give --sequence")
+    return {name: value for name, value in lists.items() if isinstance(value, int)}
+
+
+def record_sequence(state_path: Path, list_name: str, sequence: int) -> None:
+    """Remember `sequence` as the last one published for the list (atomic replace)."""
+    lists = read_state(state_path)
+    lists[list_name] = max(sequence, lists.get(list_name, sequence))
+    text = json.dumps({"last_sequence": dict(sorted(lists.items()))}, indent=2) + "\n"
+    fd, temp = tempfile.mkstemp(dir=state_path.parent, prefix=f".{state_path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temp, state_path)
+
+
+def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, threshold: int,
+                 authority: str, list_name: str, sequence: int, expires_in: int,
+                 calibration: Calibration | None = None, now: int | None = None) -> tuple[Bundle, bytes]:
+    """The bundle for the banned images and its signed bytes."""
+    if not sources:
+        raise PublishError("there are no banned images to publish")
+    created = int(time.time()) if now is None else now
+    hashes = hasher.hash_arrays(np.stack([source.array for source in sources]))
+    # Random row order too, so not even the sorting of file names shows through.
+    hashes = hashes[np.random.default_rng(secrets.randbits(64)).permutation(len(hashes))]
+    bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes,
+                    ids=opaque_ids(len(sources)), threshold=threshold, authority=authority,
+                    key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
+                    expires=created + expires_in, calibration=calibration)
+    return bundle, sign_bundle(bundle, key)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temporary file beside it, then rename)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temp, path)
+    except OSError as error:
+        raise PublishError(f"cannot write {path}: {error.strerror or error}") from None
