@@ -86,3 +86,19 @@ def dead_leaves(rng: np.random.Generator, size: int = 128) -> Image.Image:
         canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
     noise = rng.normal(0, rng.uniform(0, 6), (size, size, 3))
     return Image.fromarray(np.uint8(np.clip(np.asarray(canvas, np.float32) + noise, 0, 255)))
+
+
+def _one(args: tuple[int, int, int]) -> Image.Image:
+    seed, index, size = args
+    return dead_leaves(np.random.default_rng([seed, index]), size)
+
+
+def bank(count: int, seed: int, size: int = 128, workers: int = 1) -> list[Image.Image]:
+    """`count` dead-leaves images; image i depends only on (seed, i), whatever the number of workers."""
+    jobs = [(seed, i, size) for i in range(count)]
+    if workers <= 1:
+        return [_one(job) for job in jobs]
+    from multiprocessing import get_context
+
+    with get_context("spawn").Pool(workers) as pool:
+        return pool.map(_one, jobs, chunksize=64)

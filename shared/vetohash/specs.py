@@ -73,11 +73,20 @@ def _paper(pool: str) -> ModelSpec:
     )
 
 
+COPY_CNN = ModelSpec(
+    name="copy-cnn",
+    arch={"type": "copy-cnn", "width": 16, "stages": 4, "mirror": True},
+    preprocess=Preprocess(mode="RGB", size=64, resample="bilinear", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    bits=256,
+)
+
 PRESETS: dict[str, ModelSpec] = {
     # The paper's network as its model summary (Fig. 6) ran it: max pooling.
     "paper-cnn": _paper("max"),
     # The paper's text describes average pooling; kept selectable.
     "paper-cnn-avg": _paper("avg"),
+    # vetohash's copy detector: colour, 64 px, mirror-invariant, 256 balanced bits (docs/benchmarks.md).
+    "copy-cnn": COPY_CNN,
 }
 
 
