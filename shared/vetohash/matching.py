@@ -20,8 +20,16 @@ class Nearest(NamedTuple):
 def hamming_matrix(queries: np.ndarray, banned: np.ndarray) -> np.ndarray:
     """All pairwise Hamming distances, (N, M) int32, between packed uint8 hashes (N, B) and (M, B)."""
     _check(queries, banned)
-    xor = np.bitwise_xor(queries[:, None, :], banned[None, :, :])
+    q, b = _words(queries), _words(banned)
+    xor = np.bitwise_xor(q[:, None, :], b[None, :, :])
     return np.bitwise_count(xor).sum(axis=2, dtype=np.int32)
+
+
+def _words(hashes: np.ndarray) -> np.ndarray:
+    """The same bits viewed as 64-bit words when the width allows: eight times fewer XORs and popcounts."""
+    if hashes.shape[1] % 8 == 0:
+        return np.ascontiguousarray(hashes).view(np.uint64)
+    return hashes
 
 
 def nearest(queries: np.ndarray, banned: np.ndarray) -> Nearest:

@@ -16,7 +16,7 @@ def naive_nearest(queries, banned):
     return index, distance
 
 
-@pytest.mark.parametrize("seed,n,m,width", [(0, 50, 37, 16), (1, 7, 1, 32), (2, 64, 200, 8)])
+@pytest.mark.parametrize("seed,n,m,width", [(0, 50, 37, 16), (1, 7, 1, 32), (2, 64, 200, 8), (4, 10, 9, 12)])
 def test_nearest_agrees_with_naive_reference(seed, n, m, width):
     rng = np.random.default_rng(seed)
     queries = rng.integers(0, 256, (n, width), dtype=np.uint8)
