@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import vetohash
-from vetohash.console import run
+from vetohash.console import Group, run
 from vetohash.errors import KeyFileError, VetohashError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(vetohash.__version__, prog_name="authority")
 def cli() -> None:
     """The authority's side of vetohash: from a folder of banned images to a signed bundle.
@@ -107,6 +107,8 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed for alterations, splits, initial weights and batches.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="CPU threads for torch (more is rarely faster for this small network; see docs).")
 @click.option("--batch-size", type=click.IntRange(1), help="Pairs per batch (paper: 64).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam's learning rate.")
 @click.option("--margin", type=click.FloatRange(min=0, min_open=True), help="Contrastive loss margin.")
@@ -116,7 +118,7 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object on stdout.")
 def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | None, seed: int, device: str,
-          batch_size: int | None, learning_rate: float | None, margin: float | None, count: int | None,
+          threads: int, batch_size: int | None, learning_rate: float | None, margin: float | None, count: int | None,
           preset: str | None, loss_plot: Path | None, quiet: bool, as_json: bool) -> None:
     """Train the hash network on the images in IMAGES_DIR (recursive, any format and size).
 
@@ -158,7 +160,7 @@ def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | N
                        f"({epoch.seconds:.1f} s)", file=sys.stderr)
 
     result = run_training(sources, config, seed=seed, device=str(target), progress=not quiet,
-                          on_epoch=on_epoch, on_stage=say)
+                          on_epoch=on_epoch, on_stage=say, threads=threads)
     write_model(out, result.hasher, result.meta)
     plot = loss_plot or out.with_name(out.name + ".loss.png" if not out.suffix else out.stem + ".loss.png")
     loss_curve([e.train_loss for e in result.history], [e.val_loss for e in result.history], plot)
@@ -309,7 +311,10 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         calibrated = calibrate(hasher, banned, innocent_sources, target_fpr)
         if threshold is None:
             threshold = calibrated.threshold
-            if threshold <= 1:
+            if threshold == 0:
+                _warn(f"the calibrated threshold is 0, so nothing will ever match: at a {target_fpr:g} "
+                      "false-positive rate this model cannot tell altered copies from innocent images")
+            elif threshold <= 2:
                 _warn(f"the calibrated threshold is {threshold}: at a {target_fpr:g} false-positive rate this "
                       "model can barely tell altered copies from innocent images")
         else:
