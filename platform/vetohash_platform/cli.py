@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,7 +14,7 @@ import click
 from tqdm import tqdm
 
 import vetohash
-from vetohash.console import ExitCode, fail, run
+from vetohash.console import ExitCode, Group, run
 
 from .store import Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
@@ -88,18 +87,7 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            # The reader (`head`, say) went away. Click would exit 1, which here means "match"; stop with 2,
-            # the status of a command that did not finish, after the match log was flushed on the way out.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise click.exceptions.Exit(ExitCode.ERROR) from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), envvar="VETOHASH_DB", show_envvar=True,
               help="Database file [default: $XDG_DATA_HOME/vetohash/platform.db, "
                    "else ~/.local/share/vetohash/platform.db].")
@@ -474,9 +462,4 @@ def log(limit: int | None, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: one-line errors and exit codes (a traceback only with VETOHASH_DEBUG=1)."""
-    try:
-        run(functools.partial(cli, args=None if argv is None else list(argv)), "platform")
-    except Exception as error:  # noqa: BLE001 (the last line of defence against a traceback)
-        if os.environ.get("VETOHASH_DEBUG"):
-            raise
-        fail(f"internal error: {type(error).__name__}: {error} (set VETOHASH_DEBUG=1 for the traceback)")
+    run(functools.partial(cli, args=None if argv is None else list(argv)), "platform")

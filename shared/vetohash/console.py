@@ -29,13 +29,41 @@ def fail(message: str, code: ExitCode = ExitCode.ERROR) -> NoReturn:
     sys.exit(int(code))
 
 
+class Group(click.Group):
+    """A click group whose commands exit 2 when their output pipe closes (`| head`): click alone exits 1,
+    which for `platform screen` means "match"."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while exiting
+            raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
+
+
 def run(command: Callable[..., object], prog_name: str) -> None:
-    """Run a click command; a VetohashError becomes one line and exit 2 (a traceback with VETOHASH_DEBUG=1)."""
+    """Run a click command with vetohash's exit conventions.
+
+    A VetohashError becomes one line and exit 2; usage errors keep click's message and exit 2; anything
+    unexpected is one line too. VETOHASH_DEBUG=1 shows the traceback instead.
+    """
+    debug = bool(os.environ.get("VETOHASH_DEBUG"))
     try:
-        command(prog_name=prog_name, standalone_mode=True)
+        # Outside standalone mode click returns the code of an Exit instead of exiting (commands return None).
+        code = command(prog_name=prog_name, standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(int(ExitCode.USAGE))
+    except click.Abort:
+        fail("aborted")
     except VetohashError as error:
-        if os.environ.get("VETOHASH_DEBUG"):
+        if debug:
             traceback.print_exc()
         fail(str(error))
     except KeyboardInterrupt:
-        fail("interrupted", ExitCode.ERROR)
+        fail("interrupted")
+    except Exception as error:  # noqa: BLE001 (the last line of defence against a traceback)
+        if debug:
+            raise
+        fail(f"internal error: {type(error).__name__}: {error} (set VETOHASH_DEBUG=1 for the traceback)")
+    sys.exit(code if isinstance(code, int) else int(ExitCode.OK))
