@@ -133,7 +133,7 @@ def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | N
     """
     from dataclasses import replace
 
-    from .config import load_config, paper_alterations
+    from .config import load_config
     from .plots import loss_curve
     from .sources import load_sources
     from .training import resolve_device

@@ -1,0 +1,186 @@
+"""The `authority` commands end to end on a few images, as a user runs them: keygen -> train -> evaluate ->
+publish -> the shared verifier accepts the bundle. Bad input gets one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from vetohash.bundle import read_bundle
+from vetohash.keys import read_public_key
+from vetohash_authority.cli import cli, main
+
+from .fixtures import TINY_CONFIG, one_thread, write_pictures  # noqa: F401  (autouse)
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ("keygen", "train", "evaluate", "publish")
+
+
+def authority(args: list[str], capsys: pytest.CaptureFixture[str], env: dict[str, str] | None = None,
+              monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
+    """Run the console entry point in-process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["authority", *args]
+    try:
+        if monkeypatch is not None:
+            for key, value in (env or {}).items():
+                monkeypatch.setenv(key, value)
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """banned/ (5 images and a corrupt file), innocent/ (4 other images), tiny.toml."""
+    root = tmp_path_factory.mktemp("authority")
+    write_pictures(root / "banned", range(5), prefix="secret-name")
+    (root / "banned" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    write_pictures(root / "innocent", range(100, 104))
+    (root / "tiny.toml").write_text(TINY_CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(work: Path) -> Path:
+    """A model trained once for the module through the command line (2 epochs, 8 copies per image)."""
+    from click.testing import CliRunner
+
+    path = work / "tiny.model"
+    result = CliRunner().invoke(cli, ["train", str(work / "banned"), "--out", str(path), "--config",
+                                      str(work / "tiny.toml"), "--seed", "1", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    code, out, _ = authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    assert code == 0
+    key, pub = tmp_path / "keys" / "authority.key", tmp_path / "keys" / "authority.pub"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert read_public_key(pub).to_text() in out
+    code, _, err = authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    assert code == 2 and "refusing to overwrite" in err and err.count("\n") == 1
+
+
+def test_train_writes_model_and_loss_curve_and_names_skipped_files(work: Path, capsys) -> None:
+    code, out, err = authority(["train", str(work / "banned"), "--out", str(work / "again.model"), "--config",
+                                str(work / "tiny.toml"), "--epochs", "1", "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    assert (work / "again.model").stat().st_size > 0
+    assert (work / "again.loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "corrupt.jpg" in err and err.startswith("warning: skipped")
+    assert "wrote" in out and "1 epochs" in out
+
+
+def test_evaluate_writes_the_report(work: Path, model: Path, capsys) -> None:
+    report = work / "report"
+    code, out, err = authority(["evaluate", str(model), str(work / "banned"), "--innocent", str(work / "innocent"),
+                                "--report-dir", str(report), "--quiet"], capsys)
+    assert code == 0, err
+    assert "between sources" in out and "to held-out altered copies" in out and "suggested threshold" in out
+    data = json.loads((report / "report.json").read_text())
+    assert data["images"] == {"banned": 5, "in_training": 5, "altered_copies": 5 * 2 * 1,
+                              "copies_held_out": True, "innocent": 4}
+    assert data["distances"]["between_sources"]["n"] == 10
+    assert set(data["recall"]["per_kind"]) == {"rotation", "overlay"}
+    assert 0 <= data["suggested"]["threshold"] <= 128
+    for name in ("histograms.png", "roc.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_publish_writes_a_bundle_the_shared_verifier_accepts(work: Path, model: Path, tmp_path: Path, capsys,
+                                                             monkeypatch) -> None:
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    key = tmp_path / "keys" / "authority.key"
+    out = tmp_path / "list.bundle"
+    code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key", str(key), "--out", str(out),
+                                   "--innocent", str(work / "innocent"), "--list-name", "test-list",
+                                   "--expires-in", "7d", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    public = read_public_key(tmp_path / "keys" / "authority.pub")
+    bundle = read_bundle(out.read_bytes(), {public.key_id: public})
+    assert len(bundle.ids) == 5 and bundle.list_name == "test-list"
+    assert not any("secret" in i for i in bundle.ids)  # opaque ids: no file names
+    assert bundle.expires - bundle.created == 7 * 86400
+    assert bundle.calibration is not None and bundle.calibration.innocent_images == 4
+    assert bundle.threshold == summary["threshold"]
+    code, stdout, _ = authority(["publish", str(model), str(work / "banned"), "--key", str(key), "--out",
+                                 str(out), "--list-name", "test-list", "--threshold", "20", "--json"], capsys)
+    assert code == 0
+    assert json.loads(stdout)["sequence"] > summary["sequence"]  # increasing by default
+    assert read_bundle(out.read_bytes(), {public.key_id: public}).threshold == 20
+
+
+def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_path: Path, capsys,
+                                                  monkeypatch) -> None:
+    monkeypatch.setenv("VETOHASH_PASSPHRASE", "correct horse")
+    assert authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)[0] == 0
+    key = tmp_path / "keys" / "authority.key"
+    args = ["publish", str(model), str(work / "banned"), "--key", str(key), "--out", str(tmp_path / "b.bundle"),
+            "--threshold", "10"]
+    assert authority(args, capsys)[0] == 0
+    monkeypatch.setenv("VETOHASH_PASSPHRASE", "wrong horse")
+    code, _, err = authority(args, capsys)
+    assert code == 2 and "wrong passphrase" in err and err.count("\n") == 1
+    monkeypatch.delenv("VETOHASH_PASSPHRASE")
+    code, _, err = authority(args, capsys)
+    assert code == 2 and "VETOHASH_PASSPHRASE" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["missing folder", "empty folder", "only corrupt", "not a model", "missing key",
+                                  "bad duration", "bad config"])
+def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, tmp_path: Path, capsys,
+                                            monkeypatch) -> None:
+    monkeypatch.delenv("VETOHASH_DEBUG", raising=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"garbage")
+    (tmp_path / "not.model").write_bytes(b"\x93NUMPY not a model")
+    (tmp_path / "bad.toml").write_text("epochs = -1\n")
+    out = str(tmp_path / "x.model")
+    args, expected = {
+        "missing folder": (["train", str(tmp_path / "nope"), "--out", out], "no such folder"),
+        "empty folder": (["train", str(tmp_path / "empty"), "--out", out], "no image files"),
+        "only corrupt": (["train", str(tmp_path / "junk"), "--out", out], "could be read"),
+        "not a model": (["evaluate", str(tmp_path / "not.model"), str(work / "banned")], "not a vetohash model"),
+        "missing key": (["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "none.key"),
+                         "--out", str(tmp_path / "b")], "no private key file"),
+        "bad duration": (["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "none.key"),
+                          "--out", str(tmp_path / "b"), "--expires-in", "soon"], "cannot read the duration"),
+        "bad config": (["train", str(work / "banned"), "--out", out, "--config", str(tmp_path / "bad.toml")],
+                       "epochs must be"),
+    }[case]
+    code, _, err = authority(args, capsys)
+    assert code == 2
+    assert expected in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example_and_is_in_the_guide(command: str, capsys) -> None:
+    code, out, _ = authority([command, "--help"], capsys)
+    assert code == 0 and f"authority {command} " in out
+    guide = (ROOT / "docs" / "authority.md").read_text()
+    assert f"authority {command}" in guide
+
+
+def test_debug_variable_shows_the_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("VETOHASH_DEBUG", "1")
+    code, _, err = authority(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "Traceback" in err
