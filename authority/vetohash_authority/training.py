@@ -105,10 +105,26 @@ def altered_arrays(sources: Sequence[Source], plans: Sequence[AlterationPlan], c
 
 def train(sources: Sequence[Source], config: TrainingConfig, seed: int = 0, device: str = "auto",
           progress: bool = False, on_epoch: Callable[[Epoch], None] | None = None,
-          on_stage: Callable[[str], None] | None = None) -> TrainingResult:
-    """Train the config's spec on `sources` with its alterations; returns the hasher (on the CPU) and history."""
+          on_stage: Callable[[str], None] | None = None, threads: int = 1) -> TrainingResult:
+    """Train the config's spec on `sources` with its alterations; returns the hasher (on the CPU) and history.
+
+    On the CPU, torch runs `threads` intra-op threads. One is the default: the paper's network does many small
+    operations, and with two OpenMP threads each one waits at a barrier for a thread that another process
+    has descheduled; on a shared 2-core machine that measured 10 to 20 times slower than one thread, which
+    an idle machine beats by only about a third. The results do not depend on the thread count.
+    """
     if len(sources) < 2:
         raise VetohashError("training needs at least 2 distinct images (negative pairs pair two of them)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return _train(sources, config, seed, device, progress, on_epoch, on_stage)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(sources: Sequence[Source], config: TrainingConfig, seed: int, device: str, progress: bool,
+           on_epoch: Callable[[Epoch], None] | None, on_stage: Callable[[str], None] | None) -> TrainingResult:
     seed_everything(seed)
     target = resolve_device(device)
     spec = config.spec()
