@@ -128,13 +128,15 @@ class CopyNet(nn.Module):
         self.head = nn.Linear(cin, bits)
         self.mirror = mirror
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the head reads (mirror-averaged when `mirror`)."""
+        if not self.mirror:
+            return self.features(x)
+        both = self.features(torch.cat([x, x.flip(3)]))
+        return (both[: len(x)] + both[len(x):]) / 2
+
     def forward(self, x):  # type: ignore[no-untyped-def]
-        if self.mirror:
-            both = self.features(torch.cat([x, x.flip(3)]))
-            pooled = (both[: len(x)] + both[len(x):]) / 2
-        else:
-            pooled = self.features(x)
-        return self.head(pooled)
+        return self.head(self.pooled(x))
 
 
 @register("copy-cnn", {"width", "stages", "mirror"})
