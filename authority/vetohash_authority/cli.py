@@ -49,7 +49,8 @@ def cli() -> None:
 
     \b
       authority keygen --out-dir keys
-      authority train banned/ --out banned.model
+      authority train banned/ --out banned.model            # fit the copy detector (default)
+      authority train banned/ --out paper.model --recipe paper   # the paper's siamese CNN
       authority evaluate banned.model banned/ --innocent unrelated/
       authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
 
@@ -102,35 +103,63 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
 @cli.command()
 @click.argument("images_dir", type=PATH)
 @click.option("--out", "out", type=PATH, required=True, help="Model file to write (spec, weights, settings).")
-@click.option("--config", "config_path", type=PATH, help="TOML file of training settings (see docs/authority.md).")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs (paper: 70).")
+@click.option("--recipe", type=click.Choice(["copy", "paper"]), default="copy", show_default=True,
+              help="copy: fit the pretrained copy detector to this list (best measured, minutes on a CPU); "
+                   "paper: train the paper's siamese CNN from scratch.")
+@click.option("--base", "base_path", type=PATH,
+              help="copy recipe: pretrained copy-cnn model to fit (default: the one shipped with vetohash).")
+@click.option("--bits", type=click.IntRange(8, 1024), help="copy recipe: hash width (default 160).")
+@click.option("--views", type=click.IntRange(2), help="copy recipe: altered views per image (default 30).")
+@click.option("--background", type=click.IntRange(0),
+              help="copy recipe: generated background images for the spread estimate (default 1500).")
+@click.option("--config", "config_path", type=PATH, help="paper recipe: TOML file of training settings.")
+@click.option("--epochs", type=click.IntRange(1), help="paper recipe: epochs (paper: 70).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed for alterations, splits, initial weights and batches.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
               help="CPU threads for torch (more is rarely faster for this small network; see docs).")
-@click.option("--batch-size", type=click.IntRange(1), help="Pairs per batch (paper: 64).")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam's learning rate.")
-@click.option("--margin", type=click.FloatRange(min=0, min_open=True), help="Contrastive loss margin.")
-@click.option("--count", type=click.IntRange(1), help="Altered copies per kind per image (paper: 100).")
-@click.option("--preset", help="Model spec preset, e.g. paper-cnn or paper-cnn-avg.")
-@click.option("--loss-plot", type=PATH, help="Loss-curve PNG (default: MODEL with .loss.png).")
+@click.option("--batch-size", type=click.IntRange(1), help="paper recipe: pairs per batch (paper: 64).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="paper recipe: Adam's rate.")
+@click.option("--margin", type=click.FloatRange(min=0, min_open=True), help="paper recipe: contrastive margin.")
+@click.option("--count", type=click.IntRange(1), help="paper recipe: altered copies per kind per image (100).")
+@click.option("--preset", help="paper recipe: model spec preset, paper-cnn or paper-cnn-avg.")
+@click.option("--loss-plot", type=PATH, help="paper recipe: loss-curve PNG (default: MODEL with .loss.png).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object on stdout.")
-def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | None, seed: int, device: str,
+def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits: int | None, views: int | None,
+          background: int | None, config_path: Path | None, epochs: int | None, seed: int, device: str,
           threads: int, batch_size: int | None, learning_rate: float | None, margin: float | None, count: int | None,
           preset: str | None, loss_plot: Path | None, quiet: bool, as_json: bool) -> None:
-    """Train the hash network on the images in IMAGES_DIR (recursive, any format and size).
+    """Make the hash model for the banned images in IMAGES_DIR (recursive, any format and size).
 
-    The default is the paper's recipe: rotation, blur, black-square overlay and translation, 100 altered
-    copies of each kind per image; as many negative pairs as positive; 25% of each image's copies of each
-    kind held out for validation; Adam, 64 pairs a batch, 70 epochs. Options override the --config file.
+    The default recipe, copy, starts from vetohash's pretrained copy detector (a mirror-invariant CNN
+    pretrained on generated images only) and fits its hash to this list: it alters every banned image 30
+    times and keeps the 160 directions that edits move least relative to how much images differ. No
+    training; a few minutes on a CPU. See docs/benchmarks.md for how it compares.
+
+    The paper recipe (--recipe paper) trains the paper's CNN as a siamese pair: rotation, blur,
+    black-square overlay and translation, 100 altered copies of each kind per image; as many negative pairs
+    as positive; 25% of each image's copies of each kind held out for validation; Adam, 64 pairs a batch,
+    70 epochs. Its options override the --config file.
 
     \b
       authority train banned/ --out banned.model
-      authority train banned/ --out banned.model --epochs 10 --seed 7 --device cpu
-      authority train banned/ --out banned.model --config recipe.toml
+      authority train banned/ --out banned.model --recipe paper
+      authority train banned/ --out banned.model --recipe paper --epochs 10 --seed 7 --device cpu
+      authority train banned/ --out banned.model --recipe paper --config recipe.toml
     """
+    if recipe == "copy":
+        paper_only = {"--config": config_path, "--epochs": epochs, "--batch-size": batch_size,
+                      "--learning-rate": learning_rate, "--margin": margin, "--count": count, "--preset": preset,
+                      "--loss-plot": loss_plot}
+        given = [name for name, value in paper_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --recipe paper only")
+        _train_copy(images_dir, out, base_path, bits, views, background, seed, threads, quiet, as_json)
+        return
+    if base_path or bits or views or background is not None:
+        raise click.UsageError("--base, --bits, --views and --background apply to --recipe copy only")
     from dataclasses import replace
 
     from .config import load_config
@@ -177,6 +206,43 @@ def train(images_dir: Path, out: Path, config_path: Path | None, epochs: int | N
     click.echo(f"loss curve: {plot}")
     click.echo(f"time: {result.seconds['alterations']:.0f} s generating alterations, "
                f"{result.seconds['training']:.0f} s training")
+
+
+def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int | None, views: int | None,
+                background: int | None, seed: int, threads: int, quiet: bool, as_json: bool) -> None:
+    """The copy recipe: fit the pretrained copy detector's hash to the banned list (see listfit.py)."""
+    import torch
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from .listfit import BASE_MODEL, ListFitConfig, fit_to_list
+    from .sources import load_sources
+    from vetohash.modelfile import read_model, write_model
+
+    started = time.time()
+    torch.set_num_threads(threads)
+    _check_writable(out)
+    base, _ = read_model(base_path or BASE_MODEL)
+    config = ListFitConfig()
+    config = replace(config, bits=bits or config.bits, views=views or config.views,
+                     background=config.background if background is None else background)
+    sources = load_sources(images_dir, base.spec.preprocess, warn=_warn, minimum=2)
+    say = (lambda _text: None) if quiet else _info
+    say(f"{len(sources)} images from {images_dir}; fitting {base.spec.name} to them: {config.views} altered "
+        f"views each, {config.background} generated background images, {config.bits} bits")
+    total = len(sources) * (config.views + 1) + config.background
+    with tqdm(total=total, unit="img", desc="hashing", disable=quiet, file=sys.stderr) as bar:
+        hasher, meta = fit_to_list(base, [s.image for s in sources], config, seed=seed, progress=bar.update)
+    meta["seconds"] = round(time.time() - started, 1)
+    write_model(out, hasher, meta)
+    summary = {"model": str(out), "recipe": "copy", "images": len(sources), "bits": config.bits,
+               "views": config.views, "seed": seed, "seconds": meta["seconds"]}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"wrote {out}: {hasher.spec.name} fitted to {len(sources)} images, {config.bits} bits, "
+               f"in {meta['seconds']:.0f} s")
 
 
 def _check_writable(path: Path) -> None:

@@ -38,7 +38,13 @@ class EvaluationError(VetohashError):
 
 
 def training_settings(meta: Mapping[str, Any]) -> tuple[TrainingConfig, int]:
-    """The config and seed a model was trained with, from its metadata."""
+    """The config and seed a model was trained with, from its metadata.
+
+    A list-fitted copy model (`train --recipe copy`) never saw the paper's alteration plan: it is measured on
+    the paper's default plan, whose copies its fit did not draw (the fit uses its own random stream).
+    """
+    if meta.get("kind") == "list-fit" and type(meta.get("seed")) is int:
+        return TrainingConfig(), meta["seed"]
     if meta.get("trainer") != "vetohash-authority" or "config" not in meta or type(meta.get("seed")) is not int:
         raise EvaluationError("the model file has no training settings (it was not made by `authority train`), "
                               "so its held-out alterations cannot be rebuilt")

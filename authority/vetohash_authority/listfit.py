@@ -16,6 +16,7 @@ import copy
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ from .pretraining import random_edits
 from .synthetic import bank
 
 BATCH = 128
+# The shipped pretrained copy detector (benchmarks/pretrain_base.py made it; docs/benchmarks.md says how).
+BASE_MODEL = Path(__file__).resolve().parent / "models" / "copy-base.vhm"
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def model(work: Path) -> Path:
     from click.testing import CliRunner
 
     path = work / "tiny.model"
-    result = CliRunner().invoke(cli, ["train", str(work / "banned"), "--out", str(path), "--config",
+    result = CliRunner().invoke(cli, ["train", str(work / "banned"), "--recipe", "paper", "--out", str(path), "--config",
                                       str(work / "tiny.toml"), "--seed", "1", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     return path
@@ -76,7 +76,7 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path: Path, cap
 
 
 def test_train_writes_model_and_loss_curve_and_names_skipped_files(work: Path, capsys) -> None:
-    code, out, err = authority(["train", str(work / "banned"), "--out", str(work / "again.model"), "--config",
+    code, out, err = authority(["train", str(work / "banned"), "--recipe", "paper", "--out", str(work / "again.model"), "--config",
                                 str(work / "tiny.toml"), "--epochs", "1", "--device", "cpu", "--quiet"], capsys)
     assert code == 0, err
     assert (work / "again.model").stat().st_size > 0
@@ -162,7 +162,7 @@ def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, 
                          "--out", str(tmp_path / "b")], "no private key file"),
         "bad duration": (["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "none.key"),
                           "--out", str(tmp_path / "b"), "--expires-in", "soon"], "cannot read the duration"),
-        "bad config": (["train", str(work / "banned"), "--out", out, "--config", str(tmp_path / "bad.toml")],
+        "bad config": (["train", str(work / "banned"), "--recipe", "paper", "--out", out, "--config", str(tmp_path / "bad.toml")],
                        "epochs must be"),
     }[case]
     code, _, err = authority(args, capsys)

@@ -1,0 +1,79 @@
+"""List fitting: the discriminant projection, the folded head, and the copy recipe from the command line."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from vetohash.errors import SpecError
+from vetohash.hasher import Hasher
+from vetohash.modelfile import read_model, write_model
+from vetohash.specs import ModelSpec, preset
+from vetohash_authority.cli import cli
+from vetohash_authority.listfit import ListFitConfig, discriminant_projection, fit_to_list
+
+TINY = ModelSpec.from_dict({
+    "name": "copy-cnn", "bits": 32,
+    "arch": {"type": "copy-cnn", "width": 4, "stages": 3, "mirror": True},
+    "preprocess": {"mode": "RGB", "size": 32, "resample": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3},
+})
+
+
+def photos(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(np.uint8(np.clip(rng.normal(128, 60, (6, 6, 3)), 0, 255))).resize((64, 64), Image.BICUBIC)
+            for _ in range(count)]
+
+
+def test_projection_prefers_directions_that_vary_between_images_but_not_under_edits():
+    rng = np.random.default_rng(0)
+    # Axis 0: large spread between images but edits move it as much. Axis 1: smaller spread, edits barely move it.
+    total = rng.normal(size=(2000, 3)) * [10.0, 3.0, 0.5]
+    within = rng.normal(size=(2000, 3)) * [10.0, 0.1, 0.5]
+    top = discriminant_projection(total, within, 1, regularisation=0.0)[0]
+    assert abs(top[1]) / np.linalg.norm(top) > 0.99
+
+
+def test_fitted_model_has_the_requested_bits_balanced_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    base = Hasher(TINY, TINY.build())
+    banned = photos(6)
+    fitted, meta = fit_to_list(base, banned, ListFitConfig(views=8, background=40, bits=16), seed=3)
+    assert fitted.spec.bits == 16 and meta["kind"] == "list-fit"
+    images = banned + photos(40, seed=1)
+
+    def imbalance(hasher):
+        return float(np.abs(np.unpackbits(hasher.hash_images(images), axis=1).mean(axis=0) - 0.5).mean())
+
+    # Centred on the fit set's medians; the untrained head's bits are nearly constant.
+    assert imbalance(fitted) < 0.2 < imbalance(base)
+    write_model(tmp_path / "m.vhm", fitted, meta)
+    again, _ = read_model(tmp_path / "m.vhm")
+    assert np.array_equal(again.hash_images(banned), fitted.hash_images(banned))
+
+
+def test_list_fitting_refuses_the_paper_network_and_too_many_bits():
+    paper = preset("paper-cnn")
+    with pytest.raises(SpecError, match="copy-cnn"):
+        fit_to_list(Hasher(paper, paper.build()), photos(2), ListFitConfig(views=2, background=0), seed=0)
+    with pytest.raises(SpecError, match="bits"):
+        fit_to_list(Hasher(TINY, TINY.build()), photos(2), ListFitConfig(views=2, background=0, bits=512), seed=0)
+
+
+def test_copy_recipe_from_the_command_line_writes_a_model_and_refuses_paper_options(tmp_path):
+    torch.manual_seed(0)
+    base = tmp_path / "base.vhm"
+    write_model(base, Hasher(TINY, TINY.build()), {"kind": "pretrained"})
+    folder = tmp_path / "banned"
+    folder.mkdir()
+    for i, image in enumerate(photos(4)):
+        image.save(folder / f"{i}.png")
+    out = tmp_path / "fitted.vhm"
+    args = ["train", str(folder), "--out", str(out), "--base", str(base), "--views", "4", "--background", "8",
+            "--bits", "16", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert read_model(out)[0].spec.bits == 16
+    refused = CliRunner().invoke(cli, [*args, "--epochs", "3"])
+    assert refused.exit_code == 2 and "--recipe paper" in refused.output
