@@ -2,7 +2,8 @@
 
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
-    python benchmarks/quality.py --banned 1000 --json out.json
+    python benchmarks/quality.py --fit-copy               # vetohash's default recipe, fitted to this list
+    python benchmarks/quality.py --fit-copy --banned 1000 --json out.json
 
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
 (examples/make_example_images.py). Every banned image gets one altered copy per edit in the suite (the
@@ -157,6 +158,9 @@ def main() -> None:
     parser.add_argument("--banned", type=int, default=110, help="banned images (default 110, as in the paper)")
     parser.add_argument("--unrelated", type=int, default=1085, help="unrelated images (default 1085)")
     parser.add_argument("--model", type=Path, action="append", default=[], help="vetohash model file (repeatable)")
+    parser.add_argument("--fit-copy", action="store_true",
+                        help="fit the shipped copy detector to the benchmark's banned images (authority train's "
+                             "default recipe) and measure it")
     parser.add_argument("--list-variants", action="store_true",
                         help="also hash each banned image's list-side variants for the vetohash models")
     parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
@@ -178,6 +182,14 @@ def main() -> None:
         methods.append(vetohash_method(path, None))
         if args.list_variants:
             methods.append(vetohash_method(path, list_variants))
+    if args.fit_copy:
+        from vetohash_authority.listfit import BASE_MODEL, ListFitConfig, fit_to_list
+
+        t = time.time()
+        base, _ = read_model(BASE_MODEL)
+        fitted, _ = fit_to_list(base, banned, ListFitConfig(), seed=args.seed)
+        print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
+        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits))
     reports = []
     jpegs = []
     for image in unrelated[:200]:

@@ -49,6 +49,7 @@ def cli() -> None:
 
     \b
       authority keygen --out-dir keys
+      authority pretrain photos/ --out base.vhm --device cuda    # optional: your own copy detector
       authority train banned/ --out banned.model            # fit the copy detector (default)
       authority train banned/ --out paper.model --recipe paper   # the paper's siamese CNN
       authority evaluate banned.model banned/ --innocent unrelated/
@@ -254,6 +255,79 @@ def _check_writable(path: Path) -> None:
         raise VetohashError(f"{folder}: no such folder for the output")
     if not os.access(folder, os.W_OK):
         raise VetohashError(f"{folder}: cannot write there")
+
+
+# --- pretrain --------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("images_dir", type=PATH, required=False)
+@click.option("--out", "out", type=PATH, required=True, help="Model file to write (use it with train --base).")
+@click.option("--synthetic", type=click.IntRange(0), default=20000, show_default=True,
+              help="Generated dead-leaves images added to the sources.")
+@click.option("--max-images", type=click.IntRange(1), default=20000, show_default=True,
+              help="At most this many images are read from IMAGES_DIR (the first in path order).")
+@click.option("--steps", type=click.IntRange(1), default=100000, show_default=True, help="At most this many steps.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Wall-clock budget for the steps; the learning-rate schedule follows it.")
+@click.option("--batch", type=click.IntRange(2), default=256, show_default=True, help="Images per step (two views each).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="InfoNCE temperature.")
+@click.option("--koleo", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Weight of the KoLeo term that spreads embeddings apart.")
+@click.option("--fit-sample", type=click.IntRange(2), default=8192, show_default=True,
+              help="Unaltered images the bit balance and decorrelation are fitted on.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Processes that generate images and views (use most cores on a GPU machine).")
+def pretrain(images_dir: Path | None, out: Path, synthetic: int, max_images: int, steps: int, minutes: float | None,
+             batch: int, learning_rate: float, temperature: float, koleo: float, fit_sample: int, seed: int,
+             device: str, workers: int) -> None:
+    """Pretrain a general copy detector (copy-cnn) by instance discrimination on unlabelled images.
+
+    Each image is its own class: two randomly altered views of it must embed closer to each other than to
+    any other image's views. Sources are the images under IMAGES_DIR (optional; any unrelated photographs)
+    plus generated dead-leaves images. The result feeds `authority train --base`. The model shipped with
+    vetohash was made from generated images only on one H100 GPU in about 7 minutes (docs/benchmarks.md);
+    on a 2-core CPU expect hours for a useful model.
+
+    \b
+      authority pretrain --out base.vhm --device cuda --workers 14 --minutes 6
+      authority pretrain photos/ --out base.vhm --synthetic 5000 --minutes 60
+    """
+    from .pretraining import PretrainConfig, pretrain_model
+    from .sources import load_sources
+    from .synthetic import bank
+    from .training import resolve_device
+    from vetohash.modelfile import write_model
+    from vetohash.specs import preset
+
+    started = time.time()
+    _check_writable(out)
+    spec = preset("copy-cnn")
+    sources = []
+    if images_dir is not None:
+        found = load_sources(images_dir, spec.preprocess, warn=_warn)
+        sources += [source.image for source in found[:max_images]]
+    _info(f"{len(sources)} images from {images_dir or 'no folder'}; generating {synthetic} dead-leaves images")
+    sources += bank(synthetic, seed=seed, workers=max(1, workers))
+    if len(sources) < 2:
+        raise VetohashError("pretraining needs at least 2 source images")
+    target = str(resolve_device(device))
+    config = PretrainConfig(steps=steps, batch=batch, lr=learning_rate, temperature=temperature, koleo_weight=koleo,
+                            fit_sample=fit_sample)
+
+    def progress(step: int, loss: float) -> None:
+        if step % 100 == 0:
+            _info(f"step {step}: loss {loss:.4f} ({time.time() - started:.0f} s)")
+
+    hasher, meta = pretrain_model(spec, sources, config, seed=seed, device=target, workers=workers,
+                                  minutes=minutes, progress=progress)
+    meta.update(seconds=round(time.time() - started), device=target)
+    write_model(out, hasher, meta)
+    click.echo(f"wrote {out}: {meta['steps']} steps in {meta['seconds']} s, final loss {meta['final_loss']:.4f}")
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------------

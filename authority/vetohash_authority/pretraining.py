@@ -27,7 +27,6 @@ from vetohash.specs import ModelSpec
 from .alterations import SINGLE_KINDS, Kind, make_kind
 from .binarize import fold_into_head
 
-BINARIZE_SAMPLE = 8192  # unaltered instances the bit balance and rotation are fitted on
 
 Augment = Callable[[Image.Image, random.Random], Image.Image]
 
@@ -61,6 +60,7 @@ class PretrainConfig:
     koleo_weight: float = 0.1
     crop_min: float = 0.4  # an instance is a random crop covering at least this share of a source side
     instance_size: int = 128
+    fit_sample: int = 8192  # unaltered instances the bit balance and rotation are fitted on
 
 
 def random_instance(sources: Sequence[Image.Image], rng: random.Random, config: PretrainConfig) -> Image.Image:
@@ -179,7 +179,7 @@ def pretrain_model(spec: ModelSpec, sources: Sequence[Image.Image], config: Pret
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS])
     losses = pretrain(network, sources, augment, spec.preprocess, config, seed=seed, device=device,
                       workers=workers, minutes=minutes, progress=progress)
-    sample = instance_embeddings(network, sources, spec.preprocess, config, BINARIZE_SAMPLE, seed + 1)
+    sample = instance_embeddings(network, sources, spec.preprocess, config, config.fit_sample, seed + 1)
     fold_into_head(network.head, sample, binarize, seed=seed)
     meta = {"kind": "pretrained", "seed": seed, "steps": len(losses), "sources": len(sources), "binarize": binarize,
             "config": asdict(config), "edits": list(SINGLE_KINDS), "final_loss": float(np.mean(losses[-50:])),

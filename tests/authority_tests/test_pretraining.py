@@ -69,3 +69,23 @@ def skewed_head():
     x = torch.from_numpy(rng.normal(size=(4000, 32)) * np.geomspace(10, 0.1, 32) + 3.0).float()
     with torch.no_grad():
         return x, head, head(x).numpy()
+
+
+def test_pretrain_command_writes_a_copy_cnn_model_from_a_folder_and_generated_images(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from vetohash.modelfile import read_model
+    from vetohash_authority.cli import cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "base.vhm"
+    result = CliRunner().invoke(cli, ["pretrain", str(folder), "--out", str(out), "--synthetic", "3", "--steps", "2",
+                                      "--batch", "4", "--fit-sample", "16", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    hasher, meta = read_model(out)
+    assert hasher.spec.name == "copy-cnn" and meta["steps"] == 2 and meta["sources"] == 6
