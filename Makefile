@@ -2,11 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# PyTorch, pinned, installed first so that pip never picks a build on its own. Where pip finds the CPU wheel
-# first (a local wheel, as on the project's machines) that is what it installs; elsewhere give
-# TORCH_INDEX=https://download.pytorch.org/whl/cpu, or PyPI's Linux wheel brings several GB of CUDA libraries.
+# PyTorch, pinned and installed first so that pip never picks a build on its own: on the project's machines
+# this pin resolves to the CPU build kept on local disk; a bare `torch` requirement would pull a multi-GB CUDA
+# build. Elsewhere, point pip at a CPU build through pip's own configuration (PIP_* variables), not here.
 TORCH_PIN := torch==2.13.0
-TORCH_INDEX ?=
 
 .PHONY: setup demo test bench clean
 
@@ -15,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_PIN)
+	$(BIN)/pip install --quiet $(TORCH_PIN)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
