@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vetohash.errors import ImageError, ImageTooLargeError, SpecError
 
@@ -168,6 +169,9 @@ def open_image(
             return _to_rgb(ImageOps.exif_transpose(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: too many pixels ({_one_line(exc)}).") from exc
+    except UnidentifiedImageError as exc:  # Pillow's text names its BytesIO object: noise, and new each run
+        raise ImageError(f"{label}: not a readable image (unknown image format; {', '.join(FORMATS)} are "
+                         f"read).") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{label}: not a readable image ({_one_line(exc)}).") from exc
 
@@ -231,7 +235,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9A-Fa-f]+>")
+
+
 def _one_line(exc: BaseException) -> str:
-    """An exception as `Type: text` on one line, for messages printed as they are."""
-    text = " ".join(str(exc).split())
+    """An exception as `Type: text` on one line, for messages printed as they are; an object's repr with its
+    memory address (`<_io.BytesIO object at 0x7f...>`) becomes `<...>`, so a message is the same each run."""
+    text = _OBJECT_REPR.sub("<...>", " ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
