@@ -501,16 +501,28 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
 
 
 def _read_key(path: Path, ask: bool) -> Ed25519PrivateKey:
-    """The private key, with a passphrase from the environment, or a prompt when asked or on a terminal."""
+    """The private key; if it is encrypted, with a passphrase from the environment, or a prompt when asked or
+    on a terminal.
+
+    $VETOHASH_PASSPHRASE is ignored for a key that is not encrypted: it may be set for the whole session, or
+    for another key. --passphrase is not: asking to type a passphrase for a plain key is refused, as the
+    library refuses one, because the user believed the key was encrypted (or gave the wrong file).
+    """
     from vetohash.keys import read_private_key
 
+    if not _is_encrypted(path):
+        key = read_private_key(path)  # also the error for a missing, unreadable or malformed file
+        if ask:
+            raise KeyFileError(f"{path} is not encrypted, but --passphrase was given; leave it out, or use a key "
+                               f"made with a passphrase")
+        return key
     passphrase = os.environ.get(PASSPHRASE_ENV) or None
-    if passphrase is None and (ask or (_is_encrypted(path) and sys.stdin.isatty())):
+    if passphrase is None and (ask or sys.stdin.isatty()):
         passphrase = click.prompt(f"passphrase for {path}", hide_input=True, err=True)
     try:
         return read_private_key(path, passphrase.encode() if passphrase else None)
     except KeyFileError as error:
-        if passphrase is None and _is_encrypted(path):
+        if passphrase is None:
             raise KeyFileError(f"{error}: set ${PASSPHRASE_ENV} or pass --passphrase") from None
         raise
 

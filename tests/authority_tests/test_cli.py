@@ -142,6 +142,20 @@ def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_p
     assert code == 2 and "VETOHASH_PASSPHRASE" in err and "Traceback" not in err
 
 
+def test_unencrypted_key_ignores_a_passphrase_from_the_environment_but_not_one_asked_for(
+        work: Path, model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    # $VETOHASH_PASSPHRASE may be set for a whole session or another key; --passphrase is the user's own claim.
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    assert authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)[0] == 0
+    args = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
+            "--out", str(tmp_path / "b.bundle"), "--threshold", "10"]
+    monkeypatch.setenv("VETOHASH_PASSPHRASE", "set for another key")
+    code, _, err = authority(args, capsys)
+    assert code == 0, err
+    code, _, err = authority([*args, "--passphrase"], capsys)
+    assert code == 2 and "is not encrypted, but --passphrase was given" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "only corrupt", "not a model", "missing key",
                                   "bad duration", "bad config"])
 def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, tmp_path: Path, capsys,
