@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .sources import Source
 
 PASSPHRASE_ENV = "VETOHASH_PASSPHRASE"
+FEATURELESS_LISTED = 20  # featureless files named before publish refuses; the rest are counted
 AUTHORITY_ENV = "VETOHASH_AUTHORITY"
 PATH = click.Path(path_type=Path)
 
@@ -416,14 +417,19 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
                                                     f"${AUTHORITY_ENV}, else 'authority').")
 @click.option("--passphrase", "ask", is_flag=True,
               help=f"Prompt for the key's passphrase (default: ${PASSPHRASE_ENV}, or a prompt on a terminal).")
+@click.option("--skip-featureless", is_flag=True,
+              help="Leave out featureless banned images (flat, near-blank), naming each, instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None, innocent: Path | None,
             target_fpr: float, list_name: str, sequence: int | None, expires_in: str, authority_name: str | None,
-            ask: bool, as_json: bool) -> None:
+            ask: bool, skip_featureless: bool, as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
     Hash ids are random ("h" + hex): file names never leave the authority. The threshold is --threshold,
     or calibrated on --innocent images to flag at most --target-fpr of them (recorded in the bundle).
+
+    Featureless banned images (flat colour, faint gradients, near-blank pages) are refused: their hashes
+    would match every blank upload. Remove them, or give --skip-featureless to leave them out.
 
     \b
       authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
@@ -434,19 +440,22 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
 
     from .evaluation import PAPER_THRESHOLD
     from .publishing import (STATE_NAME, build_bundle, calibrate, next_sequence, parse_duration,
-                             record_sequence, write_bytes)
+                             record_sequence, split_featureless, write_bytes)
     from .sources import load_sources
 
     seconds = parse_duration(expires_in)
     key = _read_key(key_path, ask)
     hasher, meta = read_model(model)
     pre = hasher.spec.preprocess
-    sources = load_sources(images_dir, pre, warn=_warn)
+    sources = _without_featureless(load_sources(images_dir, pre, warn=_warn), images_dir, skip_featureless)
     calibration = None
     if innocent is not None:
         import numpy as np
 
         innocent_sources = load_sources(innocent, pre, warn=_warn)
+        innocent_sources, blank = split_featureless(innocent_sources)
+        if blank:  # platforms never match a featureless image, so it cannot be a false positive there
+            _warn(f"{len(blank)} featureless innocent image(s) left out of the calibration, e.g. {blank[0].path}")
         banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
         calibrated = calibrate(hasher, banned, innocent_sources, target_fpr)
         if threshold is None:
@@ -498,6 +507,28 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     click.echo(f"threshold {threshold}{calibrated_text}")
     click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")
+
+
+def _without_featureless(sources: list[Source], folder: Path, skip: bool) -> list[Source]:
+    """The sources, featureless ones left out (each named) with --skip-featureless, else refused (listed)."""
+    from vetohash.detail import MIN_DETAIL
+
+    from .publishing import split_featureless
+
+    kept, flat = split_featureless(sources)
+    if not flat:
+        return sources
+    if skip:
+        for source in flat:
+            _warn(f"skipped {source.path}: featureless (detail {source.detail:.1f} < {MIN_DETAIL:g})")
+        return kept
+    for source in flat[:FEATURELESS_LISTED]:
+        _info(f"featureless: {source.path} (detail {source.detail:.1f} < {MIN_DETAIL:g})")
+    if len(flat) > FEATURELESS_LISTED:
+        _info(f"featureless: ... and {len(flat) - FEATURELESS_LISTED} more")
+    raise VetohashError(f"{len(flat)} of the {len(sources)} banned images in {folder} are featureless (flat "
+                        f"colour or near-blank), and their hashes would match every blank upload: remove them, "
+                        f"or pass --skip-featureless to leave them out")
 
 
 def _read_key(path: Path, ask: bool) -> Ed25519PrivateKey:

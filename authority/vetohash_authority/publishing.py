@@ -22,6 +22,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vetohash.bundle import Bundle, Calibration, sign_bundle
+from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
@@ -118,12 +119,27 @@ def record_sequence(state_path: Path, list_name: str, sequence: int) -> None:
     os.replace(temp, state_path)
 
 
+def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Source]]:
+    """(sources with detail, featureless sources): too little detail to hash (vetohash.detail), such as flat
+    colour, faint gradients and near-blank pages.
+
+    Their hashes are near-arbitrary and close to those of every other blank image, so publishing one would
+    flag innocent blank uploads; and platforms never match a featureless query anyway.
+    """
+    kept = [source for source in sources if source.detail >= MIN_DETAIL]
+    return kept, [source for source in sources if source.detail < MIN_DETAIL]
+
+
 def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, threshold: int,
                  authority: str, list_name: str, sequence: int, expires_in: int,
                  calibration: Calibration | None = None, now: int | None = None) -> tuple[Bundle, bytes]:
     """The bundle for the banned images and its signed bytes."""
     if not sources:
         raise PublishError("there are no banned images to publish")
+    _, flat = split_featureless(sources)
+    if flat:
+        raise PublishError(f"{flat[0].path} is featureless (detail {flat[0].detail:.1f} < {MIN_DETAIL:g}); "
+                           f"{len(flat)} such image(s) among the banned ones, whose hashes would match blank images")
     created = int(time.time()) if now is None else now
     hashes = hasher.hash_arrays(np.stack([source.array for source in sources]))
     # Random row order too, so not even the sorting of file names shows through.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vetohash.detail import detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import IMAGE_SUFFIXES, image_files
 from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, to_array
@@ -23,12 +24,14 @@ from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, to_array
 
 @dataclass(frozen=True)
 class Source:
-    """One banned image: where it was read, its content digest, a working copy to alter, its model input."""
+    """One banned image: where it was read, its content digest, a working copy to alter, its model input, and
+    its detail score (vetohash.detail, from the full decoded image, as the platform scores its queries)."""
 
     path: Path
     digest: str
     image: Image.Image
     array: np.ndarray
+    detail: float
 
 
 Warn = Callable[[str], None]
@@ -54,7 +57,8 @@ def read_one(path: Path, pre: Preprocess, work_size: int) -> Source:
     except OSError as error:
         raise ImageError(f"{path}: cannot read file ({error.strerror or error}).") from None
     image = open_image(data, name=str(path))
-    return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), to_array(image, pre))
+    return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), to_array(image, pre),
+                  detail(image))
 
 
 def load_sources(folder: Path, pre: Preprocess, work_size: int = 256, warn: Warn | None = None,

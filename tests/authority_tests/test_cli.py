@@ -156,6 +156,60 @@ def test_unencrypted_key_ignores_a_passphrase_from_the_environment_but_not_one_a
     assert code == 2 and "is not encrypted, but --passphrase was given" in err and err.count("\n") == 1
 
 
+def flat_images(folder: Path) -> list[Path]:
+    """A flat grey image and a near-white page with faint lines: nothing in them to hash."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    grey, page = folder / "grey.png", folder / "page.jpg"
+    Image.new("RGB", (80, 60), (128, 128, 128)).save(grey)
+    blank = Image.new("RGB", (200, 280), (250, 250, 248))
+    ImageDraw.Draw(blank).line([(20, 100), (180, 100)], fill=(240, 240, 240))
+    blank.save(page, quality=30)
+    return [grey, page]
+
+
+def test_publish_refuses_featureless_banned_images_and_lists_them(work: Path, model: Path, tmp_path: Path,
+                                                                  capsys, monkeypatch) -> None:
+    # Their hashes would match every blank upload; the authority is told which files to remove.
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    banned = tmp_path / "banned"
+    write_pictures(banned, range(3))
+    flat = flat_images(banned / "scans")
+    out = tmp_path / "list.bundle"
+    args = ["publish", str(model), str(banned), "--key", str(tmp_path / "keys" / "authority.key"), "--out", str(out),
+            "--threshold", "10"]
+    code, _, err = authority(args, capsys)
+    assert code == 2 and not out.exists()
+    assert [line.split(" (")[0] for line in err.splitlines() if line.startswith("featureless: ")] == [
+        f"featureless: {path}" for path in flat]
+    [error] = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert f"2 of the 5 banned images in {banned} are featureless" in error and "--skip-featureless" in error
+
+
+def test_publish_skip_featureless_leaves_them_out_naming_each(work: Path, model: Path, tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    banned = tmp_path / "banned"
+    write_pictures(banned, range(3))
+    flat = flat_images(banned / "scans")
+    innocent = tmp_path / "innocent"
+    write_pictures(innocent, range(100, 103))
+    flat_images(innocent)
+    out = tmp_path / "list.bundle"
+    code, stdout, err = authority(["publish", str(model), str(banned), "--key", str(tmp_path / "keys" / "authority.key"),
+                                   "--out", str(out), "--innocent", str(innocent), "--skip-featureless", "--json"],
+                                  capsys)
+    assert code == 0, err
+    for path in flat:
+        assert f"warning: skipped {path}: featureless (detail " in err
+    assert "warning: 2 featureless innocent image(s) left out of the calibration" in err
+    assert json.loads(stdout)["hashes"] == 3
+    assert json.loads(stdout)["calibration"]["innocent_images"] == 3
+
+
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "only corrupt", "not a model", "missing key",
                                   "bad duration", "bad config"])
 def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, tmp_path: Path, capsys,
