@@ -334,10 +334,12 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     stdin. For each image and bundle: the image's hash, the nearest banned hash id, the distance, and
     the verdict (a match when the distance is below the threshold). Matches are logged (see
     `platform log`), never the image itself. A file that cannot be read is reported and the rest go on.
+    An image with too little detail to hash (flat colour, near-blank) is reported as featureless and
+    never matches: its hash would be close to that of any other blank image.
 
     \b
     Exit status:
-      0  every image was screened and none matched
+      0  every image was screened and none matched (featureless images included)
       1  at least one image matched (even if others had errors: a match is never hidden)
       2  no match, but some image could not be screened; or the command itself failed
 
@@ -351,10 +353,11 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
 
     screener = _screener(threshold, workers, batch_size)
     items = sources(paths, sys.stdin.buffer, _warn)
-    counts = {"match": 0, "clean": 0, "error": 0}
+    counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
         for result, echo in _with_progress(items, screener.run(items), progress):
-            verdict = "error" if result.error else "match" if result.matched else "clean"
+            verdict = ("error" if result.error else "featureless" if result.featureless
+                       else "match" if result.matched else "clean")
             counts[verdict] += 1
             log.add(result)
             if as_json:
@@ -365,30 +368,42 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
                 for line in _screen_lines(result):
                     echo(line, False)
     if not as_json:
+        featureless = f"{counts['featureless']} featureless, " if counts["featureless"] else ""
         click.echo(f"screened {len(items)} image(s) against {sum(len(m.lists) for m in screener.models)} "
-                   f"bundle(s): {counts['match']} matched, {counts['clean']} clean, {counts['error']} error(s)",
-                   err=True)
+                   f"bundle(s): {counts['match']} matched, {counts['clean']} clean, {featureless}"
+                   f"{counts['error']} error(s)", err=True)
     if counts["match"]:
         sys.exit(ExitCode.MATCH)
     if counts["error"]:
         sys.exit(ExitCode.ERROR)
 
 
+def _rounded(detail: float | None) -> float | None:
+    """A detail score for JSON: two decimals are all it means."""
+    return None if detail is None else round(detail, 2)
+
+
 def _screen_lines(result: ImageResult) -> Iterator[str]:
     """One readable line per bundle: verdict, image, bundle, nearest id, distance against threshold, hash."""
+    from vetohash.detail import MIN_DETAIL
+
     for v in result.verdicts:
-        if v.distance is None:
-            detail = "empty list"
+        nearest = "empty list" if v.distance is None else f"nearest {v.nearest_id}  distance {v.distance}"
+        if result.featureless and result.detail is not None:
+            verdict, detail = "featureless", f"detail {result.detail:.1f} < {MIN_DETAIL:g}, never a match ({nearest})"
+        elif v.distance is None:
+            verdict, detail = "clean", nearest
         else:
-            detail = f"nearest {v.nearest_id}  distance {v.distance} {'<' if v.match else '>='} {v.threshold}"
-        yield (f"{'MATCH' if v.match else 'clean'}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  "
-               f"{detail}  hash {v.hash}")
+            verdict = "MATCH" if v.match else "clean"
+            detail = f"{nearest} {'<' if v.match else '>='} {v.threshold}"
+        yield f"{verdict}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  {detail}  hash {v.hash}"
 
 
 def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
     if result.error:
         return {"path": result.name, "verdict": "error", "error": result.error}
-    return {"path": result.name, "sha256": result.sha256, "verdict": verdict, "results": [
+    return {"path": result.name, "sha256": result.sha256, "verdict": verdict, "detail": _rounded(result.detail),
+            "results": [
         {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
          "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,
          "threshold": v.threshold, "match": v.match} for v in result.verdicts]}
@@ -401,7 +416,9 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
     """Print each image's hash (hex) under every active bundle's model, without screening.
 
     Lists that share a model share one hash. The hex form is the packed hash bits, two digits a byte,
-    as `vetohash.hashes.Hash` writes them. Exit 2 if any image could not be hashed.
+    as `vetohash.hashes.Hash` writes them. A featureless image (flat colour, near-blank) still gets its
+    hash, with a warning (in JSON, "featureless": true): `screen` never matches it. Exit 2 if any image
+    could not be hashed.
 
     \b
     Example:
@@ -419,10 +436,14 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
             echo(json.dumps({"path": result.name, "error": result.error}) if as_json
                  else f"error: {result.error}", not as_json)
         elif as_json:
-            echo(json.dumps({"path": result.name, "sha256": result.sha256, "hashes": [
+            echo(json.dumps({"path": result.name, "sha256": result.sha256, "detail": _rounded(result.detail),
+                             "featureless": result.featureless, "hashes": [
                 {"model": h.model, "model_id": h.model_id, "lists": list(h.lists), "hash": h.hash}
                 for h in result.hashes]}), False)
         else:
+            if result.featureless:
+                echo(f"warning: {result.name} is featureless (detail {result.detail:.1f}): its hash says little "
+                     "about it, and `platform screen` never matches it", True)
             for h in result.hashes:
                 which = f"  [{h.model} {h.model_id}: {', '.join(h.lists)}]" if len(result.hashes) > 1 else ""
                 echo(f"{h.hash}  {result.name}{which}", False)

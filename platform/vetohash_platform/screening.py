@@ -2,7 +2,8 @@
 
 Each distinct model (spec plus weights) is built once per run, however many lists share it, and each image
 file is read and decoded once, however many models need it. A file that cannot be read or decoded gives a
-result carrying its error; the rest of the batch goes on.
+result carrying its error; the rest of the batch goes on. An image with too little detail to hash
+(vetohash.detail: flat colour, near-blank) is hashed and compared, but never a match: it is featureless.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from vetohash import codec
 from vetohash.bundle import Bundle
+from vetohash.detail import MIN_DETAIL, detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import image_files
 from vetohash.hasher import Hasher
@@ -72,7 +74,8 @@ def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
 class ListVerdict:
     """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict.
 
-    `nearest_id` and `distance` are None when the bundle's list is empty.
+    `nearest_id` and `distance` are None when the bundle's list is empty. A featureless image's hash says
+    nothing about it, so its distance is shown but never makes a match.
     """
 
     authority: str
@@ -84,11 +87,12 @@ class ListVerdict:
     nearest_id: str | None
     distance: int | None
     threshold: int
+    featureless: bool = False
 
     @property
     def match(self) -> bool:
-        """Match when the distance is strictly below the threshold."""
-        return self.distance is not None and self.distance < self.threshold
+        """Match when the distance is strictly below the threshold, and the image is not featureless."""
+        return not self.featureless and self.distance is not None and self.distance < self.threshold
 
 
 @dataclass(frozen=True)
@@ -103,18 +107,24 @@ class ModelHash:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """The outcome for one image: its SHA-256, hashes and verdicts; or the error that stopped it."""
+    """The outcome for one image: its SHA-256, detail score, hashes and verdicts; or the error that stopped it."""
 
     name: str
     sha256: str | None
     hashes: tuple[ModelHash, ...] = ()
     verdicts: tuple[ListVerdict, ...] = ()
     error: str | None = None
+    detail: float | None = None
 
     @property
     def matched(self) -> bool:
         """Whether any bundle matched."""
         return any(verdict.match for verdict in self.verdicts)
+
+    @property
+    def featureless(self) -> bool:
+        """Whether the image has too little detail to hash (below vetohash.detail.MIN_DETAIL)."""
+        return self.detail is not None and self.detail < MIN_DETAIL
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ class _Model:
 class _Decoded:
     sha256: str
     arrays: dict[Preprocess, np.ndarray]
+    detail: float
 
 
 class Screener:
@@ -197,6 +208,7 @@ class Screener:
 
     def _finish(self, items: list[tuple[Source, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
         good = [(source, decoded) for source, decoded in items if isinstance(decoded, _Decoded)]
+        featureless = [decoded.detail < MIN_DETAIL for _, decoded in good]
         hashes: dict[str, np.ndarray] = {}
         verdicts: dict[str, list[list[ListVerdict]]] = {}
         for model in self.models:
@@ -205,7 +217,8 @@ class Screener:
             hashes[model.model_id] = (model.hasher.hash_arrays(batch) if batch is not None
                                       else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
             if compare:
-                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id]) for lst in model.lists]
+                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], featureless)
+                                            for lst in model.lists]
         row = 0
         for source, decoded in items:
             if isinstance(decoded, ImageError):
@@ -216,19 +229,21 @@ class Screener:
                           Hash(hashes[m.model_id][row].tobytes()).hex)
                 for m in self.models)
             found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
-            yield ImageResult(source.name, decoded.sha256, model_hashes, found)
+            yield ImageResult(source.name, decoded.sha256, model_hashes, found, detail=decoded.detail)
             row += 1
 
 
-def _compare(lst: _List, hashes: np.ndarray) -> list[ListVerdict]:
+def _compare(lst: _List, hashes: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
     bundle = lst.bundle
     common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
                   sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
     if len(bundle.hashes) == 0 or len(hashes) == 0:
-        return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=None, distance=None, **common) for h in hashes]
+        return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=None, distance=None, featureless=f, **common)
+                for h, f in zip(hashes, featureless, strict=True)]
     found = nearest(hashes, bundle.hashes)
-    return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=bundle.ids[int(i)], distance=int(d), **common)
-            for h, i, d in zip(hashes, found.index, found.distance, strict=True)]
+    return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=bundle.ids[int(i)], distance=int(d), featureless=f,
+                        **common)
+            for h, i, d, f in zip(hashes, found.index, found.distance, featureless, strict=True)]
 
 
 def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError:
@@ -240,7 +255,7 @@ def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError
         else:
             raise ValueError(f"{source.name}: a Source needs a path or data")
         image = open_image(data, name=source.name)
-        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres})
+        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres}, detail(image))
     except ImageError as error:
         return error
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vetohash.detail import MIN_DETAIL
 from vetohash.hashes import Hash
 from vetohash.keys import public_key_of
 from vetohash.preprocess import MAX_FILE_BYTES
@@ -259,3 +260,50 @@ def test_json_stays_valid_ascii_for_a_file_name_that_is_not_utf8(platform, activ
     line = platform("screen", "--json", odd).stdout
     assert line.isascii()
     assert os.fsencode(json.loads(line)["path"]) == bytes(tmp_path) + b"/odd\xffname.jpg"
+
+
+@pytest.fixture
+def blank_list(platform, pubkey_file: Path, make_bundle, hasher, tmp_path: Path) -> dict[str, Path]:
+    """An ingested list holding the hash of a flat grey image, signed with the library (bypassing the
+    authority's refusal), and a slightly different flat grey upload whose hash lies within the threshold."""
+    from PIL import Image
+
+    banned, upload = tmp_path / "grey.png", tmp_path / "uploads" / "grey-upload.jpg"
+    upload.parent.mkdir()
+    banned.write_bytes(encode(Image.new("RGB", (300, 200), (128, 128, 128)), "PNG"))
+    upload.write_bytes(encode(Image.new("RGB", (640, 480), (131, 129, 126)), "JPEG", quality=40))
+    hashes = hash_files(hasher, [banned, upload])
+    assert int(np.bitwise_count(hashes[0] ^ hashes[1]).sum()) < THRESHOLD  # the premise: it would match
+    bundle = tmp_path / "blank.vhb"
+    bundle.write_bytes(make_bundle(hashes=hashes[:1], ids=("b-blank",)))
+    assert platform("trust", "add", pubkey_file).code == 0
+    assert platform("ingest", bundle).code == 0
+    return {"upload": upload}
+
+
+def test_a_featureless_upload_is_reported_never_matched_and_exits_0(platform, blank_list, images, db):
+    # A flat image's hash is near-arbitrary and near every other flat image's: a "match" would mean nothing.
+    upload = blank_list["upload"]
+    result = platform("screen", upload, images["unrelated-0"])
+    assert result.code == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first.startswith(f"featureless  {upload}  Test Authority/test-list#1  detail 0.")
+    assert "never a match (nearest b-blank  distance " in first
+    assert second.startswith(f"clean  {images['unrelated-0']}  ")
+    assert "0 matched, 1 clean, 1 featureless, 0 error(s)" in result.stderr
+    featureless, clean = records(platform("screen", "--json", upload, images["unrelated-0"]).stdout)
+    assert featureless["verdict"] == "featureless" and featureless["detail"] < 1
+    [verdict] = featureless["results"]
+    assert verdict["distance"] < verdict["threshold"] and verdict["match"] is False
+    assert clean["verdict"] == "clean" and clean["detail"] >= MIN_DETAIL
+    assert records(platform("log", "--json").stdout) == []  # nothing logged as a match
+
+
+def test_hash_still_prints_a_featureless_image_s_hash_and_flags_it(platform, blank_list, images):
+    upload = blank_list["upload"]
+    result = platform("hash", upload)
+    assert result.code == 0 and result.stdout.endswith(f"  {upload}\n")
+    assert result.stderr.startswith(f"warning: {upload} is featureless (detail 0.")
+    flat, photo = records(platform("hash", "--json", upload, images["banned-0"]).stdout)
+    assert flat["featureless"] is True and flat["detail"] < 1
+    assert photo["featureless"] is False and photo["detail"] >= MIN_DETAIL
