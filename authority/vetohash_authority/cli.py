@@ -112,13 +112,14 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
               help="copy recipe: pretrained copy-cnn model to fit (default: the one shipped with vetohash).")
 @click.option("--bits", type=click.IntRange(8, 1024), help="copy recipe: hash width (default 160).")
 @click.option("--views", type=click.IntRange(2), help="copy recipe: altered views per image (default 30).")
-@click.option("--background", type=click.IntRange(0),
+@click.option("--background", type=click.IntRange(1),
               help="copy recipe: generated background images for the spread estimate (default 1500).")
 @click.option("--config", "config_path", type=PATH, help="paper recipe: TOML file of training settings.")
 @click.option("--epochs", type=click.IntRange(1), help="paper recipe: epochs (paper: 70).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed for alterations, splits, initial weights and batches.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--device", default="auto", show_default=True,
+              help="paper recipe: auto (CUDA when present), cpu or cuda (the copy recipe runs on the CPU).")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
               help="CPU threads for torch (more is rarely faster for this small network; see docs).")
 @click.option("--batch-size", type=click.IntRange(1), help="paper recipe: pairs per batch (paper: 64).")
@@ -157,7 +158,8 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
                       "--loss-plot": loss_plot}
         given = [name for name, value in paper_only.items() if value is not None]
         if given:
-            raise click.UsageError(f"{', '.join(given)} apply to --recipe paper only")
+            raise click.UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                                   "to --recipe paper only")
         _train_copy(images_dir, out, base_path, bits, views, background, seed, threads, quiet, as_json)
         return
     if base_path or bits or views or background is not None:
@@ -237,6 +239,7 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
     with tqdm(total=total, unit="img", desc="hashing", disable=quiet, file=sys.stderr) as bar:
         hasher, meta = fit_to_list(base, [s.image for s in sources], config, seed=seed, progress=bar.update)
     meta["seconds"] = round(time.time() - started, 1)
+    meta["sources"] = [source.digest for source in sources]  # evaluate reports which images the fit saw
     write_model(out, hasher, meta)
     summary = {"model": str(out), "recipe": "copy", "images": len(sources), "bits": config.bits,
                "views": config.views, "seed": seed, "seconds": meta["seconds"]}
