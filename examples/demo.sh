@@ -131,25 +131,33 @@ python - "$PLAT/screen-altered.txt" "$PLAT/screen-unrelated.txt" "$AUTH/altered-
 import csv, re, sys
 from collections import Counter
 
-LINE = re.compile(r"^(MATCH|clean)\s+(\S+)\s.*\bdistance (\d+) (?:<|>=) (\d+)\s.*\bhash ([0-9a-f]+)$")
-
 def verdicts(path):
-    """(file name, matched, distance, threshold, bits) for each line of `platform screen` output."""
-    found = [LINE.match(line.rstrip()) for line in open(path, encoding="utf-8")]
-    return [(m[2].rsplit("/", 1)[-1], m[1] == "MATCH", int(m[3]), int(m[4]), 4 * len(m[5])) for m in found if m]
+    """(file name, verdict, distance) for each image line of `platform screen` output, and its error lines."""
+    images, errors = [], 0
+    for line in open(path, encoding="utf-8"):
+        words = line.split()
+        if words and words[0] in ("MATCH", "clean", "featureless"):
+            distance = int(re.search(r"\bdistance (\d+)", line)[1])
+            images.append((words[1].rsplit("/", 1)[-1], words[0].lower(), distance))
+        errors += line.startswith("error:")
+    return images, errors
 
-altered, unrelated = verdicts(sys.argv[1]), verdicts(sys.argv[2])
+def first(pattern, path):
+    return next(m[1] for m in map(re.compile(pattern).search, open(path, encoding="utf-8")) if m)
+
+(altered, altered_errors), (unrelated, unrelated_errors) = verdicts(sys.argv[1]), verdicts(sys.argv[2])
 kinds = {row["file"]: row["kind"] for row in csv.DictReader(open(sys.argv[3], encoding="utf-8"))}
 target, work = float(sys.argv[4]), sys.argv[5]
+threshold = int(first(r"\bdistance \d+ (?:<|>=) (\d+)", sys.argv[1]))
+bits = 4 * len(first(r"\bhash ([0-9a-f]+)\s*$", sys.argv[1]))
 total, caught = Counter(), Counter()
-for name, matched, *_ in altered:
+for name, verdict, _ in altered:
     total[kinds[name]] += 1
-    caught[kinds[name]] += matched
-threshold, bits = altered[0][3], altered[0][4]
+    caught[kinds[name]] += verdict == "match"
 
 def row(limit):
-    hit = sum(d < limit for _, _, d, *_ in altered)
-    flag = sum(d < limit for _, _, d, *_ in unrelated)
+    hit = sum(d < limit and v != "featureless" for _, v, d in altered)
+    flag = sum(d < limit and v != "featureless" for _, v, d in unrelated)
     note = {threshold: "  <- the bundle's threshold", 20: "  <- the paper's threshold"}.get(limit, "")
     print(f"  match if distance < {limit:<3} {hit:>4} of {len(altered):<8} {flag:>4} of {len(unrelated)}{note}")
 
@@ -165,6 +173,10 @@ print(f"The authority chose the largest threshold that flagged at most {target:.
       "the other rows apply other thresholds to the same distances (the paper's 20 was never checked against\n"
       "unrelated images). Read the two columns together: catching altered copies is worth something only while\n"
       "unrelated images stay clean. See the README's 'Limitations'.")
+for label, images, errors in (("altered copies", altered, altered_errors), ("unrelated images", unrelated, unrelated_errors)):
+    featureless = sum(v == "featureless" for _, v, _ in images)
+    if featureless or errors:
+        print(f"Among the {label}: {featureless} featureless (never matched), {errors} could not be screened.")
 print("Altered copies caught at the bundle's threshold, by edit: "
       + ", ".join(f"{kind} {caught[kind]}/{total[kind]}" for kind in total))
 print(f"Details: {work}/authority/report/ (the authority's evaluation), {work}/platform/screen-*.txt (every verdict).")
