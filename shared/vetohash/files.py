@@ -1,20 +1,17 @@
-"""Finding image files and decoding many of them in parallel, in a stable order."""
+"""Finding image files: folders searched recursively, in a stable order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from .errors import ImageError, VetohashError
-from .preprocess import FORMATS, Preprocess, load_array
+from .errors import VetohashError
+from .preprocess import FORMATS
 
 # Lower-case suffixes of the formats open_image decodes, e.g. ".jpg", ".png", ".webp".
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
-CHUNK = 256
 
 
 def image_files(paths: Iterable[Path]) -> list[Path]:
@@ -31,21 +28,3 @@ def image_files(paths: Iterable[Path]) -> list[Path]:
         else:
             raise VetohashError(f"{path}: no such file or folder")
     return found
-
-
-def load_arrays(paths: Sequence[Path], pre: Preprocess, workers: int = 2) -> Iterator[tuple[Path, np.ndarray | ImageError]]:
-    """Decode and preprocess files on a thread pool (Pillow releases the GIL); yield results in input order.
-
-    A file that fails yields its ImageError instead of an array, so one bad file never stops a batch.
-    """
-
-    def one(path: Path) -> np.ndarray | ImageError:
-        try:
-            return load_array(path, pre, name=str(path))
-        except ImageError as error:
-            return error
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(paths), CHUNK):  # bounded look-ahead keeps memory flat on huge folders
-            chunk = paths[start:start + CHUNK]
-            yield from zip(chunk, pool.map(one, chunk))
