@@ -139,6 +139,7 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
 
     data: dict[str, Any] = {
         "model": {"spec": hasher.spec.name, "bits": bits, "seed": seed, "epochs": len(meta.get("history", [])),
+                  "recipe": "copy" if meta.get("kind") == "list-fit" else "paper",
                   "final": meta.get("final")},
         "images": {"banned": len(sources), "in_training": sum(d in trained_on for d in digests),
                    "altered_copies": int(len(rows)), "copies_held_out": held_out, "innocent": len(innocent)},
@@ -202,8 +203,9 @@ def render(data: Mapping[str, Any]) -> str:
     """The report as a table for a terminal."""
     images, distances = data["images"], data["distances"]
     lines = [
-        f"model: {data['model']['spec']}, {data['model']['bits']} bits, {data['model']['epochs']} epochs, "
-        f"seed {data['model']['seed']}",
+        f"model: {data['model']['spec']}, {data['model']['bits']} bits, "
+        + ("fitted to the list" if data["model"].get("recipe") == "copy" else f"{data['model']['epochs']} epochs")
+        + f", seed {data['model']['seed']}",
         f"images: {images['banned']} banned ({images['in_training']} used in training), "
         f"{images['altered_copies']} {'held-out' if images['copies_held_out'] else 'TRAINING (none held out)'} "
         f"altered copies" + (f", {images['innocent']} innocent" if images["innocent"] else ""),
