@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/quality.py --fit-copy
 
 clean:
 	rm -rf $(VENV) demo .bench
