@@ -28,4 +28,4 @@ bench: setup
 	$(BIN)/python benchmarks/quality.py --fit-copy
 
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) demo .bench

@@ -7,7 +7,7 @@ Run from the repository root::
 
 Without --images it writes 1,000 photo crops (from examples/make_example_images.py, drawn from the
 "unrelated" source photos) to .bench/screen_speed/images once and reuses them. It builds a signed bundle
-(random-weights paper-cnn, the first 100 images plus random hashes up to --banned hashes), ingests it into a
+(random weights of the --spec network, copy-cnn by default; the first 100 images plus random hashes up to --banned hashes), ingests it into a
 throw-away database, and times, in one run on the same page-cached files:
 
 - Pillow: open + load + convert("RGB") of every file, on one thread and on the screening thread count;
@@ -94,10 +94,10 @@ def best_rate(run: Callable[[], object], count: int, repeats: int) -> tuple[floa
     return count / min(times), count / statistics.median(times)
 
 
-def make_store(folder: Path, paths: Sequence[Path], banned: int) -> Store:
+def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str) -> Store:
     """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones."""
     torch.manual_seed(0)
-    spec = PRESETS["paper-cnn"]
+    spec = PRESETS[preset]
     hasher = Hasher(spec, spec.build())
     known = hasher.hash_images([open_image(p) for p in paths[:100]])
     rng = np.random.default_rng(0)
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--banned", type=int, default=10_000, help="hashes in the bundle (default 10000)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="decoding threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each in-process measurement")
+    parser.add_argument("--spec", default="copy-cnn", choices=sorted(PRESETS),
+                        help="network to time, random weights (default copy-cnn, the default recipe's)")
     args = parser.parse_args()
 
     paths = image_files([args.images])[: args.count] if args.images else generated_images(args.count)
@@ -132,7 +134,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = make_store(folder, paths, args.banned)
+        store = make_store(folder, paths, args.banned, args.spec)
         active = [s for s in stored_bundles(store) if s.status is Status.ACTIVE]
         screener = Screener(active, workers=args.workers)
         sources = [Source(str(p), path=p) for p in paths]
