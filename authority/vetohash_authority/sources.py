@@ -19,7 +19,7 @@ from PIL import Image
 from vetohash.detail import detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import IMAGE_SUFFIXES, image_files
-from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, to_array
+from vetohash.preprocess import Preprocess, open_image, read_image_file, to_array
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,7 @@ def working_copy(image: Image.Image, work_size: int) -> Image.Image:
 
 def read_one(path: Path, pre: Preprocess, work_size: int) -> Source:
     """Read, digest and decode one file; ImageError (naming the file) when it is unreadable."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES} bytes.")
-        data = path.read_bytes()
-    except OSError as error:
-        raise ImageError(f"{path}: cannot read file ({error.strerror or error}).") from None
+    data = read_image_file(path, str(path))
     image = open_image(data, name=str(path))
     return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), to_array(image, pre),
                   detail(image))

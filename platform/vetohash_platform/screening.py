@@ -28,7 +28,7 @@ from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.hashes import Hash
 from vetohash.matching import nearest
-from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, to_array
+from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, read_image_file, to_array
 
 from .active import StoredBundle
 from .store import MatchRow, Store
@@ -251,24 +251,13 @@ def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError
         if source.data is not None:
             data = source.data
         elif source.path is not None:
-            data = _read(source.path, source.name)
+            data = read_image_file(source.path, source.name)
         else:
             raise ValueError(f"{source.name}: a Source needs a path or data")
         image = open_image(data, name=source.name)
         return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres}, detail(image))
     except ImageError as error:
         return error
-
-
-def _read(path: Path, name: str) -> bytes:
-    """A file's bytes; files above the decoder's size limit are refused before they are read."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(f"{name}: file is larger than {MAX_FILE_BYTES} bytes.")
-        with path.open("rb") as file:
-            return file.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise ImageError(f"{name}: cannot read file ({error.strerror or error}).") from None
 
 
 class MatchLog:

@@ -153,7 +153,7 @@ def open_image(
         data = source
     else:
         label = name or os.fspath(source)
-        data = _read_file(source, label)
+        data = read_image_file(source, label)
     if not data:
         raise ImageError(f"{label}: not a readable image (empty).")
     if len(data) > MAX_FILE_BYTES:
@@ -203,8 +203,9 @@ def load_array(
     return to_array(open_image(source, max_pixels=max_pixels, name=name), pre)
 
 
-def _read_file(path: str | os.PathLike[str], label: str) -> bytes:
-    """The file's bytes, refusing oversize files before reading them."""
+def read_image_file(path: str | os.PathLike[str], label: str) -> bytes:
+    """An image file's bytes, refusing files over MAX_FILE_BYTES before reading them (ImageError naming
+    `label`); for callers that need the bytes themselves, e.g. to digest them, before `open_image`."""
     try:
         if os.stat(path).st_size > MAX_FILE_BYTES:
             raise ImageError(f"{label}: file is larger than {MAX_FILE_BYTES} bytes.")
