@@ -1,9 +1,11 @@
-"""Signed bundles (format v1): what an authority publishes and a platform screens against.
+"""Signed bundles (formats v1 and v2): what an authority publishes and a platform screens against.
 
 A bundle is a msgpack envelope holding a msgpack payload and an Ed25519 signature over a pre-authentication
 encoding of that payload. Readers check the envelope, verify the signature with a key they already trust, and
 only then parse the payload, so unsigned bytes never reach the spec, weight or hash parsers.
-The normative description is docs/bundle-format.md.
+Version 2 adds a second signal, a classical DCT hash of every banned image (vetohash.dcthash) with its own
+threshold, and the rule that fuses the two; a bundle without it is still written as version 1, so platforms
+that read only version 1 keep working. The normative description is docs/bundle-format.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import msgpack
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import codec
+from . import codec, dcthash
 from .errors import (
     BundleContentError,
     BundleError,
@@ -37,18 +39,23 @@ from .keys import PublicKey, public_key_of
 from .specs import ModelSpec
 
 FORMAT_NAME = "vetohash-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a bundle with the neural signal only
+FUSED_VERSION = 2  # a bundle that also carries a DCT signal
+VERSIONS = (FORMAT_VERSION, FUSED_VERSION)
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
 MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: every allowed time has an ISO form
-PAE_PREFIX = b"vetohash-bundle-v1\0"
 SIGNATURE_BYTES = 64
 
 ENVELOPE_KEYS = frozenset({"format", "version", "key_id", "payload", "signature"})
 PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "threshold", "authority", "key_id",
                           "list_name", "sequence", "created", "expires", "calibration"})
+FUSED_PAYLOAD_KEYS = PAYLOAD_KEYS | {"dct", "decision"}
 CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
+DCT_KEYS = frozenset({"algorithm", "hashes", "threshold"})
+NEURAL = "neural"  # the decision of a version 1 bundle: neural distance < threshold
+NEURAL_OR_DCT = "neural-or-dct"  # version 2: neural distance < threshold, or DCT distance < dct threshold
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _LIST_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -79,6 +86,25 @@ class Calibration:
 
 
 @dataclass(frozen=True, eq=False)
+class DctSignal:
+    """The second signal of a version 2 bundle: the DCT hash of every banned image, in the order of the
+    bundle's ids, and its threshold (a match when the distance is strictly less)."""
+
+    hashes: np.ndarray
+    threshold: int
+    algorithm: str = dcthash.ALGORITHM
+
+    def __post_init__(self) -> None:
+        if self.algorithm != dcthash.ALGORITHM:
+            raise BundleFormatError(f"unknown DCT hash algorithm {self.algorithm!r}; this vetohash computes "
+                                    f"{dcthash.ALGORITHM!r}")
+        if (not isinstance(self.hashes, np.ndarray) or self.hashes.dtype != np.uint8 or self.hashes.ndim != 2
+                or self.hashes.shape[1] != dcthash.HASH_BYTES):
+            raise BundleContentError(f"bundle DCT hashes must be an (N, {dcthash.HASH_BYTES}) uint8 array")
+        _check_int("dct threshold", self.threshold, 0, dcthash.BITS)
+
+
+@dataclass(frozen=True, eq=False)
 class Bundle:
     """The content of a bundle. Construction validates every field (one validation point for reading and
     writing), including the weights against the spec, so a Bundle that exists can be signed and used."""
@@ -95,6 +121,7 @@ class Bundle:
     created: int
     expires: int
     calibration: Calibration | None = None
+    dct: DctSignal | None = None
     _hasher: Hasher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +154,11 @@ class Bundle:
                                      f"({_iso(self.created)})")
         if self.calibration is not None and not isinstance(self.calibration, Calibration):
             raise BundleFormatError("bundle calibration must be a Calibration or None")
+        if self.dct is not None:
+            if not isinstance(self.dct, DctSignal):
+                raise BundleFormatError("bundle dct must be a DctSignal or None")
+            if len(self.dct.hashes) != len(self.ids):
+                raise BundleContentError(f"bundle holds {len(self.dct.hashes)} DCT hashes for {len(self.ids)} ids")
         try:
             hasher = Hasher.from_encoded(self.spec, self.weights)
         except WeightsError as error:
@@ -137,6 +169,16 @@ class Bundle:
         """The hasher built (once, at construction) from the spec and weights."""
         return self._hasher
 
+    @property
+    def version(self) -> int:
+        """The format version this bundle is written in: 2 when it carries a DCT signal, else 1."""
+        return FORMAT_VERSION if self.dct is None else FUSED_VERSION
+
+    @property
+    def decision(self) -> str:
+        """How a query is matched: NEURAL, or NEURAL_OR_DCT (either distance below its threshold)."""
+        return NEURAL if self.dct is None else NEURAL_OR_DCT
+
 
 def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
     """The signed envelope bytes of `bundle`; its key_id must be the signing key's."""
@@ -144,8 +186,8 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
     if bundle.key_id != key_id:
         raise ValueError(f"bundle names key {bundle.key_id} but is signed with key {key_id}")
     calibration = bundle.calibration
-    payload = codec.pack({
-        "version": FORMAT_VERSION,
+    fields = {
+        "version": bundle.version,
         "spec": bundle.spec.to_dict(),
         "weights": bundle.weights,
         "hashes": np.ascontiguousarray(bundle.hashes).tobytes(),
@@ -162,18 +204,24 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
             "measured_fpr": calibration.measured_fpr,
             "innocent_images": calibration.innocent_images,
         },
-    })
-    envelope = codec.pack({"format": FORMAT_NAME, "version": FORMAT_VERSION, "key_id": key_id,
-                           "payload": payload, "signature": key.sign(pae(payload))})
+    }
+    if bundle.dct is not None:
+        fields["decision"] = bundle.decision
+        fields["dct"] = {"algorithm": bundle.dct.algorithm, "threshold": bundle.dct.threshold,
+                         "hashes": np.ascontiguousarray(bundle.dct.hashes).tobytes()}
+    payload = codec.pack(fields)
+    envelope = codec.pack({"format": FORMAT_NAME, "version": bundle.version, "key_id": key_id,
+                           "payload": payload, "signature": key.sign(pae(payload, bundle.version))})
     if len(envelope) > MAX_BUNDLE_BYTES:
         raise BundleTooLargeError(f"bundle would be {len(envelope)} bytes, more than the {MAX_BUNDLE_BYTES} "
                                   "a reader accepts")
     return envelope
 
 
-def pae(payload: bytes) -> bytes:
-    """The bytes actually signed: a domain tag, the payload length (8 bytes little-endian), the payload."""
-    return PAE_PREFIX + struct.pack("<Q", len(payload)) + payload
+def pae(payload: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """The bytes actually signed: a domain tag naming the format version, the payload length (8 bytes
+    little-endian), the payload. The tag keeps a signature of one version from verifying as another's."""
+    return f"{FORMAT_NAME}-v{version}".encode() + b"\0" + struct.pack("<Q", len(payload)) + payload
 
 
 def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | None = None) -> Bundle:
@@ -188,9 +236,9 @@ def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | N
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT_NAME:
         raise BundleFormatError("not a vetohash bundle")
     version = envelope.get("version")
-    if version != FORMAT_VERSION or type(version) is not int:
+    if version not in VERSIONS or type(version) is not int:
         raise BundleFormatError(f"unsupported bundle format version {version!r}; this vetohash reads "
-                                f"version {FORMAT_VERSION}")
+                                f"versions {', '.join(map(str, VERSIONS))}")
     _check_keys("bundle envelope", envelope, ENVELOPE_KEYS)
     key_id, payload, signature = envelope["key_id"], envelope["payload"], envelope["signature"]
     if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
@@ -202,9 +250,9 @@ def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | N
     public_key = trusted.get(key_id)
     if public_key is None:
         raise BundleSignatureError(f"bundle signed by untrusted key {key_id}")
-    if not public_key.verify(signature, pae(payload)):
+    if not public_key.verify(signature, pae(payload, version)):
         raise BundleSignatureError(f"bundle signature does not verify with key {key_id}")
-    return _parse_payload(payload, key_id, time.time() if now is None else now)
+    return _parse_payload(payload, key_id, version, time.time() if now is None else now)
 
 
 def read_bundle_file(path: Path, trusted: Mapping[str, PublicKey], now: float | None = None
@@ -221,15 +269,16 @@ def read_bundle_file(path: Path, trusted: Mapping[str, PublicKey], now: float | 
     return read_bundle(data, trusted, now=now), data
 
 
-def _parse_payload(payload: bytes, key_id: str, now: float) -> Bundle:
-    """Signed payload bytes -> Bundle, with every field checked; times are checked against `now`."""
+def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bundle:
+    """Signed payload bytes of the envelope's `version` -> Bundle, with every field checked; times are checked
+    against `now`."""
     # Array and map lengths are bounded by the input size (each item takes a byte), so no header can make
     # msgpack preallocate more than a few times the payload's size.
     fields = _unpack_canonical(payload, "bundle payload", max_str=1024, max_items=len(payload))
     if not isinstance(fields, dict):
         raise BundleFormatError("bundle payload must be a map")
-    _check_keys("bundle payload", fields, PAYLOAD_KEYS)
-    if fields["version"] != FORMAT_VERSION or type(fields["version"]) is not int:
+    _check_keys("bundle payload", fields, PAYLOAD_KEYS if version == FORMAT_VERSION else FUSED_PAYLOAD_KEYS)
+    if fields["version"] != version or type(fields["version"]) is not int:
         raise BundleFormatError(f"bundle payload version {fields['version']!r} differs from the envelope's")
     if fields["key_id"] != key_id:
         raise BundleFormatError(f"bundle payload names key {fields['key_id']!r} but is signed by {key_id}")
@@ -250,6 +299,7 @@ def _parse_payload(payload: bytes, key_id: str, now: float) -> Bundle:
     if len(blob) != len(ids) * spec.hash_bytes:
         raise BundleContentError(f"bundle hashes hold {len(blob)} bytes; {len(ids)} ids of "
                                  f"{spec.hash_bytes}-byte hashes need {len(ids) * spec.hash_bytes}")
+    dct = None if version == FORMAT_VERSION else _parse_dct(fields["dct"], fields["decision"], len(ids))
     bundle = Bundle(
         spec=spec,
         weights=fields["weights"],
@@ -263,12 +313,33 @@ def _parse_payload(payload: bytes, key_id: str, now: float) -> Bundle:
         created=fields["created"],
         expires=fields["expires"],
         calibration=calibration,
+        dct=dct,
     )
     if bundle.created > now + CLOCK_SKEW_S:
         raise BundleExpiredError(f"bundle is created in the future ({_iso(bundle.created)}); check the clock")
     if bundle.expires <= now:
         raise BundleExpiredError(f"bundle expired on {_iso(bundle.expires)}")
     return bundle
+
+
+def _parse_dct(dct: Any, decision: Any, count: int) -> DctSignal:
+    """The `dct` map and `decision` of a version 2 payload; the hashes' length is checked before use."""
+    if decision != NEURAL_OR_DCT:
+        raise BundleFormatError(f"bundle decision must be {NEURAL_OR_DCT!r}, got {decision!r}")
+    if not isinstance(dct, dict):
+        raise BundleFormatError("bundle dct must be a map")
+    _check_keys("bundle dct", dct, DCT_KEYS)
+    algorithm, blob = dct["algorithm"], dct["hashes"]
+    if algorithm != dcthash.ALGORITHM:  # before the width, which the algorithm defines
+        raise BundleFormatError(f"unknown DCT hash algorithm {algorithm!r}; this vetohash computes "
+                                f"{dcthash.ALGORITHM!r}")
+    if not isinstance(blob, bytes):
+        raise BundleFormatError("bundle dct hashes must be binary")
+    if len(blob) != count * dcthash.HASH_BYTES:
+        raise BundleContentError(f"bundle DCT hashes hold {len(blob)} bytes; {count} ids of "
+                                 f"{dcthash.HASH_BYTES}-byte hashes need {count * dcthash.HASH_BYTES}")
+    hashes = np.frombuffer(blob, dtype=np.uint8).reshape(count, dcthash.HASH_BYTES)
+    return DctSignal(hashes=hashes, threshold=dct["threshold"], algorithm=algorithm)
 
 
 def _unpack_canonical(data: bytes, what: str, *, max_str: int, max_items: int) -> Any:

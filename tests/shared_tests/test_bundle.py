@@ -1,4 +1,4 @@
-"""Bundle format v1: exact bytes, and refusal of every damaged, forged, stale or inconsistent bundle.
+"""Bundle formats v1 and v2 (with a DCT signal): exact bytes, and refusal of every damaged, forged, stale or inconsistent bundle.
 
 Hostile payloads are built by hand and signed with the test key, so they pass the signature and reach the
 payload checks; the envelope is built here from docs/bundle-format.md, independently of vetohash.bundle.
@@ -23,6 +23,7 @@ from vetohash.bundle import (
     CLOCK_SKEW_S,
     Bundle,
     Calibration,
+    DctSignal,
     read_bundle,
     read_bundle_file,
     sign_bundle,
@@ -76,16 +77,19 @@ def payload_of(data: bytes) -> dict[str, Any]:
     return msgpack.unpackb(msgpack.unpackb(data)["payload"])
 
 
-def seal(payload: bytes, key: Ed25519PrivateKey = KEY, /, **envelope: Any) -> bytes:
-    """Envelope bytes built from the spec: sorted keys, signature over the pre-authentication encoding."""
-    signed = b"vetohash-bundle-v1\x00" + struct.pack("<Q", len(payload)) + payload
+def seal(payload: bytes, key: Ed25519PrivateKey = KEY, /, *, tag: object = None, **envelope: Any) -> bytes:
+    """Envelope bytes built from the spec: sorted keys, signature over the pre-authentication encoding, whose
+    domain tag names the envelope's version (or `tag`, to forge a cross-version signature)."""
+    version = envelope.get("version", 1)
+    signed = (f"vetohash-bundle-v{version if tag is None else tag}".encode() + b"\x00"
+              + struct.pack("<Q", len(payload)) + payload)
     fields = {"format": "vetohash-bundle", "version": 1, "key_id": public_key_of(key).key_id,
               "payload": payload, "signature": key.sign(signed)}
     return codec.pack(fields | envelope)
 
 
-def seal_fields(fields: dict[str, Any], key: Ed25519PrivateKey = KEY) -> bytes:
-    return seal(codec.pack(fields), key)
+def seal_fields(fields: dict[str, Any], key: Ed25519PrivateKey = KEY, version: int = 1) -> bytes:
+    return seal(codec.pack(fields), key, version=version)
 
 
 def with_raw(fields: dict[str, Any], name: str, raw: bytes) -> bytes:
@@ -238,7 +242,7 @@ def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: by
 
 
 @pytest.mark.parametrize(("envelope", "message"), [
-    ({"version": 2}, "version 2"),
+    ({"version": 3}, "version 3"),
     ({"version": True}, "version True"),
     ({"format": "vetohash-model"}, "not a vetohash bundle"),
     ({"extra": 1}, "unexpected \\['extra'\\]"),
@@ -411,3 +415,118 @@ def test_docs_worked_examples_match_the_code(tiny_data: bytes) -> None:
     assert codec.pack(PAPER.to_dict()).hex(" ") in doc
     assert f"({len(codec.pack(PAPER.to_dict()))} bytes)" in doc
     assert PUB.to_text() in doc and PUB.key_id in doc and PUB.raw.hex() in doc
+
+
+# --- version 2: the DCT signal ---------------------------------------------------------------------------------
+
+
+def dct_signal(count: int = 3, threshold: int = 40) -> DctSignal:
+    return DctSignal(hashes=(np.arange(count * 32) * 11 % 256).astype(np.uint8).reshape(count, 32),
+                     threshold=threshold)
+
+
+@pytest.fixture(scope="module")
+def fused_data() -> bytes:
+    return sign_bundle(make_bundle(TINY, dct=dct_signal()), KEY)
+
+
+def test_fused_bundle_round_trips_as_version_2(fused_data: bytes) -> None:
+    """A bundle with a DCT signal is written as version 2 (envelope, payload and signed tag), reads back with
+    its DCT hashes, threshold and decision, and re-signs to the same bytes; one without stays version 1."""
+    read = read_bundle(fused_data, TRUSTED, now=NOW)
+    assert read.version == 2 and read.decision == "neural-or-dct"
+    assert read.dct is not None and read.dct.threshold == 40 and read.dct.algorithm == "dct256-v1"
+    np.testing.assert_array_equal(read.dct.hashes, dct_signal().hashes)
+    assert sign_bundle(read, KEY) == fused_data
+    assert msgpack.unpackb(fused_data)["version"] == 2 and payload_of(fused_data)["version"] == 2
+    assert payload_of(fused_data)["decision"] == "neural-or-dct"
+    assert seal(msgpack.unpackb(fused_data)["payload"], version=2) == fused_data
+    plain = read_bundle(sign_bundle(make_bundle(TINY), KEY), TRUSTED, now=NOW)
+    assert plain.version == 1 and plain.dct is None and plain.decision == "neural"
+
+
+def test_pinned_bytes_of_a_fused_bundle() -> None:
+    """Version 2's exact bytes, as test_pinned_bytes pins version 1's."""
+    data = sign_bundle(make_bundle(dct=dct_signal()), KEY)
+    assert hashlib.sha256(data).hexdigest() == "235a950140c722311c1f882da1c71a30f438b8668edc2be6f4630f6026837d5f"
+
+
+def test_a_signature_never_crosses_versions(tiny_data: bytes, fused_data: bytes) -> None:
+    """The version is in the signed domain tag: relabelling a signed payload as the other version fails the
+    signature, and a payload signed for its own version but sealed in the other's envelope fails its keys."""
+    with pytest.raises(BundleSignatureError, match="does not verify"):
+        read_bundle(seal(msgpack.unpackb(fused_data)["payload"], version=2, tag=1), TRUSTED, now=NOW)
+    with pytest.raises(BundleSignatureError, match="does not verify"):
+        read_bundle(seal(msgpack.unpackb(tiny_data)["payload"], version=1, tag=2), TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError, match="unexpected \\['dct', 'decision'\\]"):
+        read_bundle(seal_fields(payload_of(fused_data) | {"version": 1}), TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError, match="missing \\['dct', 'decision'\\]"):
+        read_bundle(seal_fields(payload_of(tiny_data) | {"version": 2}, version=2), TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError, match="version 1 differs"):
+        read_bundle(seal_fields(payload_of(fused_data) | {"version": 1}, version=2), TRUSTED, now=NOW)
+
+
+GOOD_DCT = {"algorithm": "dct256-v1", "hashes": bytes(96), "threshold": 40}
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"dct": None}, BundleFormatError, "dct must be a map"),
+    ({"dct": [GOOD_DCT]}, BundleFormatError, "dct must be a map"),
+    ({"dct": {"hashes": bytes(96), "threshold": 40}}, BundleFormatError, "missing \\['algorithm'\\]"),
+    ({"dct": GOOD_DCT | {"bits": 256}}, BundleFormatError, "unexpected \\['bits'\\]"),
+    ({"dct": GOOD_DCT | {"algorithm": "dct256-v2"}}, BundleFormatError, "unknown DCT hash algorithm 'dct256-v2'"),
+    ({"dct": GOOD_DCT | {"algorithm": 1}}, BundleFormatError, "unknown DCT hash algorithm 1"),
+    ({"dct": GOOD_DCT | {"hashes": bytes(48)}}, BundleContentError, "DCT hashes hold 48 bytes"),  # 128-bit hashes
+    ({"dct": GOOD_DCT | {"hashes": bytes(95)}}, BundleContentError, "DCT hashes hold 95 bytes"),
+    ({"dct": GOOD_DCT | {"hashes": bytes(128)}}, BundleContentError, "DCT hashes hold 128 bytes"),  # 4 hashes
+    ({"dct": GOOD_DCT | {"hashes": [0] * 96}}, BundleFormatError, "dct hashes must be binary"),
+    ({"dct": GOOD_DCT | {"hashes": "00" * 96}}, BundleFormatError, "dct hashes must be binary"),
+    ({"dct": GOOD_DCT | {"threshold": 257}}, BundleFormatError, "dct threshold"),
+    ({"dct": GOOD_DCT | {"threshold": -1}}, BundleFormatError, "dct threshold"),
+    ({"dct": GOOD_DCT | {"threshold": 40.0}}, BundleFormatError, "dct threshold"),
+    ({"dct": GOOD_DCT | {"threshold": True}}, BundleFormatError, "dct threshold"),
+    ({"dct": GOOD_DCT | {"threshold": None}}, BundleFormatError, "dct threshold"),
+    ({"decision": "neural-and-dct"}, BundleFormatError, "decision must be 'neural-or-dct'"),
+    ({"decision": "neural"}, BundleFormatError, "decision must be 'neural-or-dct'"),
+    ({"decision": None}, BundleFormatError, "decision"),
+])
+def test_invalid_dct_fields_are_refused(fused_data: bytes, changes: dict[str, Any], error: type[BundleError],
+                                        message: str) -> None:
+    """The DCT signal's algorithm (named when unknown), width, count, type and threshold range, and the
+    decision, are checked like every other signed field."""
+    with pytest.raises(error, match=message):
+        read_bundle(seal_fields(payload_of(fused_data) | changes, version=2), TRUSTED, now=NOW)
+
+
+def test_huge_declared_dct_length_is_refused_without_allocating(fused_data: bytes) -> None:
+    """A bin header declaring 4 GiB of DCT hashes with no data behind it is refused by the bounded decoder."""
+    fields = payload_of(fused_data)
+    marker = "\x7f" * 40
+    packed = codec.pack(fields | {"dct": GOOD_DCT | {"hashes": marker}})
+    with pytest.raises(BundleFormatError, match="not well-formed"):
+        read_bundle(seal(packed.replace(codec.pack(marker), b"\xc6\xff\xff\xff\xff"), version=2), TRUSTED,
+                    now=NOW)
+
+
+def test_every_signed_fused_payload_byte_change_raises_only_bundle_errors(fused_data: bytes) -> None:
+    """As for version 1: a damaged (re-signed) version 2 payload is a valid bundle or a BundleError."""
+    payload = bytearray(msgpack.unpackb(fused_data)["payload"])
+    for i in range(len(payload)):
+        payload[i] ^= 0xFF
+        try:
+            read_bundle(seal(bytes(payload), version=2), TRUSTED, now=NOW)
+        except BundleError:
+            pass
+        payload[i] ^= 0xFF
+
+
+def test_constructing_an_inconsistent_fused_bundle_fails() -> None:
+    """A DCT signal must hold one 256-bit hash per id, with a threshold in [0, 256]."""
+    with pytest.raises(BundleContentError, match="2 DCT hashes for 3 ids"):
+        make_bundle(TINY, dct=dct_signal(count=2))
+    with pytest.raises(BundleContentError, match="uint8 array"):
+        make_bundle(TINY, dct=DctSignal(hashes=np.zeros((3, 16), np.uint8), threshold=4))
+    with pytest.raises(BundleFormatError, match="dct threshold"):
+        dct_signal(threshold=257)
+    with pytest.raises(BundleFormatError, match="must be a DctSignal"):
+        make_bundle(TINY, dct={"threshold": 4})
