@@ -223,7 +223,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
     if as_json:
         _emit({"outcome": done.outcome.value, "authority": b.authority, "key_id": b.key_id,
                "list": b.list_name, "sequence": b.sequence, "previous_sequence": done.previous_sequence,
-               "hashes": len(b.hashes), "threshold": b.threshold, "expires": _iso(b.expires),
+               "hashes": len(b.hashes), "threshold": b.threshold, "decision": b.decision,
+               "dct_threshold": b.dct.threshold if b.dct else None, "expires": _iso(b.expires),
                "sha256": done.sha256})
         return
     what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
@@ -231,7 +232,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
         click.echo(f"already ingested, nothing changed: {what}")
         return
     replaced = f", replacing sequence {done.previous_sequence}" if done.outcome is Outcome.REPLACED else ""
-    click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}, "
+    dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold} (either matches)"
+    click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{dct}, "
                f"expires {_iso(b.expires)}")
 
 
@@ -242,7 +244,8 @@ def bundles(as_json: bool) -> None:
     """List stored bundles and whether each is used for screening.
 
     A bundle is active until it expires or its key is removed from trust; the others are listed with
-    the reason they are not used.
+    the reason they are not used. THRESHOLD is the network hash's, DCT THRESHOLD the DCT hash's ("-" for
+    a bundle without one); FPR MEASURED is the share of the authority's innocent images either flagged.
 
     \b
     Example:
@@ -257,7 +260,8 @@ def bundles(as_json: bool) -> None:
             r = s.row
             _emit({"status": s.status.value, "reason": s.reason or None, "authority": r.authority,
                    "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence, "hashes": r.hash_count,
-                   "threshold": r.threshold, "model": r.model, "created": _iso(r.created),
+                   "threshold": r.threshold, "decision": r.decision, "dct_threshold": r.dct_threshold,
+                   "model": r.model, "created": _iso(r.created),
                    "expires": _iso(r.expires), "target_fpr": r.target_fpr, "measured_fpr": r.measured_fpr,
                    "innocent_images": r.innocent_images, "sha256": r.sha256, "ingested": _iso(r.ingested)})
         return
@@ -269,9 +273,9 @@ def bundles(as_json: bool) -> None:
         return "-" if value is None else f"{value:.2g}"
 
     _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence, s.row.hash_count,
-             s.row.threshold, _day(s.row.created), _day(s.row.expires),
-             f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}") for s in found],
-           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "CREATED (UTC)",
+             s.row.threshold, "-" if s.row.dct_threshold is None else s.row.dct_threshold, _day(s.row.created),
+             _day(s.row.expires), f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}") for s in found],
+           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "DCT THRESHOLD", "CREATED (UTC)",
             "EXPIRES (UTC)", "FPR TARGET/MEASURED"))
     for s in found:
         if s.status is not Status.ACTIVE:
@@ -296,12 +300,13 @@ def _image_options(command: F) -> F:
     return command
 
 
-def _screener(threshold: int | None, workers: int | None, batch_size: int) -> Screener:
+def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_threshold: int | None = None
+              ) -> Screener:
     from .active import Status, stored_bundles
     from .screening import Screener
 
     active = [s for s in stored_bundles(_store()) if s.status is Status.ACTIVE]
-    return Screener(active, threshold=threshold, workers=workers, batch=batch_size)
+    return Screener(active, threshold=threshold, workers=workers, batch=batch_size, dct_threshold=dct_threshold)
 
 
 def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show: bool | None
@@ -325,14 +330,19 @@ def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show
 @cli.command()
 @_image_options
 @click.option("--threshold", type=click.IntRange(min=0),
-              help="Match when the distance is below this, instead of each bundle's own threshold.")
+              help="Match when the network hash's distance is below this, instead of each bundle's own threshold.")
+@click.option("--dct-threshold", type=click.IntRange(0, 256),
+              help="Match when the DCT hash's distance is below this, instead of the own DCT threshold of each "
+                   "bundle that carries one.")
 def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size: int, progress: bool | None,
-           threshold: int | None) -> None:
+           threshold: int | None, dct_threshold: int | None) -> None:
     """Screen images against every active bundle.
 
     PATHS are image files, folders (searched recursively for image files) and `-` for image bytes on
     stdin. For each image and bundle: the image's hash, the nearest banned hash id, the distance, and
-    the verdict (a match when the distance is below the threshold). Matches are logged (see
+    the verdict (a match when the distance is below the threshold). A bundle with a DCT signal also
+    compares the image's DCT hash with its own DCT hashes, and matches when either distance is below its
+    threshold; the verdict says which matched (neural, dct or both). Matches are logged (see
     `platform log`), never the image itself. A file that cannot be read is reported and the rest go on.
     An image with too little detail to hash (flat colour, near-blank) is reported as featureless and
     never matches: its hash would be close to that of any other blank image.
@@ -351,7 +361,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     """
     from .screening import MatchLog, sources
 
-    screener = _screener(threshold, workers, batch_size)
+    screener = _screener(threshold, workers, batch_size, dct_threshold)
     items = sources(paths, sys.stdin.buffer, _warn)
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
@@ -389,14 +399,24 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
 
     for v in result.verdicts:
         nearest = "empty list" if v.distance is None else f"nearest {v.nearest_id}  distance {v.distance}"
+        if v.dct_distance is not None:
+            nearest += f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance}"
         if result.featureless and result.detail is not None:
             verdict, detail = "featureless", f"detail {result.detail:.1f} < {MIN_DETAIL:g}, never a match ({nearest})"
         elif v.distance is None:
             verdict, detail = "clean", nearest
         else:
             verdict = "MATCH" if v.match else "clean"
-            detail = f"{nearest} {'<' if v.match else '>='} {v.threshold}"
+            detail = f"nearest {v.nearest_id}  distance {v.distance} {_compared(v.distance, v.threshold)}"
+            if v.dct_distance is not None and v.dct_threshold is not None:
+                detail += (f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance} "
+                           f"{_compared(v.dct_distance, v.dct_threshold)}")
+                detail += f"  by {v.signal}" if v.signal else ""
         yield f"{verdict}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  {detail}  hash {v.hash}"
+
+
+def _compared(distance: int, threshold: int) -> str:
+    return f"{'<' if distance < threshold else '>='} {threshold}"
 
 
 def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
@@ -406,7 +426,9 @@ def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
             "results": [
         {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
          "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,
-         "threshold": v.threshold, "match": v.match} for v in result.verdicts]}
+         "threshold": v.threshold, "match": v.match, "signal": v.signal, "dct_hash": v.dct_hash,
+         "dct_nearest_id": v.dct_nearest_id, "dct_distance": v.dct_distance, "dct_threshold": v.dct_threshold}
+        for v in result.verdicts]}
 
 
 @cli.command("hash")
@@ -416,7 +438,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
     """Print each image's hash (hex) under every active bundle's model, without screening.
 
     Lists that share a model share one hash. The hex form is the packed hash bits, two digits a byte,
-    as `vetohash.hashes.Hash` writes them. A featureless image (flat colour, near-blank) still gets its
+    as `vetohash.hashes.Hash` writes them. When an active bundle carries a DCT signal, the image's DCT
+    hash (dct256-v1) is printed too, on a line of its own marked [dct256-v1] (in JSON, "dct"). A featureless image (flat colour, near-blank) still gets its
     hash, with a warning (in JSON, "featureless": true): `screen` never matches it. Exit 2 if any image
     could not be hashed.
 
@@ -425,6 +448,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
       platform hash photo.jpg
       platform hash --json uploads/ | jq -r '.hashes[0].hash'
     """
+    from vetohash.dcthash import ALGORITHM as DCT_ALGORITHM
+
     from .screening import sources
 
     screener = _screener(None, workers, batch_size)
@@ -439,7 +464,7 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
             echo(json.dumps({"path": result.name, "sha256": result.sha256, "detail": _rounded(result.detail),
                              "featureless": result.featureless, "hashes": [
                 {"model": h.model, "model_id": h.model_id, "lists": list(h.lists), "hash": h.hash}
-                for h in result.hashes]}), False)
+                for h in result.hashes], "dct": result.dct}), False)
         else:
             if result.featureless:
                 echo(f"warning: {result.name} is featureless (detail {result.detail:.1f}): its hash says little "
@@ -447,6 +472,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
             for h in result.hashes:
                 which = f"  [{h.model} {h.model_id}: {', '.join(h.lists)}]" if len(result.hashes) > 1 else ""
                 echo(f"{h.hash}  {result.name}{which}", False)
+            if result.dct is not None:
+                echo(f"{result.dct}  {result.name}  [{DCT_ALGORITHM}]", False)
     if errors:
         sys.exit(ExitCode.ERROR)
 
@@ -456,7 +483,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 @json_option
 @db_option
 def log(limit: int | None, as_json: bool) -> None:
-    """Show logged matches, oldest first: when, the image's SHA-256, the bundle, the banned id, the distance.
+    """Show logged matches, oldest first: when, the image's SHA-256, the bundle, which signal matched
+    (neural, dct or both), the banned id and distance of each signal.
 
     The image itself is never stored; its SHA-256 lets you find it again among your files.
 
@@ -471,14 +499,22 @@ def log(limit: int | None, as_json: bool) -> None:
             _emit({"time": _iso(r.time), "image_sha256": r.image_sha256, "image_hash": r.image_hash,
                    "authority": r.authority, "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence,
                    "bundle_sha256": r.bundle_sha256, "hash_id": r.hash_id, "distance": r.distance,
-                   "threshold": r.threshold})
+                   "threshold": r.threshold, "signal": r.signal, "dct_hash": r.dct_hash,
+                   "dct_hash_id": r.dct_hash_id, "dct_distance": r.dct_distance,
+                   "dct_threshold": r.dct_threshold})
         return
     if not rows:
         click.echo("no matches logged", err=True)
         return
-    _table([(_iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.hash_id, r.distance, r.threshold,
+    _table([(_iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.signal, r.hash_id, r.distance,
+             r.threshold, _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold),
              r.image_sha256) for r in rows],
-           ("TIME (UTC)", "BUNDLE", "HASH ID", "DISTANCE", "THRESHOLD", "IMAGE SHA256"))
+           ("TIME (UTC)", "BUNDLE", "SIGNAL", "HASH ID", "DISTANCE", "THRESHOLD", "DCT HASH ID", "DCT DISTANCE",
+            "DCT THRESHOLD", "IMAGE SHA256"))
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

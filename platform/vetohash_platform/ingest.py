@@ -80,4 +80,6 @@ def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:
         measured_fpr=calibration.measured_fpr if calibration else None,
         innocent_images=calibration.innocent_images if calibration else None,
         ingested=int(time.time()),
+        decision=bundle.decision,
+        dct_threshold=bundle.dct.threshold if bundle.dct else None,
     )

@@ -4,6 +4,10 @@ Each distinct model (spec plus weights) is built once per run, however many list
 file is read and decoded once, however many models need it. A file that cannot be read or decoded gives a
 result carrying its error; the rest of the batch goes on. An image with too little detail to hash
 (vetohash.detail: flat colour, near-blank) is hashed and compared, but never a match: it is featureless.
+
+A bundle with a DCT signal (format v2) matches an image when either its network hash or its DCT hash
+(vetohash.dcthash, computed once per image whatever the number of bundles) is below that signal's threshold
+(vetohash.fusion); the verdict says which.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from vetohash import codec
+from vetohash import fusion
 from vetohash.bundle import Bundle
+from vetohash.dcthash import HASH_BYTES, dct_hashes
 from vetohash.detail import MIN_DETAIL, detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import image_files
@@ -72,10 +78,11 @@ def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
 
 @dataclass(frozen=True)
 class ListVerdict:
-    """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict.
+    """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict;
+    and the same for the DCT hash when the bundle carries a DCT signal (else the dct_ fields are None).
 
-    `nearest_id` and `distance` are None when the bundle's list is empty. A featureless image's hash says
-    nothing about it, so its distance is shown but never makes a match.
+    `nearest_id` and `distance` are None when the bundle's list is empty. A featureless image's hashes say
+    nothing about it, so its distances are shown but never make a match.
     """
 
     authority: str
@@ -88,11 +95,26 @@ class ListVerdict:
     distance: int | None
     threshold: int
     featureless: bool = False
+    dct_hash: str | None = None
+    dct_nearest_id: str | None = None
+    dct_distance: int | None = None
+    dct_threshold: int | None = None
+
+    @property
+    def signal(self) -> str | None:
+        """Which signal matched (vetohash.fusion: "neural", "dct", "both"), or None: each matches when its
+        distance is strictly below its threshold, and neither for a featureless image."""
+        if self.featureless:
+            return None
+        neural = self.distance is not None and self.distance < self.threshold
+        dct = (self.dct_distance is not None and self.dct_threshold is not None
+               and self.dct_distance < self.dct_threshold)
+        return fusion.signal(neural, dct)
 
     @property
     def match(self) -> bool:
-        """Match when the distance is strictly below the threshold, and the image is not featureless."""
-        return not self.featureless and self.distance is not None and self.distance < self.threshold
+        """Whether either signal matched."""
+        return self.signal is not None
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,7 @@ class ImageResult:
     verdicts: tuple[ListVerdict, ...] = ()
     error: str | None = None
     detail: float | None = None
+    dct: str | None = None  # the DCT hash (hex), when some active bundle carries a DCT signal
 
     @property
     def matched(self) -> bool:
@@ -132,6 +155,7 @@ class _List:
     stored: StoredBundle
     bundle: Bundle
     threshold: int
+    dct_threshold: int | None
 
     @property
     def label(self) -> str:
@@ -150,13 +174,16 @@ class _Decoded:
     sha256: str
     arrays: dict[Preprocess, np.ndarray]
     detail: float
+    dct: np.ndarray | None
 
 
 class Screener:
     """Hashes images under every active bundle's model and compares them with each bundle's banned hashes."""
 
     def __init__(self, active: Sequence[StoredBundle], threshold: int | None = None,
-                 workers: int | None = None, batch: int = BATCH) -> None:
+                 workers: int | None = None, batch: int = BATCH, dct_threshold: int | None = None) -> None:
+        """`threshold` and `dct_threshold` replace every bundle's own (the latter only where a bundle carries
+        a DCT signal)."""
         if not active:
             raise VetohashError("no active bundles to screen against: trust an authority key with "
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
@@ -172,9 +199,12 @@ class Screener:
             model_id = hashlib.sha256(codec.pack([bundle.spec.to_dict(), bundle.weights])).hexdigest()[:16]
             if model_id not in hashers:
                 hashers[model_id] = bundle.hasher()
+            own_dct = None if bundle.dct is None else bundle.dct.threshold
             groups.setdefault(model_id, []).append(
-                _List(stored, bundle, bundle.threshold if threshold is None else threshold))
+                _List(stored, bundle, bundle.threshold if threshold is None else threshold,
+                      own_dct if dct_threshold is None or own_dct is None else dct_threshold))
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
+        self.dct = any(stored.bundle is not None and stored.bundle.dct is not None for stored in active)
         self.workers = workers or default_workers()
         self.batch = batch
 
@@ -196,7 +226,7 @@ class Screener:
         queue: deque[tuple[Source, Future[_Decoded | ImageError]]] = deque()
         try:
             for source in images:
-                queue.append((source, pool.submit(_decode, source, pres)))
+                queue.append((source, pool.submit(_decode, source, pres, self.dct)))
                 if len(queue) >= 2 * self.batch:
                     source, future = queue.popleft()
                     yield source, future.result()
@@ -209,6 +239,8 @@ class Screener:
     def _finish(self, items: list[tuple[Source, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
         good = [(source, decoded) for source, decoded in items if isinstance(decoded, _Decoded)]
         featureless = [decoded.detail < MIN_DETAIL for _, decoded in good]
+        dct = (np.stack([decoded.dct for _, decoded in good]) if self.dct and good
+               else np.zeros((0, HASH_BYTES), np.uint8))
         hashes: dict[str, np.ndarray] = {}
         verdicts: dict[str, list[list[ListVerdict]]] = {}
         for model in self.models:
@@ -217,7 +249,7 @@ class Screener:
             hashes[model.model_id] = (model.hasher.hash_arrays(batch) if batch is not None
                                       else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
             if compare:
-                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], featureless)
+                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], dct, featureless)
                                             for lst in model.lists]
         row = 0
         for source, decoded in items:
@@ -229,24 +261,36 @@ class Screener:
                           Hash(hashes[m.model_id][row].tobytes()).hex)
                 for m in self.models)
             found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
-            yield ImageResult(source.name, decoded.sha256, model_hashes, found, detail=decoded.detail)
+            dct_hex = Hash(decoded.dct.tobytes()).hex if decoded.dct is not None else None
+            yield ImageResult(source.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex)
             row += 1
 
 
-def _compare(lst: _List, hashes: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
+def _compare(lst: _List, hashes: np.ndarray, dct: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
+    """Each image's verdict against one bundle, from its network hash and (for a bundle with a DCT signal)
+    its DCT hash."""
     bundle = lst.bundle
     common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
                   sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
-    if len(bundle.hashes) == 0 or len(hashes) == 0:
-        return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=None, distance=None, featureless=f, **common)
-                for h, f in zip(hashes, featureless, strict=True)]
-    found = nearest(hashes, bundle.hashes)
-    return [ListVerdict(hash=Hash(h.tobytes()).hex, nearest_id=bundle.ids[int(i)], distance=int(d), featureless=f,
-                        **common)
-            for h, i, d, f in zip(hashes, found.index, found.distance, featureless, strict=True)]
+    empty = len(bundle.hashes) == 0 or len(hashes) == 0
+    found = None if empty else nearest(hashes, bundle.hashes)
+    dct_found = None if empty or bundle.dct is None else nearest(dct, bundle.dct.hashes)
+    out = []
+    for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
+        verdict: dict[str, Any] = dict(common, hash=Hash(h.tobytes()).hex, featureless=f, nearest_id=None,
+                                       distance=None)
+        if found is not None:
+            verdict.update(nearest_id=bundle.ids[int(found.index[row])], distance=int(found.distance[row]))
+        if bundle.dct is not None:
+            verdict.update(dct_hash=Hash(dct[row].tobytes()).hex, dct_threshold=lst.dct_threshold)
+        if dct_found is not None:
+            verdict.update(dct_nearest_id=bundle.ids[int(dct_found.index[row])],
+                           dct_distance=int(dct_found.distance[row]))
+        out.append(ListVerdict(**verdict))
+    return out
 
 
-def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError:
+def _decode(source: Source, pres: Sequence[Preprocess], dct: bool) -> _Decoded | ImageError:
     try:
         if source.data is not None:
             data = source.data
@@ -255,7 +299,8 @@ def _decode(source: Source, pres: Sequence[Preprocess]) -> _Decoded | ImageError
         else:
             raise ValueError(f"{source.name}: a Source needs a path or data")
         image = open_image(data, name=source.name)
-        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres}, detail(image))
+        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres}, detail(image),
+                        dct_hashes([image])[0] if dct else None)
     except ImageError as error:
         return error
 
@@ -273,9 +318,12 @@ class MatchLog:
         """Log every matching verdict of one image."""
         now = time.time()
         for v in result.verdicts:
-            if v.match and result.sha256 is not None and v.nearest_id is not None and v.distance is not None:
+            signal = v.signal
+            if signal is not None and result.sha256 is not None and v.nearest_id is not None \
+                    and v.distance is not None:
                 self.rows.append(MatchRow(now, result.sha256, v.hash, v.bundle_sha256, v.authority, v.key_id,
-                                          v.list_name, v.sequence, v.nearest_id, v.distance, v.threshold))
+                                          v.list_name, v.sequence, v.nearest_id, v.distance, v.threshold, signal,
+                                          v.dct_hash, v.dct_nearest_id, v.dct_distance, v.dct_threshold))
         if len(self.rows) >= self.flush_every:
             self.flush()
 

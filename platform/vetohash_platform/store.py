@@ -4,6 +4,9 @@ Only this module speaks SQL. Every change runs in one `BEGIN IMMEDIATE` transact
 rolls back whole, so a refused or failed step leaves the database file byte for byte as it was. Bundles are
 kept as the exact bytes that were verified, and verified again whenever they are used; the columns beside
 them are a copy for listing, never trusted for screening.
+
+The schema is versioned (`PRAGMA user_version`) and built by applying migrations in order, so a database
+made by an older vetohash is brought up to date, in one transaction, the first time a newer one opens it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pathlib import Path
 
 from vetohash.errors import VetohashError
 
-SCHEMA_VERSION = 1
 DB_ENV = "VETOHASH_DB"
 DB_NAME = "platform.db"
 
-_SCHEMA = """
+# _MIGRATIONS[i] takes the schema from version i to version i + 1.
+_MIGRATIONS = ("""
 CREATE TABLE trusted_keys (
     key_id     TEXT PRIMARY KEY,
     name       TEXT UNIQUE,
@@ -62,7 +65,18 @@ CREATE TABLE matches (
     distance      INTEGER NOT NULL,
     threshold     INTEGER NOT NULL
 );
-"""
+""", """
+-- Bundles with a DCT signal (format v2): the decision and the DCT threshold, which signal made each match and
+-- the DCT side of it (NULL for bundles without one, and for every match logged before).
+ALTER TABLE bundles ADD COLUMN decision TEXT NOT NULL DEFAULT 'neural';
+ALTER TABLE bundles ADD COLUMN dct_threshold INTEGER;
+ALTER TABLE matches ADD COLUMN signal TEXT NOT NULL DEFAULT 'neural';
+ALTER TABLE matches ADD COLUMN dct_hash TEXT;
+ALTER TABLE matches ADD COLUMN dct_hash_id TEXT;
+ALTER TABLE matches ADD COLUMN dct_distance INTEGER;
+ALTER TABLE matches ADD COLUMN dct_threshold INTEGER;
+""")
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class StoreError(VetohashError):
@@ -98,11 +112,14 @@ class BundleRow:
     measured_fpr: float | None
     innocent_images: int | None
     ingested: int
+    decision: str  # vetohash.bundle.NEURAL or NEURAL_OR_DCT
+    dct_threshold: int | None
 
 
 @dataclass(frozen=True)
 class MatchRow:
-    """One logged match: when, which image (by digest and hash), which bundle and banned id, how close."""
+    """One logged match: when, which image (by digest and hash), which bundle and banned id, how close; which
+    signal matched (vetohash.fusion), and the DCT side for a bundle with a DCT signal (else None)."""
 
     time: float
     image_sha256: str
@@ -115,6 +132,11 @@ class MatchRow:
     hash_id: str
     distance: int
     threshold: int
+    signal: str
+    dct_hash: str | None
+    dct_hash_id: str | None
+    dct_distance: int | None
+    dct_threshold: int | None
 
 
 _BUNDLE_COLUMNS = ", ".join(BundleRow.__dataclass_fields__)
@@ -252,7 +274,8 @@ class Store:
         if version == 0 and self._execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise StoreError(f"{self.path} is an SQLite database, but not a vetohash platform database")
         with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._execute(statement)
+            for migration in _MIGRATIONS[version:]:
+                for statement in migration.split(";"):
+                    if statement.strip():
+                        self._execute(statement)
             self._execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

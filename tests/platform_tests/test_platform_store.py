@@ -44,7 +44,8 @@ def test_a_database_from_a_newer_vetohash_is_refused_untouched(tmp_path: Path):
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
     before = file_digest(path)
-    with pytest.raises(StoreError, match="schema version 2; this vetohash reads only version 1"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}; this vetohash reads only version "
+                                         f"{SCHEMA_VERSION}"):
         Store.open(path)
     assert file_digest(path) == before
 
@@ -71,3 +72,29 @@ def test_a_failure_inside_a_transaction_leaves_the_file_as_it_was(tmp_path: Path
             raise RuntimeError("a later step failed")
         assert store.keys() == []
     assert file_digest(path) == before
+
+
+def test_a_schema_1_database_is_migrated_keeping_its_rows(tmp_path: Path):
+    """A database written before DCT signals existed (schema 1) is brought to the current schema when opened:
+    its bundle and logged match stay, read as neural-only (no DCT threshold, signal "neural")."""
+    from vetohash_platform import store as store_module
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(store_module._MIGRATIONS[0])
+        connection.execute("INSERT INTO bundles VALUES ('0123456789abcdef', 'list', 'Old Authority', 3, 'ab', "
+                           "x'00', 2, 9, 'paper-cnn', 10, 20, NULL, NULL, NULL, 15)")
+        connection.execute("INSERT INTO matches (time, image_sha256, image_hash, bundle_sha256, authority, key_id, "
+                           "list_name, sequence, hash_id, distance, threshold) VALUES "
+                           "(1.5, 'cd', 'ef', 'ab', 'Old Authority', '0123456789abcdef', 'list', 3, 'h1', 4, 9)")
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    with Store.open(path) as store:
+        [bundle] = store.bundles()
+        [match] = store.matches()
+    assert (bundle.authority, bundle.threshold, bundle.decision, bundle.dct_threshold) == \
+           ("Old Authority", 9, "neural", None)
+    assert (match.hash_id, match.distance, match.signal, match.dct_distance) == ("h1", 4, "neural", None)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    connection.close()
