@@ -407,11 +407,16 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--key", "key_path", type=PATH, required=True, help="The authority's private key (authority.key).")
 @click.option("--out", "out", type=PATH, required=True, help="Bundle file to write.")
 @click.option("--threshold", type=click.IntRange(0),
-              help="Match threshold (match if distance < threshold). Default: calibrated with --innocent, "
-                   "else the paper's 20.")
-@click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set to calibrate the threshold on.")
+              help="Match threshold of the network's hash (match if distance < threshold). Default: calibrated "
+                   "with --innocent, else the paper's 20.")
+@click.option("--dct-threshold", type=click.IntRange(0, 256),
+              help="Match threshold of the DCT hash. Default: calibrated with --innocent, else 32.")
+@click.option("--no-dct", is_flag=True,
+              help="Leave the DCT hash out: the network's hash alone decides (a format version 1 bundle, which "
+                   "platforms of every version read).")
+@click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set to calibrate the thresholds on.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Share of innocent images the calibrated threshold may flag.")
+              help="Share of innocent images the calibrated thresholds may flag, by either hash.")
 @click.option("--list-name", default="default", show_default=True, help="Name of the list this bundle replaces.")
 @click.option("--sequence", type=click.IntRange(0),
               help="Sequence number (default: max(now, last published for the list + 1)).")
@@ -423,13 +428,21 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--skip-featureless", is_flag=True,
               help="Leave out featureless banned images (flat, near-blank), naming each, instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None, innocent: Path | None,
-            target_fpr: float, list_name: str, sequence: int | None, expires_in: str, authority_name: str | None,
-            ask: bool, skip_featureless: bool, as_json: bool) -> None:
+def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
+            dct_threshold: int | None, no_dct: bool, innocent: Path | None, target_fpr: float, list_name: str,
+            sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
+            as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
-    Hash ids are random ("h" + hex): file names never leave the authority. The threshold is --threshold,
-    or calibrated on --innocent images to flag at most --target-fpr of them (recorded in the bundle).
+    Hash ids are random ("h" + hex): file names never leave the authority. Each image gets two hashes, the
+    network's and a classical DCT hash (dct256-v1); platforms flag an upload when either is near (below its
+    threshold). --no-dct publishes the network's hash alone.
+
+    With --innocent, the thresholds not given by hand are calibrated so that at most --target-fpr of the
+    innocent images are flagged by either hash: the DCT threshold alone may flag a quarter of that, and the
+    network's threshold is the largest that keeps the total within it (the measured total is recorded in
+    the bundle). A hand-given threshold is used as it is, and the other calibrated around it. Without
+    --innocent, the defaults are 20 (network) and 32 (DCT), not calibrated.
 
     Featureless banned images (flat colour, faint gradients, near-blank pages) are refused: their hashes
     would match every blank upload. Remove them, or give --skip-featureless to leave them out.
@@ -442,10 +455,12 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     from vetohash.modelfile import read_model
 
     from .evaluation import PAPER_THRESHOLD
-    from .publishing import (STATE_NAME, build_bundle, calibrate, next_sequence, parse_duration,
-                             record_sequence, split_featureless, write_bytes)
+    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, build_bundle, calibrate, next_sequence,
+                             parse_duration, record_sequence, split_featureless, write_bytes)
     from .sources import load_sources
 
+    if no_dct and dct_threshold is not None:
+        raise VetohashError("--dct-threshold and --no-dct contradict each other: give one of them")
     seconds = parse_duration(expires_in)
     key = _read_key(key_path, ask)
     hasher, meta = read_model(model)
@@ -460,7 +475,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         if blank:  # platforms never match a featureless image, so it cannot be a false positive there
             _warn(f"{len(blank)} featureless innocent image(s) left out of the calibration, e.g. {blank[0].path}")
         banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
-        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr)
+        banned_dct = None if no_dct else np.stack([source.dct for source in sources])
+        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr, banned_dct, dct_threshold)
+        dct_threshold = calibrated.dct_threshold
         if threshold is None:
             threshold = calibrated.threshold
             if threshold == 0:
@@ -472,7 +489,14 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         else:
             _warn(f"--threshold {threshold} given; calibration on {innocent} would choose "
                   f"{calibrated.threshold} for a {target_fpr:g} false-positive rate")
-        calibration = calibrated.at(threshold)
+        calibration = calibrated.at(threshold, dct_threshold)
+        if calibration.measured_fpr > target_fpr:
+            _warn(f"{100 * calibration.measured_fpr:.1f}% of the innocent images are flagged, more than the "
+                  f"target {100 * target_fpr:.1f}%")
+    if dct_threshold is None and not no_dct:
+        dct_threshold = DEFAULT_DCT_THRESHOLD
+        _warn(f"no --dct-threshold or --innocent: using the DCT threshold {dct_threshold}, which is not "
+              "calibrated against false positives")
     if threshold is None:
         threshold = PAPER_THRESHOLD
         _warn(f"no --threshold or --innocent: using the paper's threshold {threshold}, which is not "
@@ -486,7 +510,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
     bundle, data = build_bundle(hasher, sources, key, threshold=threshold, authority=authority,
                                 list_name=list_name, sequence=sequence, expires_in=seconds,
-                                calibration=calibration, now=now)
+                                calibration=calibration, dct_threshold=dct_threshold, now=now)
     write_bytes(out, data)
     try:
         record_sequence(state, list_name, sequence)
@@ -494,6 +518,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         _warn(f"could not remember the sequence number in {state} ({error.strerror or error}); "
               "give --sequence next time")
     result = {"bundle": str(out), "bytes": len(data), "hashes": len(bundle.ids), "threshold": threshold,
+              "dct_threshold": dct_threshold, "decision": bundle.decision, "format_version": bundle.version,
               "list_name": list_name, "sequence": sequence, "authority": authority, "key_id": bundle.key_id,
               "created": _iso(bundle.created), "expires": _iso(bundle.expires),
               "calibration": None if calibration is None else {
@@ -507,7 +532,8 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     calibrated_text = "" if calibration is None else (
         f" (calibrated: {100 * calibration.measured_fpr:.1f}% of {calibration.innocent_images} innocent images "
         f"flagged, target {100 * calibration.target_fpr:.1f}%)")
-    click.echo(f"threshold {threshold}{calibrated_text}")
+    dct_text = "" if dct_threshold is None else f" or DCT distance < {dct_threshold}"
+    click.echo(f"match if network distance < {threshold}{dct_text}{calibrated_text}")
     click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")
 

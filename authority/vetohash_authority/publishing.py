@@ -4,6 +4,12 @@ Hash ids are opaque ("h" + 12 random hex digits, fresh each time): a file name w
 what the banned images are called. The sequence number increases by default: it is the larger of the
 current Unix time and one more than the last sequence this authority published for the list, remembered in
 `publish-state.json` beside the key.
+
+A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion). Its two thresholds are
+calibrated on innocent images by one rule (`fused_thresholds`): the DCT threshold alone may flag at most
+DCT_SHARE of the false-positive budget; the neural threshold is then the largest keeping the images flagged
+by either signal within the budget. The network's recall grows with its threshold far more than the DCT
+hash's does (docs/benchmarks.md), so the network gets most of the budget.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vetohash.bundle import Bundle, Calibration, sign_bundle
+from vetohash import dcthash
+from vetohash.bundle import Bundle, Calibration, DctSignal, sign_bundle
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
+from vetohash.fusion import flagged
 from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
 from vetohash.matching import nearest
@@ -35,6 +43,10 @@ STATE_NAME = "publish-state.json"
 DEFAULT_EXPIRY = "30d"
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DCT_SHARE = 0.25  # the share of the false-positive budget the DCT signal may spend on its own
+# Without innocent images to calibrate on: an eighth of the DCT hash's bits, which flagged none of the
+# benchmark's 1,085 unrelated photos against 110 banned ones (docs/benchmarks.md).
+DEFAULT_DCT_THRESHOLD = 32
 
 
 class PublishError(VetohashError):
@@ -61,30 +73,61 @@ def opaque_ids(count: int) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def fused_thresholds(neural: np.ndarray, dct: np.ndarray, target_fpr: float, bits: int,
+                     dct_threshold: int | None = None) -> tuple[int, int]:
+    """(neural, DCT) thresholds for a bundle with a DCT signal, from each innocent image's distances to its
+    nearest banned hashes: the DCT threshold (unless given) is the largest flagging at most
+    DCT_SHARE * target_fpr of them alone; the neural threshold is then the largest for which the images
+    flagged by either signal are at most target_fpr (0 if even that is too many)."""
+    if dct_threshold is None:
+        dct_threshold = threshold_for(dct, DCT_SHARE * target_fpr, dcthash.BITS)
+    threshold = 0
+    for candidate in range(1, bits + 1):
+        if np.mean(flagged(neural, candidate, dct, dct_threshold)) > target_fpr:
+            break
+        threshold = candidate
+    return threshold, dct_threshold
+
+
 @dataclass(frozen=True)
 class Calibrated:
-    """A threshold calibrated on innocent images, with what it was calibrated for."""
+    """Thresholds calibrated on innocent images, with what they were calibrated for; the DCT ones are None
+    for a bundle without a DCT signal."""
 
     threshold: int
     calibration: Calibration
     distances: np.ndarray  # each innocent image's distance to its nearest banned hash
+    dct_threshold: int | None = None
+    dct_distances: np.ndarray | None = None  # the same for the DCT hashes
 
-    def at(self, threshold: int) -> Calibration:
-        """What the innocent images say about another threshold."""
-        return Calibration(self.calibration.target_fpr, flagged_share(self.distances, threshold),
-                           self.calibration.innocent_images)
+    def at(self, threshold: int, dct_threshold: int | None = None) -> Calibration:
+        """What the innocent images say about other thresholds (the share flagged by either signal)."""
+        if self.dct_distances is None or dct_threshold is None:
+            share = flagged_share(self.distances, threshold)
+        else:
+            share = float(np.mean(flagged(self.distances, threshold, self.dct_distances, dct_threshold)))
+        return Calibration(self.calibration.target_fpr, share, self.calibration.innocent_images)
 
 
-def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float) -> Calibrated:
-    """The largest threshold flagging at most `target_fpr` of the innocent images (image level)."""
+def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float,
+              banned_dct: np.ndarray | None = None, dct_threshold: int | None = None) -> Calibrated:
+    """The largest threshold flagging at most `target_fpr` of the innocent images (image level); with
+    `banned_dct`, the pair of thresholds of `fused_thresholds` (keeping `dct_threshold` when given)."""
     if not innocent:
         raise PublishError("calibration needs at least one readable innocent image")
     if not 0.0 <= target_fpr <= 1.0:
         raise PublishError(f"the target false-positive rate must be in [0, 1], got {target_fpr}")
     distances = nearest(hasher.hash_arrays(np.stack([s.array for s in innocent])), banned).distance
-    threshold = threshold_for(distances, target_fpr, hasher.spec.bits)
-    calibration = Calibration(float(target_fpr), flagged_share(distances, threshold), len(innocent))
-    return Calibrated(threshold, calibration, distances)
+    if banned_dct is None:
+        threshold = threshold_for(distances, target_fpr, hasher.spec.bits)
+        calibration = Calibration(float(target_fpr), flagged_share(distances, threshold), len(innocent))
+        return Calibrated(threshold, calibration, distances)
+    dct_distances = nearest(np.stack([s.dct for s in innocent]), banned_dct).distance
+    threshold, dct_threshold = fused_thresholds(distances, dct_distances, target_fpr, hasher.spec.bits,
+                                                dct_threshold)
+    share = float(np.mean(flagged(distances, threshold, dct_distances, dct_threshold)))
+    return Calibrated(threshold, Calibration(float(target_fpr), share, len(innocent)), distances, dct_threshold,
+                      dct_distances)
 
 
 def next_sequence(state_path: Path, list_name: str, now: int) -> int:
@@ -132,8 +175,10 @@ def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Sou
 
 def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, threshold: int,
                  authority: str, list_name: str, sequence: int, expires_in: int,
-                 calibration: Calibration | None = None, now: int | None = None) -> tuple[Bundle, bytes]:
-    """The bundle for the banned images and its signed bytes."""
+                 calibration: Calibration | None = None, dct_threshold: int | None = None,
+                 now: int | None = None) -> tuple[Bundle, bytes]:
+    """The bundle for the banned images and its signed bytes; with `dct_threshold`, it also carries their
+    DCT hashes (format version 2), else it is a version 1 bundle."""
     if not sources:
         raise PublishError("there are no banned images to publish")
     _, flat = split_featureless(sources)
@@ -142,12 +187,14 @@ def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateK
                            f"{len(flat)} such image(s) among the banned ones, whose hashes would match blank images")
     created = int(time.time()) if now is None else now
     hashes = hasher.hash_arrays(np.stack([source.array for source in sources]))
-    # Random row order too, so not even the sorting of file names shows through.
-    hashes = hashes[np.random.default_rng(secrets.randbits(64)).permutation(len(hashes))]
-    bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes,
+    # Random row order too, so not even the sorting of file names shows through; the same for both signals.
+    order = np.random.default_rng(secrets.randbits(64)).permutation(len(hashes))
+    dct = None if dct_threshold is None else DctSignal(
+        hashes=np.stack([source.dct for source in sources])[order], threshold=dct_threshold)
+    bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes[order],
                     ids=opaque_ids(len(sources)), threshold=threshold, authority=authority,
                     key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
-                    expires=created + expires_in, calibration=calibration)
+                    expires=created + expires_in, calibration=calibration, dct=dct)
     return bundle, sign_bundle(bundle, key)
 
 

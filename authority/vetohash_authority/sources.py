@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vetohash.dcthash import dct_hashes
 from vetohash.detail import detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import IMAGE_SUFFIXES, image_files
@@ -24,14 +25,16 @@ from vetohash.preprocess import Preprocess, open_image, read_image_file, to_arra
 
 @dataclass(frozen=True)
 class Source:
-    """One banned image: where it was read, its content digest, a working copy to alter, its model input, and
-    its detail score (vetohash.detail, from the full decoded image, as the platform scores its queries)."""
+    """One banned image: where it was read, its content digest, a working copy to alter, its model input, its
+    detail score and its DCT hash (vetohash.detail and vetohash.dcthash, from the full decoded image, as the
+    platform computes them for its queries)."""
 
     path: Path
     digest: str
     image: Image.Image
     array: np.ndarray
     detail: float
+    dct: np.ndarray  # (dcthash.HASH_BYTES,) uint8
 
 
 Warn = Callable[[str], None]
@@ -53,7 +56,7 @@ def read_one(path: Path, pre: Preprocess, work_size: int) -> Source:
     data = read_image_file(path, str(path))
     image = open_image(data, name=str(path))
     return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), to_array(image, pre),
-                  detail(image))
+                  detail(image), dct_hashes([image])[0])
 
 
 def load_sources(folder: Path, pre: Preprocess, work_size: int = 256, warn: Warn | None = None,

@@ -126,6 +126,59 @@ def test_publish_writes_a_bundle_the_shared_verifier_accepts(work: Path, model: 
     assert read_bundle(out.read_bytes(), {public.key_id: public}).threshold == 20
 
 
+def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Path, model: Path, tmp_path: Path,
+                                                                       capsys, monkeypatch) -> None:
+    """By default each banned image's DCT hash sits in the row of its network hash (both shuffled alike), the
+    thresholds are calibrated jointly and the union rate recorded; --dct-threshold is kept as given; --no-dct
+    writes a version 1 bundle; the two together are refused."""
+    import numpy as np
+
+    from vetohash.dcthash import dct_hashes
+    from vetohash.matching import hamming_matrix
+    from vetohash.modelfile import read_model
+    from vetohash.preprocess import open_image
+    from vetohash_authority.publishing import DCT_SHARE, fused_thresholds
+
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    public = read_public_key(tmp_path / "keys" / "authority.pub")
+    out = tmp_path / "fused.bundle"
+    base = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
+            "--out", str(out), "--json"]
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
+    assert code == 0, err
+    summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
+    assert (summary["format_version"], summary["decision"], bundle.version) == (2, "neural-or-dct", 2)
+    assert bundle.dct is not None and bundle.dct.threshold == summary["dct_threshold"]
+    files = sorted((work / "banned").glob("secret-name*"))
+    hasher, _ = read_model(model)
+    images = [open_image(path) for path in files]
+    neural, dct = hasher.hash_images(images), dct_hashes(images)
+    distances = hamming_matrix(dct, bundle.dct.hashes)  # DCT hashes tell these images apart; the tiny model may not
+    assert (distances == 0).sum(axis=1).tolist() == [1] * 5
+    np.testing.assert_array_equal(bundle.hashes[distances.argmin(axis=1)], neural)  # same row, same image
+    assert len({h.tobytes() for h in neural}) > 1  # the premise: a wrong pairing would show
+    innocent = [open_image(path) for path in sorted((work / "innocent").iterdir())]
+    innocent_neural = hamming_matrix(hasher.hash_images(innocent), bundle.hashes).min(axis=1)
+    innocent_dct = hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1)
+    assert (bundle.threshold, bundle.dct.threshold) == fused_thresholds(innocent_neural, innocent_dct, 0.5,
+                                                                        hasher.spec.bits)
+    assert np.mean(innocent_dct < bundle.dct.threshold) <= DCT_SHARE * 0.5
+    union = np.mean((innocent_neural < bundle.threshold) | (innocent_dct < bundle.dct.threshold))
+    assert bundle.calibration is not None and bundle.calibration.measured_fpr == union <= 0.5
+
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--dct-threshold", "7"], capsys)
+    assert code == 0, err
+    assert read_bundle(out.read_bytes(), {public.key_id: public}).dct.threshold == 7
+    code, stdout, err = authority([*base, "--threshold", "10"], capsys)
+    assert code == 0 and json.loads(stdout)["dct_threshold"] == 32 and "DCT threshold 32, which is not" in err
+    code, stdout, err = authority([*base, "--threshold", "10", "--no-dct"], capsys)
+    plain = read_bundle(out.read_bytes(), {public.key_id: public})
+    assert code == 0 and plain.version == 1 and plain.dct is None and json.loads(stdout)["dct_threshold"] is None
+    code, _, err = authority([*base, "--no-dct", "--dct-threshold", "5"], capsys)
+    assert code == 2 and "contradict" in err and err.count("\n") == 1
+
+
 def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_path: Path, capsys,
                                                   monkeypatch) -> None:
     monkeypatch.setenv("VETOHASH_PASSPHRASE", "correct horse")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vetohash_authority.evaluation import auc, flagged_share, roc_points, summary, threshold_for
-from vetohash_authority.publishing import (PublishError, next_sequence, opaque_ids, parse_duration,
-                                           record_sequence)
+from vetohash_authority.publishing import (DCT_SHARE, PublishError, fused_thresholds, next_sequence, opaque_ids,
+                                           parse_duration, record_sequence)
 
 
 def test_summary_gives_quartiles_like_numpy() -> None:
@@ -78,3 +78,19 @@ def test_ids_are_opaque_distinct_and_fresh() -> None:
     assert len(set(ids)) == 500
     assert all(i.startswith("h") and len(i) == 13 and int(i[1:], 16) >= 0 for i in ids)
     assert set(ids).isdisjoint(opaque_ids(500))
+
+
+def test_fused_thresholds_follow_the_documented_rule_by_brute_force() -> None:
+    """The DCT threshold is the largest flagging at most DCT_SHARE of the budget alone; the neural one the
+    largest keeping the images flagged by either within the budget; a given DCT threshold is kept."""
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        neural, dct = rng.integers(0, 64, 200), rng.integers(20, 200, 200)
+        target = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
+        union = lambda t, d: np.mean((neural < t) | (dct < d))  # noqa: E731
+        expected_dct = max(d for d in range(257) if np.mean(dct < d) <= DCT_SHARE * target)
+        expected = max(t for t in range(65) if union(t, expected_dct) <= target)
+        assert fused_thresholds(neural, dct, target, 64) == (expected, expected_dct)
+        assert fused_thresholds(neural, dct, target, 64, dct_threshold=60)[1] == 60
+    # A hand-given DCT threshold that alone flags more than the budget leaves the network nothing.
+    assert fused_thresholds(np.array([5, 9]), np.array([1, 2]), 0.0, 64, dct_threshold=3) == (0, 3)
