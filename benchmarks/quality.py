@@ -1,5 +1,9 @@
 """Detection quality of vetohash beside PDQ, pHash and dHash, on real photographs, in one run.
 
+Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
+("vetohash+dct": flagged when either hash is near, both thresholds set on the unrelated images by exactly the
+rule `authority publish` uses, vetohash_authority.publishing.fused_thresholds).
+
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
     python benchmarks/quality.py --fit-copy               # vetohash's default recipe, fitted to this list
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,8 +41,11 @@ from make_example_images import BANNED_SEED, UNRELATED_SEED, crops, source_photo
 from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
 from edits import EDITS, Edit  # noqa: E402
+from vetohash.dcthash import dct_hashes  # noqa: E402
+from vetohash.fusion import flagged  # noqa: E402
 from vetohash.matching import hamming_matrix, nearest  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
+from vetohash_authority.publishing import fused_thresholds  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)
@@ -52,6 +60,13 @@ class Method:
     hash: HashFn
     bits: int
     list_variants: Callable[[Image.Image], list[Image.Image]] | None = None
+
+
+class Distances(NamedTuple):
+    """Each unrelated image's and each altered copy's distance to its nearest banned hash."""
+
+    innocent: np.ndarray
+    altered: np.ndarray
 
 
 def vetohash_method(path: Path, variants: Callable[[Image.Image], list[Image.Image]] | None) -> Method:
@@ -69,8 +84,8 @@ def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: i
     return out
 
 
-def evaluate(method: Method, banned, unrelated, altered) -> dict:
-    """Every figure for one method."""
+def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distances]:
+    """Every figure for one method, and the distances they come from."""
     owners = np.arange(len(banned))
     list_images = list(banned)
     if method.list_variants:
@@ -114,6 +129,28 @@ def evaluate(method: Method, banned, unrelated, altered) -> dict:
     for fpr in PAIR_FPRS:
         t = threshold_at_fpr(pair_negatives, fpr)
         report["pairwise"][str(fpr)] = {"threshold": t, "recall": recall(own, t)}
+    return report, Distances(innocent, caught.distance)
+
+
+def evaluate_fused(name: str, neural: Distances, dct: Distances, bits: int, list_size: int, altered) -> dict:
+    """The figures of the fused decision (flagged when either distance is below its threshold), with both
+    thresholds chosen per false-positive rate as `authority publish` chooses them."""
+    report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
+              "pairwise": {}}
+    for fpr in IMAGE_FPRS:
+        t, t_dct = fused_thresholds(neural.innocent, dct.innocent, fpr, bits)
+        hit = flagged(neural.altered, t, dct.altered, t_dct)
+        groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
+        for (_, edit, _), h in zip(altered, hit):
+            groups["kind"].setdefault(edit.kind, []).append(bool(h))
+            groups["severity"].setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
+            groups["family"].setdefault(edit.family, []).append(bool(h))
+        report["image_level"][str(fpr)] = {
+            "threshold": f"{t}|{t_dct}", "dct_threshold": t_dct,
+            "measured_fpr": float(np.mean(flagged(neural.innocent, t, dct.innocent, t_dct))),
+            "recall": float(hit.mean()),
+            **{group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()},
+        }
     return report
 
 
@@ -137,7 +174,7 @@ def print_table(reports: Sequence[dict]) -> None:
         print(f"{label:<34}" + "".join(f"{v:>{width}}" for v in values))
     row("", names)
     row("bits / list size", [f"{r['bits']}/{r['list_size']}" for r in reports])
-    row("ROC AUC (image level)", [f"{r['auc']:.4f}" for r in reports])
+    row("ROC AUC (image level)", ["-" if r["auc"] is None else f"{r['auc']:.4f}" for r in reports])
     for fpr in IMAGE_FPRS:
         levels = [r["image_level"][str(fpr)] for r in reports]
         row(f"@{fpr:.1%} unrelated flagged: thresh", [f"{l['threshold']} ({l['measured_fpr']:.2%})" for l in levels])
@@ -148,9 +185,10 @@ def print_table(reports: Sequence[dict]) -> None:
             for kind in sorted(levels[0]["kind"]):
                 row(f"    {kind}", [f"{l['kind'][kind]:.1%}" for l in levels])
     for fpr in PAIR_FPRS:
-        row(f"recall @ pairwise FPR {fpr:g}", [f"{r['pairwise'][str(fpr)]['recall']:.1%}" for r in reports])
+        row(f"recall @ pairwise FPR {fpr:g}", [f"{r['pairwise'][str(fpr)]['recall']:.1%}" if r["pairwise"] else "-"
+                                               for r in reports])
     if "speed" in reports[0]:
-        row("images/s on one core (decode+hash)", [f"{r['speed']:.0f}" for r in reports])
+        row("images/s on one core (decode+hash)", [f"{r['speed']:.0f}" if "speed" in r else "-" for r in reports])
 
 
 def main() -> None:
@@ -177,6 +215,7 @@ def main() -> None:
           f"({len(EDITS)} edits); prepared in {time.time() - started:.0f} s", file=sys.stderr)
 
     methods = [] if args.no_baselines else [Method(n, fn, bits) for n, (fn, bits) in BASELINES.items()]
+    methods.append(Method("dct", dct_hashes, 256))
     from edits import list_variants
     for path in args.model:
         methods.append(vetohash_method(path, None))
@@ -191,6 +230,7 @@ def main() -> None:
         print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
         methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits))
     reports = []
+    distances: dict[str, Distances] = {}
     jpegs = []
     for image in unrelated[:200]:
         out = io.BytesIO()
@@ -198,11 +238,15 @@ def main() -> None:
         jpegs.append(out.getvalue())
     for method in methods:
         t = time.time()
-        report = evaluate(method, banned, unrelated, altered)
+        report, distances[method.name] = evaluate(method, banned, unrelated, altered)
         if args.speed:
             report["speed"] = speed(method, jpegs)
         reports.append(report)
         print(f"{method.name}: {time.time() - t:.0f} s", file=sys.stderr)
+    for method in methods:
+        if method.name not in BASELINES and method.name != "dct" and method.list_variants is None:
+            reports.append(evaluate_fused(f"{method.name}+dct", distances[method.name], distances["dct"],
+                                          method.bits, len(banned), altered))
     print_table(reports)
     if args.json:
         args.json.write_text(json.dumps({"banned": len(banned), "unrelated": len(unrelated),
