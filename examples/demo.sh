@@ -131,14 +131,18 @@ python - "$PLAT/screen-altered.txt" "$PLAT/screen-unrelated.txt" "$AUTH/altered-
 import csv, re, sys
 from collections import Counter
 
+DCT = re.compile(r"\bdct nearest \S+  distance (\d+)")
+
 def verdicts(path):
-    """(file name, verdict, distance) for each image line of `platform screen` output, and its error lines."""
+    """(file name, verdict, network distance, DCT distance or a huge number) for each image line of
+    `platform screen` output, and its error lines."""
     images, errors = [], 0
     for line in open(path, encoding="utf-8"):
         words = line.split()
         if words and words[0] in ("MATCH", "clean", "featureless"):
             distance = int(re.search(r"\bdistance (\d+)", line)[1])
-            images.append((words[1].rsplit("/", 1)[-1], words[0].lower(), distance))
+            dct = DCT.search(line)
+            images.append((words[1].rsplit("/", 1)[-1], words[0].lower(), distance, int(dct[1]) if dct else 10**9))
         errors += line.startswith("error:")
     return images, errors
 
@@ -149,19 +153,26 @@ def first(pattern, path):
 kinds = {row["file"]: row["kind"] for row in csv.DictReader(open(sys.argv[3], encoding="utf-8"))}
 target, work = float(sys.argv[4]), sys.argv[5]
 threshold = int(first(r"\bdistance \d+ (?:<|>=) (\d+)", sys.argv[1]))
+found = [m for m in map(re.compile(r"\bdct nearest \S+  distance \d+ (?:<|>=) (\d+)").search,
+                        open(sys.argv[1], encoding="utf-8")) if m]
+dct_threshold = int(found[0][1]) if found else 0  # 0: a bundle without DCT hashes
 bits = 4 * len(first(r"\bhash ([0-9a-f]+)\s*$", sys.argv[1]))
 total, caught = Counter(), Counter()
-for name, verdict, _ in altered:
+for name, verdict, _, _ in altered:
     total[kinds[name]] += 1
     caught[kinds[name]] += verdict == "match"
 
 def row(limit):
-    hit = sum(d < limit and v != "featureless" for _, v, d in altered)
-    flag = sum(d < limit and v != "featureless" for _, v, d in unrelated)
+    hit = sum((d < limit or dd < dct_threshold) and v != "featureless" for _, v, d, dd in altered)
+    flag = sum((d < limit or dd < dct_threshold) and v != "featureless" for _, v, d, dd in unrelated)
     note = {threshold: "  <- the bundle's threshold", 20: "  <- the paper's threshold"}.get(limit, "")
     print(f"  match if distance < {limit:<3} {hit:>4} of {len(altered):<8} {flag:>4} of {len(unrelated)}{note}")
 
 print(f"{bits}-bit hashes; the platform matched at the bundle's threshold, distance < {threshold}.")
+if dct_threshold:
+    print(f"Each row also matches an image whose DCT hash is closer than the bundle's DCT threshold, {dct_threshold};\n"
+          f"by that alone, {sum(dd < dct_threshold and v != 'featureless' for _, v, _, dd in altered)} altered copies "
+          f"and {sum(dd < dct_threshold and v != 'featureless' for _, v, _, dd in unrelated)} unrelated images.")
 print()
 print(f"{'':<26} altered copies   unrelated images")
 print(f"{'':<26} caught           flagged")
@@ -174,7 +185,7 @@ print(f"The authority chose the largest threshold that flagged at most {target:.
       "unrelated images). Read the two columns together: catching altered copies is worth something only while\n"
       "unrelated images stay clean. See the README's 'Limitations'.")
 for label, images, errors in (("altered copies", altered, altered_errors), ("unrelated images", unrelated, unrelated_errors)):
-    featureless = sum(v == "featureless" for _, v, _ in images)
+    featureless = sum(v == "featureless" for _, v, _, _ in images)
     if featureless or errors:
         print(f"Among the {label}: {featureless} featureless (never matched), {errors} could not be screened.")
 print("Altered copies caught at the bundle's threshold, by edit: "
