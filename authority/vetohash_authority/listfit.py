@@ -13,9 +13,9 @@ layer, so the result is an ordinary model file whose hash is still "bit k = outp
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ BATCH = 128
 BASE_MODEL = Path(__file__).resolve().parent / "models" / "copy-base.vhm"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ListFitConfig:
     """Settings of a list fit; the defaults are the best measured on benchmarks/quality.py."""
 
@@ -46,6 +46,7 @@ class ListFitConfig:
     bits: int = 160
     regularisation: float = 0.3  # added to S_w, as a share of its mean eigenvalue
     max_edits: int = 2  # edits chained per view
+    trim: bool = True  # cut flat margins before hashing (preprocess.trim_margins): borders and shifts
 
 
 def _outputs(network: torch.nn.Module, hasher: Hasher, images: Sequence[Image.Image],
@@ -83,6 +84,8 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
     if config.bits > head.in_features:
         raise SpecError(f"cannot fit {config.bits} bits from {head.in_features} features")
     tick = progress or (lambda _n: None)
+    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim)
+    source = Hasher(dataclasses.replace(base.spec, preprocess=preprocess), network)
     rng = random.Random(seed)
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS], config.max_edits)
     views, owners = [], []
@@ -91,9 +94,9 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
             views.append(augment(image, rng))
             owners.append(index)
     background = bank(config.background, seed=seed)
-    z_banned = _outputs(network, base, list(banned), tick)
-    z_views = _outputs(network, base, views, tick)
-    z_background = _outputs(network, base, background, tick)
+    z_banned = _outputs(network, source, list(banned), tick)
+    z_views = _outputs(network, source, views, tick)
+    z_background = _outputs(network, source, background, tick)
 
     within = z_views - z_banned[np.array(owners)]
     total = np.concatenate([z_banned, z_views, z_background])
@@ -111,6 +114,6 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
     with torch.no_grad():
         network.head.weight.copy_(torch.from_numpy(weight).float())
         network.head.bias.copy_(torch.from_numpy(bias).float())
-    spec = ModelSpec(name=base.spec.name, arch=base.spec.arch, preprocess=base.spec.preprocess, bits=config.bits)
-    meta = {"kind": "list-fit", "seed": seed, "banned_images": len(banned), "config": asdict(config)}
+    spec = ModelSpec(name=base.spec.name, arch=base.spec.arch, preprocess=preprocess, bits=config.bits)
+    meta = {"kind": "list-fit", "seed": seed, "banned_images": len(banned), "config": dataclasses.asdict(config)}
     return Hasher(spec, network), meta

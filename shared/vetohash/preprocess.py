@@ -37,7 +37,15 @@ _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _MIN_SIZE, _MAX_SIZE = 8, 1024
-_FIELDS = ("mode", "size", "resample", "mean", "std")
+_FIELDS = ("mode", "size", "resample", "mean", "std", "trim")
+_OPTIONAL = {"trim": False}  # fields older model files and bundles lack, with the value they meant
+
+# Flat-margin trimming (see trim_margins): margins are found on a copy at most this many pixels on a side...
+TRIM_WORK_SIDE = 256
+# ...a row or column is flat when every channel's standard deviation along it is at most this (0..255)...
+TRIM_FLAT_STD = 6
+# ...and at most this share of a side is cut from each edge, so a mostly flat image is left alone.
+TRIM_MAX_SHARE = 0.4
 
 # What Pillow's plugins raise on malformed input (UnidentifiedImageError is an OSError; struct.error
 # and IndexError come from short headers and bad offsets). Warning is here for processes that turn
@@ -65,6 +73,7 @@ class Preprocess:
     resample: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    trim: bool = False  # cut flat margins (borders, letterboxing, the band a shift leaves) before resizing
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in _CHANNELS:
@@ -95,6 +104,8 @@ class Preprocess:
                     raise SpecError(f"preprocess.{field} must hold finite floats, not {v!r}.")
         if any(s <= 0.0 for s in self.std):
             raise SpecError(f"preprocess.std must be positive, not {self.std!r}.")
+        if type(self.trim) is not bool:
+            raise SpecError(f"preprocess.trim must be true or false, not {self.trim!r}.")
 
     @property
     def channels(self) -> int:
@@ -106,7 +117,7 @@ class Preprocess:
         """Build from a decoded spec, refusing missing or unexpected keys and any loose type."""
         if not isinstance(d, Mapping):
             raise SpecError(f"preprocess must be a map, not {type(d).__name__}.")
-        missing = sorted(set(_FIELDS) - set(d))
+        missing = sorted(set(_FIELDS) - set(d) - set(_OPTIONAL))
         unexpected = sorted(map(repr, set(d) - set(_FIELDS)))
         if missing or unexpected:
             problems = [f"missing {', '.join(missing)}"] if missing else []
@@ -122,17 +133,21 @@ class Preprocess:
             resample=d["resample"],
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
+            trim=d.get("trim", _OPTIONAL["trim"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain msgpack-able form; `from_dict(to_dict())` gives back an equal value."""
-        return {
+        """Plain msgpack-able form; `from_dict(to_dict())` gives back an equal value. An optional field at
+        its default is left out, so specs that do not use it keep the bytes they always had."""
+        out: dict[str, Any] = {
             "mode": self.mode,
             "size": self.size,
             "resample": self.resample,
             "mean": list(self.mean),
             "std": list(self.std),
         }
+        out.update({key: getattr(self, key) for key, default in _OPTIONAL.items() if getattr(self, key) != default})
+        return out
 
 
 def open_image(
@@ -181,15 +196,54 @@ def to_array(image: Image.Image, pre: Preprocess) -> np.ndarray:
 
     The image is squashed to a square (no aspect keeping) with the named filter, which antialiases
     when shrinking; pixels go to [0, 1] by /255, then each channel c to (x - mean[c]) / std[c].
-    "L" is Pillow's ITU-R 601-2 luma. A non-RGB image is first made RGB by open_image's rules.
+    "L" is Pillow's ITU-R 601-2 luma. A non-RGB image is first made RGB by open_image's rules. With
+    `pre.trim`, flat margins are cut first (trim_margins).
     """
     rgb = image if image.mode == "RGB" else _to_rgb(image)
+    if pre.trim:
+        rgb = trim_margins(rgb)
     resized = rgb.convert(pre.mode).resize((pre.size, pre.size), resample=_FILTERS[pre.resample])
     x = np.asarray(resized, dtype=np.float32).reshape(pre.size, pre.size, pre.channels)
     x = x.transpose(2, 0, 1) / np.float32(255)
     mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(pre.std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def trim_margins(image: Image.Image) -> Image.Image:
+    """`image` without its flat margins: the rows and columns at each edge along which the colour barely
+    changes, such as an added border, letterboxing, or the band a shift leaves uncovered.
+
+    A border moves and shrinks the picture inside the frame, which a copy detector then has to see through;
+    cutting it makes the bordered copy look like its original again. The margins are measured on a copy at
+    most TRIM_WORK_SIDE pixels on a side (Pillow's box filter), with integer arithmetic only, so every
+    machine cuts the same rows; at most TRIM_MAX_SHARE of each side goes, so a mostly flat image is kept.
+    """
+    width, height = image.size
+    work = image
+    if max(width, height) > TRIM_WORK_SIDE:
+        factor = TRIM_WORK_SIDE / max(width, height)
+        work = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
+    pixels = np.asarray(work.convert("RGB"), dtype=np.int64)
+    top, bottom = _flat_run(pixels, 1), _flat_run(pixels[::-1], 1)
+    left, right = _flat_run(pixels, 0), _flat_run(pixels[:, ::-1], 0)
+    if not top + bottom + left + right:
+        return image
+    w, h = work.size
+    box = (left * width // w, top * height // h, width - right * width // w, height - bottom * height // h)
+    return image.crop(box)
+
+
+def _flat_run(pixels: np.ndarray, axis: int) -> int:
+    """How many leading lines of `pixels` (rows when `axis` is 1, columns when 0) are flat, capped at
+    TRIM_MAX_SHARE of them. n * sum(x^2) - sum(x)^2 is n^2 times the variance, exactly, in integers."""
+    count = pixels.shape[axis]
+    total = pixels.sum(axis=axis)
+    squares = (pixels * pixels).sum(axis=axis)
+    flat = (count * squares - total * total <= (TRIM_FLAT_STD * count) ** 2).all(axis=-1)
+    limit = int(len(flat) * TRIM_MAX_SHARE)
+    run = int(np.argmin(flat)) if not flat.all() else len(flat)
+    return min(run, limit)
 
 
 def load_array(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vetohash.errors import SpecError
 from vetohash.hasher import Hasher
@@ -53,6 +53,17 @@ def test_fitted_model_has_the_requested_bits_balanced_and_round_trips(tmp_path):
     assert np.array_equal(again.hash_images(banned), fitted.hash_images(banned))
 
 
+def test_a_bordered_copy_hashes_like_its_original_when_the_fit_trims():
+    torch.manual_seed(0)
+    base = Hasher(TINY, TINY.build())
+    banned = photos(6)
+    bordered = [ImageOps.expand(image, border=9, fill=(255, 255, 255)) for image in banned]
+    for trim in (True, False):
+        fitted, _ = fit_to_list(base, banned, ListFitConfig(views=4, background=20, bits=16, trim=trim), seed=0)
+        same = np.array_equal(fitted.hash_images(bordered), fitted.hash_images(banned))
+        assert same is trim
+
+
 def test_list_fitting_refuses_the_paper_network_and_too_many_bits():
     paper = preset("paper-cnn")
     with pytest.raises(SpecError, match="copy-cnn"):
@@ -74,6 +85,10 @@ def test_copy_recipe_from_the_command_line_writes_a_model_and_refuses_paper_opti
             "--bits", "16", "--quiet"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert read_model(out)[0].spec.bits == 16
+    fitted = read_model(out)[0]
+    assert fitted.spec.bits == 16 and fitted.spec.preprocess.trim  # flat margins are cut by default
+    kept = CliRunner().invoke(cli, [*args, "--no-trim"])
+    assert kept.exit_code == 0, kept.output
+    assert not read_model(out)[0].spec.preprocess.trim
     refused = CliRunner().invoke(cli, [*args, "--epochs", "3"])
     assert refused.exit_code == 2 and "--recipe paper" in refused.output
