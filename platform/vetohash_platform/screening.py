@@ -24,9 +24,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from vetohash import codec
-from vetohash import fusion
+from vetohash import codec, fusion
 from vetohash.bundle import Bundle
+from vetohash.dcthash import BITS as DCT_BITS
 from vetohash.dcthash import HASH_BYTES, dct_hashes
 from vetohash.detail import MIN_DETAIL, detail
 from vetohash.errors import ImageError, VetohashError
@@ -187,6 +187,8 @@ class Screener:
         if not active:
             raise VetohashError("no active bundles to screen against: trust an authority key with "
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
+        if dct_threshold is not None and not 0 <= dct_threshold <= DCT_BITS:
+            raise VetohashError(f"the DCT threshold {dct_threshold} is outside 0..{DCT_BITS}")
         groups: dict[str, list[_List]] = {}
         hashers: dict[str, Hasher] = {}
         for stored in active:
