@@ -43,8 +43,10 @@ from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 from edits import EDITS, Edit  # noqa: E402
 from vetohash.dcthash import dct_hashes  # noqa: E402
 from vetohash.fusion import flagged  # noqa: E402
-from vetohash.matching import hamming_matrix, nearest  # noqa: E402
+from vetohash.hasher import Hasher  # noqa: E402
+from vetohash.matching import hamming_matrix, nearest_by_owner  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
+from vetohash.preprocess import query_arrays  # noqa: E402
 from vetohash_authority.publishing import fused_thresholds  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
@@ -52,14 +54,33 @@ IMAGE_FPRS = (0.01, 0.001)
 PAIR_FPRS = (1e-4, 1e-3)
 
 
+QueryFn = Callable[[Sequence[Image.Image]], tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass
 class Method:
-    """A named hash function, and optionally the list-side variants hashed for each banned image."""
+    """A named hash function; optionally the list-side variants hashed for each banned image, and how a query
+    is hashed when it has several views (hashes of every view and the query each belongs to)."""
 
     name: str
     hash: HashFn
     bits: int
     list_variants: Callable[[Image.Image], list[Image.Image]] | None = None
+    queries: QueryFn | None = None
+
+    def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        if self.queries is None:
+            return self.hash(images), np.arange(len(images))
+        return self.queries(images)
+
+
+def hasher_queries(hasher: Hasher) -> QueryFn:
+    """A vetohash model's queries as the platform hashes them: every view of preprocess.query_arrays."""
+    def run(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        views = [query_arrays(image, hasher.spec.preprocess) for image in images]
+        owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
+        return hasher.hash_arrays(np.concatenate(views)), owners
+    return run
 
 
 class Distances(NamedTuple):
@@ -72,7 +93,7 @@ class Distances(NamedTuple):
 def vetohash_method(path: Path, variants: Callable[[Image.Image], list[Image.Image]] | None) -> Method:
     hasher, meta = read_model(path)
     name = path.stem + ("+variants" if variants else "")
-    return Method(name, hasher.hash_images, hasher.spec.bits, variants)
+    return Method(name, hasher.hash_images, hasher.spec.bits, variants, hasher_queries(hasher))
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -93,18 +114,20 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
         list_images += [v for _, v in extra]
         owners = np.concatenate([owners, np.array([i for i, _ in extra], dtype=np.int64)])
     banned_hashes = method.hash(list_images)
-    unrelated_hashes = method.hash(unrelated)
-    altered_hashes = method.hash([image for _, _, image in altered])
+    unrelated_hashes, unrelated_of = method.query_hashes(unrelated)
+    altered_hashes, altered_of = method.query_hashes([image for _, _, image in altered])
     sources = np.array([i for i, _, _ in altered])
 
-    innocent = nearest(unrelated_hashes, banned_hashes).distance
-    caught = nearest(altered_hashes, banned_hashes)
-    # Distance from each altered copy to its own source's hashes (any of its list entries).
-    own = np.empty(len(altered), dtype=np.int64)
+    innocent = nearest_by_owner(unrelated_hashes, unrelated_of, len(unrelated), banned_hashes).distance
+    caught = nearest_by_owner(altered_hashes, altered_of, len(altered), banned_hashes)
+    # Distance from each altered copy (any of its views) to its own source's hashes (any of its list entries).
+    own = np.full(len(altered), np.iinfo(np.int64).max, dtype=np.int64)
+    view_sources = sources[altered_of]
     for i in range(len(banned)):
-        rows = np.flatnonzero(sources == i)
-        own[rows] = hamming_matrix(altered_hashes[rows], banned_hashes[owners == i]).min(axis=1)
-    pair_negatives = hamming_matrix(unrelated_hashes, banned_hashes[: len(banned)]).ravel()
+        rows = np.flatnonzero(view_sources == i)
+        np.minimum.at(own, altered_of[rows], hamming_matrix(altered_hashes[rows], banned_hashes[owners == i]).min(axis=1))
+    firsts = np.searchsorted(unrelated_of, np.arange(len(unrelated)))  # each unrelated image as it is
+    pair_negatives = hamming_matrix(unrelated_hashes[firsts], banned_hashes[: len(banned)]).ravel()
 
     report = {"method": method.name, "bits": method.bits, "list_size": len(banned_hashes),
               "auc": roc_auc(caught.distance, innocent), "image_level": {}, "pairwise": {}}
@@ -228,7 +251,7 @@ def main() -> None:
         base, _ = read_model(BASE_MODEL)
         fitted, _ = fit_to_list(base, banned, ListFitConfig(), seed=args.seed)
         print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
-        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits))
+        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted)))
     reports = []
     distances: dict[str, Distances] = {}
     jpegs = []

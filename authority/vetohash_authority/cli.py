@@ -117,6 +117,8 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
 @click.option("--no-trim", is_flag=True,
               help="copy recipe: hash images with their flat margins (borders, letterboxing) instead of cutting "
                    "them first.")
+@click.option("--no-upright", is_flag=True,
+              help="copy recipe: do not also hash queries turned back upright when their corners show a rotation.")
 @click.option("--config", "config_path", type=PATH, help="paper recipe: TOML file of training settings.")
 @click.option("--epochs", type=click.IntRange(1), help="paper recipe: epochs (paper: 70).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
@@ -134,7 +136,8 @@ def keygen(out_dir: Path, ask: bool, as_json: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object on stdout.")
 def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits: int | None, views: int | None,
-          background: int | None, no_trim: bool, config_path: Path | None, epochs: int | None, seed: int, device: str,
+          background: int | None, no_trim: bool, no_upright: bool, config_path: Path | None, epochs: int | None,
+          seed: int, device: str,
           threads: int, batch_size: int | None, learning_rate: float | None, margin: float | None, count: int | None,
           preset: str | None, loss_plot: Path | None, quiet: bool, as_json: bool) -> None:
     """Make the hash model for the banned images in IMAGES_DIR (recursive, any format and size).
@@ -142,8 +145,9 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
     The default recipe, copy, starts from vetohash's pretrained copy detector (a mirror-invariant CNN
     pretrained on generated images only) and fits its hash to this list: it alters every banned image 30
     times and keeps the 160 directions that edits move least relative to how much images differ. Flat
-    margins (added borders, letterboxing, the band a shift leaves) are cut before hashing. No training; a
-    few minutes on a CPU. See docs/benchmarks.md for how it compares.
+    margins (added borders, letterboxing, the band a shift leaves) are cut before hashing, and a query whose
+    corners show a rotation is also hashed turned back upright. No training; a few minutes on a CPU. See
+    docs/benchmarks.md for how it compares.
 
     The paper recipe (--recipe paper) trains the paper's CNN as a siamese pair: rotation, blur,
     black-square overlay and translation, 100 altered copies of each kind per image; as many negative pairs
@@ -164,10 +168,12 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
         if given:
             raise click.UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
                                    "to --recipe paper only")
-        _train_copy(images_dir, out, base_path, bits, views, background, no_trim, seed, threads, quiet, as_json)
+        _train_copy(images_dir, out, base_path, bits, views, background, no_trim, no_upright, seed, threads, quiet,
+                    as_json)
         return
-    if base_path or bits or views or no_trim or background is not None:
-        raise click.UsageError("--base, --bits, --views, --background and --no-trim apply to --recipe copy only")
+    if base_path or bits or views or no_trim or no_upright or background is not None:
+        raise click.UsageError("--base, --bits, --views, --background, --no-trim and --no-upright apply to "
+                               "--recipe copy only")
     from dataclasses import replace
 
     from .config import load_config
@@ -217,7 +223,8 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
 
 
 def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int | None, views: int | None,
-                background: int | None, no_trim: bool, seed: int, threads: int, quiet: bool, as_json: bool) -> None:
+                background: int | None, no_trim: bool, no_upright: bool, seed: int, threads: int, quiet: bool,
+                as_json: bool) -> None:
     """The copy recipe: fit the pretrained copy detector's hash to the banned list (see listfit.py)."""
     import torch
     from dataclasses import replace
@@ -234,7 +241,8 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
     base, _ = read_model(base_path or BASE_MODEL)
     config = ListFitConfig()
     config = replace(config, bits=bits or config.bits, views=views or config.views,
-                     background=config.background if background is None else background, trim=not no_trim)
+                     background=config.background if background is None else background, trim=not no_trim,
+                     upright=not no_upright)
     sources = load_sources(images_dir, base.spec.preprocess, warn=_warn, minimum=2)
     say = (lambda _text: None) if quiet else _info
     say(f"{len(sources)} images from {images_dir}; fitting {base.spec.name} to them: {config.views} altered "

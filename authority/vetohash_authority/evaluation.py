@@ -21,13 +21,13 @@ import numpy as np
 
 from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
-from vetohash.matching import hamming_matrix, nearest
+from vetohash.matching import hamming_matrix, nearest_by_owner
 
 from . import plots
 from .config import ConfigError, TrainingConfig, from_dict
 from .pairs import plan_copies
 from .sources import Source
-from .training import altered_arrays
+from .training import altered_views
 
 PAPER_THRESHOLD = 20
 PAPER_FIGURES = {"between_sources_mean": 40, "to_altered_copies_mean": 5, "threshold": PAPER_THRESHOLD}
@@ -129,11 +129,14 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
     held_out = len(rows) > 0
     if not held_out:  # nothing was held out: measure every copy, and say so
         rows = np.arange(len(copies))
-    altered = hasher.hash_arrays(altered_arrays(sources, config.alterations, copies, seed, pre, rows=rows,
-                                                workers=workers, progress=progress))
+    # Each copy as platforms screen it: its nearest banned hash over its views (preprocess.query_arrays).
+    views = altered_views(sources, config.alterations, copies, seed, pre, rows, workers=workers, progress=progress)
+    view_of = np.repeat(np.arange(len(views)), [len(v) for v in views])
+    altered = hasher.hash_arrays(np.concatenate(views)) if views else np.zeros((0, hasher.spec.hash_bytes), np.uint8)
     owner = copies.source[rows]
-    to_own = np.bitwise_count(np.bitwise_xor(altered, banned[owner])).sum(axis=1).astype(np.int32)
-    copy_nearest = nearest(altered, banned)
+    to_own = np.full(len(views), bits + 1, dtype=np.int32)
+    np.minimum.at(to_own, view_of, np.bitwise_count(np.bitwise_xor(altered, banned[owner[view_of]])).sum(axis=1))
+    copy_nearest = nearest_by_owner(altered, view_of, len(views), banned)
     kinds = [plan.name for plan in config.alterations]
     kind_of = np.asarray(kinds)[copies.plan[rows]]
 
@@ -155,8 +158,7 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
     groups = {"between sources": between, "to held-out altered copies": to_own}
 
     if innocent:
-        innocent_hashes = hasher.hash_arrays(np.stack([image.array for image in innocent]))
-        to_nearest = nearest(innocent_hashes, banned).distance
+        to_nearest = hasher.nearest_queries([image.views for image in innocent], banned).distance
         groups["innocent to nearest banned"] = to_nearest
         curves["images: copies vs innocent images"] = roc_points(to_own, to_nearest, bits)
         data["roc_auc_innocent"] = round(auc(*curves["images: copies vs innocent images"]), 4)

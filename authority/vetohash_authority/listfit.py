@@ -47,6 +47,7 @@ class ListFitConfig:
     regularisation: float = 0.3  # added to S_w, as a share of its mean eigenvalue
     max_edits: int = 2  # edits chained per view
     trim: bool = True  # cut flat margins before hashing (preprocess.trim_margins): borders and shifts
+    upright: bool = True  # queries whose corners show a rotation are also hashed upright (vetohash.upright)
 
 
 def _outputs(network: torch.nn.Module, hasher: Hasher, images: Sequence[Image.Image],
@@ -84,7 +85,7 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
     if config.bits > head.in_features:
         raise SpecError(f"cannot fit {config.bits} bits from {head.in_features} features")
     tick = progress or (lambda _n: None)
-    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim)
+    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim, upright=config.upright)
     source = Hasher(dataclasses.replace(base.spec, preprocess=preprocess), network)
     rng = random.Random(seed)
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS], config.max_edits)

@@ -117,7 +117,7 @@ def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], ta
         raise PublishError("calibration needs at least one readable innocent image")
     if not 0.0 <= target_fpr <= 1.0:
         raise PublishError(f"the target false-positive rate must be in [0, 1], got {target_fpr}")
-    distances = nearest(hasher.hash_arrays(np.stack([s.array for s in innocent])), banned).distance
+    distances = hasher.nearest_queries([s.views for s in innocent], banned).distance
     if banned_dct is None:
         threshold = threshold_for(distances, target_fpr, hasher.spec.bits)
         calibration = Calibration(float(target_fpr), flagged_share(distances, threshold), len(innocent))

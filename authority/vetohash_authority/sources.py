@@ -20,21 +20,27 @@ from vetohash.dcthash import dct_hashes
 from vetohash.detail import detail
 from vetohash.errors import ImageError, VetohashError
 from vetohash.files import IMAGE_SUFFIXES, image_files
-from vetohash.preprocess import Preprocess, open_image, read_image_file, to_array
+from vetohash.preprocess import Preprocess, open_image, query_arrays, read_image_file
 
 
 @dataclass(frozen=True)
 class Source:
-    """One banned image: where it was read, its content digest, a working copy to alter, its model input, its
-    detail score and its DCT hash (vetohash.detail and vetohash.dcthash, from the full decoded image, as the
-    platform computes them for its queries)."""
+    """One image: where it was read, its content digest, a working copy to alter, its model inputs as a query
+    (the image as it is first, then any upright views: preprocess.query_arrays), its detail score and its DCT
+    hash (vetohash.detail and vetohash.dcthash, from the full decoded image, as the platform computes them for
+    its queries)."""
 
     path: Path
     digest: str
     image: Image.Image
-    array: np.ndarray
+    views: np.ndarray  # (views, C, S, S)
     detail: float
     dct: np.ndarray  # (dcthash.HASH_BYTES,) uint8
+
+    @property
+    def array(self) -> np.ndarray:
+        """The model input of the image as it is: what a banned image is hashed from."""
+        return self.views[0]
 
 
 Warn = Callable[[str], None]
@@ -55,7 +61,7 @@ def read_one(path: Path, pre: Preprocess, work_size: int) -> Source:
     """Read, digest and decode one file; ImageError (naming the file) when it is unreadable."""
     data = read_image_file(path, str(path))
     image = open_image(data, name=str(path))
-    return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), to_array(image, pre),
+    return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), query_arrays(image, pre),
                   detail(image), dct_hashes([image])[0])
 
 

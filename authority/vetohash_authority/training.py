@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
-from vetohash.preprocess import Preprocess, to_array
+from vetohash.preprocess import Preprocess, query_arrays, to_array
 
 from .config import AlterationPlan, TrainingConfig
 from . import native
@@ -84,6 +85,30 @@ def altered_arrays(sources: Sequence[Source], plans: Sequence[AlterationPlan], c
     """The preprocessed tensors of the given copies (all by default), (len(rows), C, S, S) float32."""
     rows = np.arange(len(copies)) if rows is None else rows
     out = np.empty((len(rows), pre.channels, pre.size, pre.size), np.float32)
+
+    def store(position: int, image: Image.Image) -> None:
+        out[position] = to_array(image, pre)
+
+    _render(sources, plans, copies, seed, rows, store, workers, progress)
+    return out
+
+
+def altered_views(sources: Sequence[Source], plans: Sequence[AlterationPlan], copies: Copies, seed: int,
+                  pre: Preprocess, rows: np.ndarray, workers: int = 2, progress: bool = False) -> list[np.ndarray]:
+    """The given copies as the platform would screen them: each one's (views, C, S, S) query_arrays."""
+    out: list[np.ndarray] = [np.empty(0)] * len(rows)
+
+    def store(position: int, image: Image.Image) -> None:
+        out[position] = query_arrays(image, pre)
+
+    _render(sources, plans, copies, seed, rows, store, workers, progress)
+    return out
+
+
+def _render(sources: Sequence[Source], plans: Sequence[AlterationPlan], copies: Copies, seed: int, rows: np.ndarray,
+            store: Callable[[int, Image.Image], None], workers: int, progress: bool) -> None:
+    """Draw each of the given copies (the same edit for the same source, plan, number and seed) and hand it
+    to `store` with its position in `rows`; sources are altered on a thread pool."""
     by_source: dict[int, list[int]] = {}
     for position, row in enumerate(rows):
         by_source.setdefault(int(copies.source[row]), []).append(position)
@@ -94,14 +119,13 @@ def altered_arrays(sources: Sequence[Source], plans: Sequence[AlterationPlan], c
         for position in positions:
             row = rows[position]
             edit = draw_edit(plans[copies.plan[row]], seed, source.digest, int(copies.number[row]))
-            out[position] = to_array(edit(source.image), pre)
+            store(position, edit(source.image))
         return len(positions)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(rows), desc="altering", unit="img", disable=not progress, leave=False) as bar:
         for done in pool.map(one, by_source.items()):
             bar.update(done)
-    return out
 
 
 def train(sources: Sequence[Source], config: TrainingConfig, seed: int = 0, device: str = "auto",

@@ -33,8 +33,8 @@ from vetohash.errors import ImageError, VetohashError
 from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.hashes import Hash
-from vetohash.matching import nearest
-from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, read_image_file, to_array
+from vetohash.matching import nearest, nearest_by_owner
+from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, query_arrays, read_image_file
 
 from .active import StoredBundle
 from .store import MatchRow, Store
@@ -172,7 +172,7 @@ class _Model:
 @dataclass(frozen=True)
 class _Decoded:
     sha256: str
-    arrays: dict[Preprocess, np.ndarray]
+    arrays: dict[Preprocess, np.ndarray]  # (views, C, S, S) per preprocessing: preprocess.query_arrays
     detail: float
     dct: np.ndarray | None
 
@@ -247,11 +247,15 @@ class Screener:
         verdicts: dict[str, list[list[ListVerdict]]] = {}
         for model in self.models:
             pre = model.hasher.spec.preprocess
-            batch = np.stack([decoded.arrays[pre] for _, decoded in good]) if good else None
-            hashes[model.model_id] = (model.hasher.hash_arrays(batch) if batch is not None
-                                      else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
+            views = [decoded.arrays[pre] for _, decoded in good]
+            owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
+            every = (model.hasher.hash_arrays(np.concatenate(views)) if views
+                     else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
+            # An image's hash is that of its first view, the image as it is; matching uses all its views.
+            firsts = np.searchsorted(owners, np.arange(len(views)))
+            hashes[model.model_id] = every[firsts]
             if compare:
-                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], dct, featureless)
+                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], (every, owners), dct, featureless)
                                             for lst in model.lists]
         row = 0
         for source, decoded in items:
@@ -268,14 +272,16 @@ class Screener:
             row += 1
 
 
-def _compare(lst: _List, hashes: np.ndarray, dct: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
-    """Each image's verdict against one bundle, from its network hash and (for a bundle with a DCT signal)
+def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray], dct: np.ndarray,
+             featureless: Sequence[bool]) -> list[ListVerdict]:
+    """Each image's verdict against one bundle, from its network hashes (`views`: the hash of every view and
+    the image it belongs to; the nearest over an image's views counts) and, for a bundle with a DCT signal,
     its DCT hash."""
     bundle = lst.bundle
     common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
                   sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
     empty = len(bundle.hashes) == 0 or len(hashes) == 0
-    found = None if empty else nearest(hashes, bundle.hashes)
+    found = None if empty else nearest_by_owner(views[0], views[1], len(hashes), bundle.hashes)
     dct_found = None if empty or bundle.dct is None else nearest(dct, bundle.dct.hashes)
     out = []
     for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
@@ -301,7 +307,8 @@ def _decode(source: Source, pres: Sequence[Preprocess], dct: bool) -> _Decoded |
         else:
             raise ValueError(f"{source.name}: a Source needs a path or data")
         image = open_image(data, name=source.name)
-        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: to_array(image, pre) for pre in pres}, detail(image),
+        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: query_arrays(image, pre) for pre in pres},
+                        detail(image),
                         dct_hashes([image])[0] if dct else None)
     except ImageError as error:
         return error

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .hashes import pack_signs
+from .matching import Nearest, nearest_by_owner
 from .preprocess import to_array
 from .specs import ModelSpec
 from .weights import decode_arrays, encode_arrays, load_arrays, module_arrays
@@ -47,6 +48,12 @@ class Hasher:
     def hash_arrays(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, S, S) preprocessed images -> (N, bits // 8) packed uint8 hashes."""
         return pack_signs(self.embed(batch))
+
+    def nearest_queries(self, views: Sequence[np.ndarray], banned: np.ndarray) -> Nearest:
+        """Each query's nearest banned hash over its views, given as one (views, C, S, S) array per query
+        (preprocess.query_arrays), as the platform screens."""
+        owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
+        return nearest_by_owner(self.hash_arrays(np.concatenate(views)), owners, len(views), banned)
 
     def hash_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded images -> packed hashes, preprocessed exactly as the spec pins."""

@@ -49,6 +49,24 @@ def nearest(queries: np.ndarray, banned: np.ndarray) -> Nearest:
     return Nearest(index, distance)
 
 
+def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int, banned: np.ndarray) -> Nearest:
+    """For `count` images hashed as several views each (`owners[i]` is the image of view `i`, every image
+    has at least one, in increasing order): each image's nearest banned hash over all its views."""
+    found = nearest(queries, banned)
+    if count == 0:
+        return found
+    index = np.empty(count, dtype=np.int64)
+    distance = np.empty(count, dtype=np.int32)
+    # Sorting by (owner, distance) puts each image's best view first within its run; ties keep view order.
+    order = np.lexsort((found.distance, owners))
+    first = order[np.flatnonzero(np.r_[True, np.diff(owners[order]) != 0])]
+    if len(first) != count:
+        raise ValueError("every image needs at least one view")
+    index[:] = found.index[first]
+    distance[:] = found.distance[first]
+    return Nearest(index, distance)
+
+
 def _check(queries: np.ndarray, banned: np.ndarray) -> None:
     if queries.dtype != np.uint8 or banned.dtype != np.uint8 or queries.ndim != 2 or banned.ndim != 2:
         raise ValueError("hashes must be 2-D uint8 arrays of packed bits")

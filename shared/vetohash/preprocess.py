@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vetohash.errors import ImageError, ImageTooLargeError, SpecError
+from vetohash.upright import upright_views
 
 MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -37,8 +38,8 @@ _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _MIN_SIZE, _MAX_SIZE = 8, 1024
-_FIELDS = ("mode", "size", "resample", "mean", "std", "trim")
-_OPTIONAL = {"trim": False}  # fields older model files and bundles lack, with the value they meant
+_FIELDS = ("mode", "size", "resample", "mean", "std", "trim", "upright")
+_OPTIONAL = {"trim": False, "upright": False}  # fields older model files and bundles lack, with the value they meant
 
 # Flat-margin trimming (see trim_margins): margins are found on a copy at most this many pixels on a side...
 TRIM_WORK_SIDE = 256
@@ -74,6 +75,7 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     trim: bool = False  # cut flat margins (borders, letterboxing, the band a shift leaves) before resizing
+    upright: bool = False  # also hash a query turned back upright when its corners show a rotation
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in _CHANNELS:
@@ -104,8 +106,9 @@ class Preprocess:
                     raise SpecError(f"preprocess.{field} must hold finite floats, not {v!r}.")
         if any(s <= 0.0 for s in self.std):
             raise SpecError(f"preprocess.std must be positive, not {self.std!r}.")
-        if type(self.trim) is not bool:
-            raise SpecError(f"preprocess.trim must be true or false, not {self.trim!r}.")
+        for flag in _OPTIONAL:
+            if type(getattr(self, flag)) is not bool:
+                raise SpecError(f"preprocess.{flag} must be true or false, not {getattr(self, flag)!r}.")
 
     @property
     def channels(self) -> int:
@@ -134,6 +137,7 @@ class Preprocess:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             trim=d.get("trim", _OPTIONAL["trim"]),
+            upright=d.get("upright", _OPTIONAL["upright"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +212,14 @@ def to_array(image: Image.Image, pre: Preprocess) -> np.ndarray:
     mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(pre.std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def query_arrays(image: Image.Image, pre: Preprocess) -> np.ndarray:
+    """The (views, channels, size, size) inputs a query is hashed from: `to_array(image)` first, then, when
+    `pre.upright` and the image's corners show a rotation, the image turned back upright (vetohash.upright).
+    A query's distance to a banned hash is the least over its views; banned images are hashed as they are."""
+    images = [image] + (upright_views(image) if pre.upright else [])
+    return np.stack([to_array(view, pre) for view in images])
 
 
 def trim_margins(image: Image.Image) -> Image.Image:

@@ -305,3 +305,27 @@ def test_debug_variable_shows_the_traceback(tmp_path: Path, capsys, monkeypatch)
     monkeypatch.setenv("VETOHASH_DEBUG", "1")
     code, _, err = authority(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m")], capsys)
     assert code == 2 and "Traceback" in err
+
+
+def test_evaluate_measures_copies_by_their_nearest_view_when_the_spec_asks_for_upright_views(
+        work: Path, model: Path, tmp_path: Path, capsys) -> None:
+    """Platforms screen a copy by the nearest of its views (vetohash.upright); evaluate measures it so too. The
+    first view is the copy itself, so no distance can grow; copies without rotated corners do not change."""
+    import dataclasses
+
+    from vetohash.hasher import Hasher
+    from vetohash.modelfile import read_model, write_model
+
+    hasher, meta = read_model(model)
+    spec = dataclasses.replace(hasher.spec, preprocess=dataclasses.replace(hasher.spec.preprocess, upright=True))
+    upright = tmp_path / "upright.model"
+    write_model(upright, Hasher(spec, hasher.network), meta)
+    kinds = {}
+    for name, path in (("plain", model), ("upright", upright)):
+        report = tmp_path / name
+        code, _, err = authority(["evaluate", str(path), str(work / "banned"), "--report-dir", str(report),
+                                  "--quiet"], capsys)
+        assert code == 0, err
+        kinds[name] = json.loads((report / "report.json").read_text())["distances"]["per_kind"]
+    assert kinds["upright"]["overlay"] == kinds["plain"]["overlay"]
+    assert kinds["upright"]["rotation"]["mean"] <= kinds["plain"]["rotation"]["mean"]

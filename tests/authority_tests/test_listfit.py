@@ -86,9 +86,12 @@ def test_copy_recipe_from_the_command_line_writes_a_model_and_refuses_paper_opti
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     fitted = read_model(out)[0]
-    assert fitted.spec.bits == 16 and fitted.spec.preprocess.trim  # flat margins are cut by default
-    kept = CliRunner().invoke(cli, [*args, "--no-trim"])
-    assert kept.exit_code == 0, kept.output
-    assert not read_model(out)[0].spec.preprocess.trim
+    # Flat margins are cut and rotated queries turned upright by default; each can be turned off.
+    assert fitted.spec.bits == 16 and fitted.spec.preprocess.trim and fitted.spec.preprocess.upright
+    for flag, field in (("--no-trim", "trim"), ("--no-upright", "upright")):
+        kept = CliRunner().invoke(cli, [*args, flag])
+        assert kept.exit_code == 0, kept.output
+        pre = read_model(out)[0].spec.preprocess
+        assert not getattr(pre, field) and getattr(pre, {"trim": "upright", "upright": "trim"}[field])
     refused = CliRunner().invoke(cli, [*args, "--epochs", "3"])
     assert refused.exit_code == 2 and "--recipe paper" in refused.output
