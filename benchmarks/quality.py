@@ -2,7 +2,7 @@
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
 ("vetohash+dct": flagged when either hash is near, both thresholds set on the unrelated images by exactly the
-rule `authority publish` uses, vetohash_authority.publishing.fused_thresholds).
+rule `authority publish` uses, vetohash_authority.evaluation.fused_thresholds).
 
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
@@ -47,7 +47,7 @@ from vetohash.hasher import Hasher  # noqa: E402
 from vetohash.matching import hamming_matrix, nearest_by_owner  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
 from vetohash.preprocess import query_arrays  # noqa: E402
-from vetohash_authority.publishing import fused_thresholds  # noqa: E402
+from vetohash_authority.evaluation import fused_thresholds  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)

@@ -19,17 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from vetohash import dcthash
 from vetohash.errors import VetohashError
+from vetohash.fusion import flagged
 from vetohash.hasher import Hasher
-from vetohash.matching import hamming_matrix, nearest_by_owner
+from vetohash.matching import hamming_matrix, nearest, nearest_by_owner
 
 from . import plots
 from .config import ConfigError, TrainingConfig, from_dict
 from .pairs import plan_copies
 from .sources import Source
-from .training import altered_views
+from .training import altered_queries
 
 PAPER_THRESHOLD = 20
+DCT_SHARE = 0.25  # the share of the false-positive budget the DCT signal may spend on its own
 PAPER_FIGURES = {"between_sources_mean": 40, "to_altered_copies_mean": 5, "threshold": PAPER_THRESHOLD}
 
 
@@ -77,6 +80,22 @@ def threshold_for(negatives: np.ndarray, target_fpr: float, bits: int) -> int:
         else:
             break
     return min(best, bits)
+
+
+def fused_thresholds(neural: np.ndarray, dct: np.ndarray, target_fpr: float, bits: int,
+                     dct_threshold: int | None = None) -> tuple[int, int]:
+    """(neural, DCT) thresholds for a bundle with a DCT signal, from each innocent image's distances to its
+    nearest banned hashes: the DCT threshold (unless given) is the largest flagging at most
+    DCT_SHARE * target_fpr of them alone; the neural threshold is then the largest for which the images
+    flagged by either signal are at most target_fpr (0 if even that is too many)."""
+    if dct_threshold is None:
+        dct_threshold = threshold_for(dct, DCT_SHARE * target_fpr, dcthash.BITS)
+    threshold = 0
+    for candidate in range(1, bits + 1):
+        if np.mean(flagged(neural, candidate, dct, dct_threshold)) > target_fpr:
+            break
+        threshold = candidate
+    return threshold, dct_threshold
 
 
 def roc_points(positives: np.ndarray, negatives: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +149,8 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
     if not held_out:  # nothing was held out: measure every copy, and say so
         rows = np.arange(len(copies))
     # Each copy as platforms screen it: its nearest banned hash over its views (preprocess.query_arrays).
-    views = altered_views(sources, config.alterations, copies, seed, pre, rows, workers=workers, progress=progress)
+    views, altered_dct = altered_queries(sources, config.alterations, copies, seed, pre, rows, workers=workers,
+                                         progress=progress)
     view_of = np.repeat(np.arange(len(views)), [len(v) for v in views])
     altered = hasher.hash_arrays(np.concatenate(views)) if views else np.zeros((0, hasher.spec.hash_bytes), np.uint8)
     owner = copies.source[rows]
@@ -172,6 +192,17 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
     data["suggested"] = {"target_fpr": target_fpr, "threshold": suggested, "basis": basis,
                          "measured_fpr": flagged_share(negatives, suggested),
                          "recall": _recall(to_own, kind_of, kinds, suggested)}
+    if innocent:
+        # What `publish` would choose for a bundle with the DCT signal (its default), and what that catches.
+        banned_dct = np.stack([source.dct for source in sources])
+        innocent_dct = nearest(np.stack([image.dct for image in innocent]), banned_dct).distance
+        dct_to_own = np.bitwise_count(np.bitwise_xor(altered_dct, banned_dct[owner])).sum(axis=1)
+        pair = fused_thresholds(to_nearest, innocent_dct, target_fpr, bits)
+        caught = flagged(to_own, pair[0], dct_to_own, pair[1])
+        data["suggested_with_dct"] = {
+            "target_fpr": target_fpr, "threshold": pair[0], "dct_threshold": pair[1],
+            "measured_fpr": float(np.mean(flagged(to_nearest, pair[0], innocent_dct, pair[1]))),
+            "recall": {"all": _share(caught), "per_kind": {kind: _share(caught[kind_of == kind]) for kind in kinds}}}
 
     files: dict[str, Path] = {}
     if report_dir is not None:
@@ -183,6 +214,11 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
         files["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         files["table"].write_text(render(data) + "\n", encoding="utf-8")
     return Report(data, files)
+
+
+def _share(hits: np.ndarray) -> float:
+    """Share of True in `hits` (0 when empty)."""
+    return float(np.mean(hits)) if len(hits) else 0.0
 
 
 def _recall(to_own: np.ndarray, kind_of: np.ndarray, kinds: Sequence[str], threshold: int) -> dict[str, Any]:
@@ -237,4 +273,11 @@ def render(data: Mapping[str, Any]) -> str:
               f"  measured false-positive rate {_pct(suggested['measured_fpr'])}, recall of altered copies "
               f"{_pct(suggested['recall']['all'])} ("
               + ", ".join(f"{k} {_pct(v)}" for k, v in suggested["recall"]["per_kind"].items()) + ")"]
+    if "suggested_with_dct" in data:
+        fused = data["suggested_with_dct"]
+        lines += [f"with the DCT signal, as publish calibrates by default: network distance < {fused['threshold']} "
+                  f"or DCT distance < {fused['dct_threshold']}",
+                  f"  measured false-positive rate {_pct(fused['measured_fpr'])}, recall of altered copies "
+                  f"{_pct(fused['recall']['all'])} ("
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in fused["recall"]["per_kind"].items()) + ")"]
     return "\n".join(lines)

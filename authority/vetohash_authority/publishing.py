@@ -6,8 +6,8 @@ current Unix time and one more than the last sequence this authority published f
 `publish-state.json` beside the key.
 
 A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion). Its two thresholds are
-calibrated on innocent images by one rule (`fused_thresholds`): the DCT threshold alone may flag at most
-DCT_SHARE of the false-positive budget; the neural threshold is then the largest keeping the images flagged
+calibrated on innocent images by one rule (`evaluation.fused_thresholds`): the DCT threshold alone may flag
+at most DCT_SHARE of the false-positive budget; the neural threshold is then the largest keeping the images flagged
 by either signal within the budget. The network's recall grows with its threshold far more than the DCT
 hash's does (docs/benchmarks.md), so the network gets most of the budget.
 """
@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vetohash import dcthash
 from vetohash.bundle import Bundle, Calibration, DctSignal, sign_bundle
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
@@ -36,14 +35,13 @@ from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
 from vetohash.matching import nearest
 
-from .evaluation import flagged_share, threshold_for
+from .evaluation import flagged_share, fused_thresholds, threshold_for
 from .sources import Source
 
 STATE_NAME = "publish-state.json"
 DEFAULT_EXPIRY = "30d"
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DCT_SHARE = 0.25  # the share of the false-positive budget the DCT signal may spend on its own
 # Without innocent images to calibrate on: an eighth of the DCT hash's bits, which flagged none of the
 # benchmark's 1,085 unrelated photos against 110 banned ones (docs/benchmarks.md).
 DEFAULT_DCT_THRESHOLD = 32
@@ -71,22 +69,6 @@ def opaque_ids(count: int) -> tuple[str, ...]:
     while len(ids) < count:
         ids["h" + secrets.token_hex(6)] = None
     return tuple(ids)
-
-
-def fused_thresholds(neural: np.ndarray, dct: np.ndarray, target_fpr: float, bits: int,
-                     dct_threshold: int | None = None) -> tuple[int, int]:
-    """(neural, DCT) thresholds for a bundle with a DCT signal, from each innocent image's distances to its
-    nearest banned hashes: the DCT threshold (unless given) is the largest flagging at most
-    DCT_SHARE * target_fpr of them alone; the neural threshold is then the largest for which the images
-    flagged by either signal are at most target_fpr (0 if even that is too many)."""
-    if dct_threshold is None:
-        dct_threshold = threshold_for(dct, DCT_SHARE * target_fpr, dcthash.BITS)
-    threshold = 0
-    for candidate in range(1, bits + 1):
-        if np.mean(flagged(neural, candidate, dct, dct_threshold)) > target_fpr:
-            break
-        threshold = candidate
-    return threshold, dct_threshold
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from vetohash import dcthash
 from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
 from vetohash.preprocess import Preprocess, query_arrays, to_array
@@ -93,16 +94,20 @@ def altered_arrays(sources: Sequence[Source], plans: Sequence[AlterationPlan], c
     return out
 
 
-def altered_views(sources: Sequence[Source], plans: Sequence[AlterationPlan], copies: Copies, seed: int,
-                  pre: Preprocess, rows: np.ndarray, workers: int = 2, progress: bool = False) -> list[np.ndarray]:
-    """The given copies as the platform would screen them: each one's (views, C, S, S) query_arrays."""
-    out: list[np.ndarray] = [np.empty(0)] * len(rows)
+def altered_queries(sources: Sequence[Source], plans: Sequence[AlterationPlan], copies: Copies, seed: int,
+                    pre: Preprocess, rows: np.ndarray, workers: int = 2,
+                    progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+    """The given copies as a platform screens them: each one's (views, C, S, S) query_arrays, and their DCT
+    hashes, (len(rows), dcthash.HASH_BYTES)."""
+    views: list[np.ndarray] = [np.empty(0)] * len(rows)
+    dct = np.empty((len(rows), dcthash.HASH_BYTES), np.uint8)
 
     def store(position: int, image: Image.Image) -> None:
-        out[position] = query_arrays(image, pre)
+        views[position] = query_arrays(image, pre)
+        dct[position] = dcthash.dct_hashes([image])[0]
 
     _render(sources, plans, copies, seed, rows, store, workers, progress)
-    return out
+    return views, dct
 
 
 def _render(sources: Sequence[Source], plans: Sequence[AlterationPlan], copies: Copies, seed: int, rows: np.ndarray,

@@ -137,7 +137,7 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     from vetohash.matching import hamming_matrix
     from vetohash.modelfile import read_model
     from vetohash.preprocess import open_image
-    from vetohash_authority.publishing import DCT_SHARE, fused_thresholds
+    from vetohash_authority.evaluation import DCT_SHARE, fused_thresholds
 
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
@@ -329,3 +329,27 @@ def test_evaluate_measures_copies_by_their_nearest_view_when_the_spec_asks_for_u
         kinds[name] = json.loads((report / "report.json").read_text())["distances"]["per_kind"]
     assert kinds["upright"]["overlay"] == kinds["plain"]["overlay"]
     assert kinds["upright"]["rotation"]["mean"] <= kinds["plain"]["rotation"]["mean"]
+
+
+def test_evaluate_suggests_the_thresholds_publish_would_choose_with_the_dct_signal(work: Path, model: Path,
+                                                                                    tmp_path: Path, capsys,
+                                                                                    monkeypatch) -> None:
+    """The pair evaluate suggests for a bundle with the DCT signal is the pair publish then calibrates, for the
+    same innocent images and target; its recall counts a copy caught by either hash."""
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    report = tmp_path / "report"
+    code, out, err = authority(["evaluate", str(model), str(work / "banned"), "--innocent", str(work / "innocent"),
+                                "--target-fpr", "0.5", "--report-dir", str(report), "--quiet"], capsys)
+    assert code == 0, err
+    data = json.loads((report / "report.json").read_text())
+    fused, alone = data["suggested_with_dct"], data["suggested"]
+    assert "with the DCT signal, as publish calibrates by default" in out
+    assert fused["measured_fpr"] <= 0.5 and set(fused["recall"]["per_kind"]) == {"rotation", "overlay"}
+    assert fused["threshold"] <= alone["threshold"]  # the DCT hash spends part of the budget
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key",
+                                   str(tmp_path / "keys" / "authority.key"), "--out", str(tmp_path / "b.vhb"),
+                                   "--innocent", str(work / "innocent"), "--target-fpr", "0.5", "--json"], capsys)
+    assert code == 0, err
+    published = json.loads(stdout)
+    assert (published["threshold"], published["dct_threshold"]) == (fused["threshold"], fused["dct_threshold"])

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vetohash_authority.evaluation import auc, flagged_share, roc_points, summary, threshold_for
-from vetohash_authority.publishing import (DCT_SHARE, PublishError, fused_thresholds, next_sequence, opaque_ids,
-                                           parse_duration, record_sequence)
+from vetohash_authority.evaluation import (DCT_SHARE, auc, flagged_share, fused_thresholds, roc_points, summary,
+                                           threshold_for)
+from vetohash_authority.publishing import PublishError, next_sequence, opaque_ids, parse_duration, record_sequence
 
 
 def test_summary_gives_quartiles_like_numpy() -> None:
