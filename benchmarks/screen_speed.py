@@ -7,7 +7,8 @@ Run from the repository root::
 
 Without --images it writes 1,000 photo crops (from examples/make_example_images.py, drawn from the
 "unrelated" source photos) to .bench/screen_speed/images once and reuses them. It builds a signed bundle
-(random weights of the --spec network, copy-cnn by default; the first 100 images plus random hashes up to --banned hashes), ingests it into a
+(random weights of the --spec network, copy-cnn by default, with the copy recipe's margin trimming and upright
+views unless --plain; the first 100 images plus random hashes up to --banned hashes), ingests it into a
 throw-away database, and times, in one run on the same page-cached files:
 
 - Pillow: open + load + convert("RGB") of every file, on one thread and on the screening thread count;
@@ -18,6 +19,7 @@ throw-away database, and times, in one run on the same page-cached files:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import io
 import os
@@ -94,10 +96,13 @@ def best_rate(run: Callable[[], object], count: int, repeats: int) -> tuple[floa
     return count / min(times), count / statistics.median(times)
 
 
-def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str) -> Store:
-    """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones."""
+def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str, plain: bool) -> Store:
+    """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones. The
+    copy-cnn spec gets the trimming and upright views the copy recipe turns on, unless `plain`."""
     torch.manual_seed(0)
     spec = PRESETS[preset]
+    if preset == "copy-cnn" and not plain:
+        spec = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, trim=True, upright=True))
     hasher = Hasher(spec, spec.build())
     known = hasher.hash_images([open_image(p) for p in paths[:100]])
     rng = np.random.default_rng(0)
@@ -125,6 +130,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each in-process measurement")
     parser.add_argument("--spec", default="copy-cnn", choices=sorted(PRESETS),
                         help="network to time, random weights (default copy-cnn, the default recipe's)")
+    parser.add_argument("--plain", action="store_true",
+                        help="copy-cnn without the margin trimming and upright views the copy recipe turns on")
     args = parser.parse_args()
 
     paths = image_files([args.images])[: args.count] if args.images else generated_images(args.count)
@@ -134,7 +141,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = make_store(folder, paths, args.banned, args.spec)
+        store = make_store(folder, paths, args.banned, args.spec, args.plain)
         active = [s for s in stored_bundles(store) if s.status is Status.ACTIVE]
         screener = Screener(active, workers=args.workers)
         sources = [Source(str(p), path=p) for p in paths]

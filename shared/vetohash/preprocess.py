@@ -236,9 +236,11 @@ def trim_margins(image: Image.Image) -> Image.Image:
     if max(width, height) > TRIM_WORK_SIDE:
         factor = TRIM_WORK_SIDE / max(width, height)
         work = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
-    pixels = np.asarray(work.convert("RGB"), dtype=np.int64)
-    top, bottom = _flat_run(pixels, 1), _flat_run(pixels[::-1], 1)
-    left, right = _flat_run(pixels, 0), _flat_run(pixels[:, ::-1], 0)
+    # Channels first (contiguous lines sum fast); int32 holds squares and sums of <= 256 of them.
+    pixels = np.ascontiguousarray(np.asarray(work.convert("RGB"), dtype=np.int32).transpose(2, 0, 1))
+    rows, columns = _flat_lines(pixels, 2), _flat_lines(pixels, 1)
+    top, bottom = _leading(rows), _leading(rows[::-1])
+    left, right = _leading(columns), _leading(columns[::-1])
     if not top + bottom + left + right:
         return image
     w, h = work.size
@@ -246,16 +248,20 @@ def trim_margins(image: Image.Image) -> Image.Image:
     return image.crop(box)
 
 
-def _flat_run(pixels: np.ndarray, axis: int) -> int:
-    """How many leading lines of `pixels` (rows when `axis` is 1, columns when 0) are flat, capped at
-    TRIM_MAX_SHARE of them. n * sum(x^2) - sum(x)^2 is n^2 times the variance, exactly, in integers."""
+def _flat_lines(pixels: np.ndarray, axis: int) -> np.ndarray:
+    """For each row (`axis` 2) or column (`axis` 1) of the (channels, height, width) `pixels`, whether every
+    channel's standard deviation along it is at most TRIM_FLAT_STD: n * sum(x^2) - sum(x)^2 is n^2 times the
+    variance, exactly, in integers."""
     count = pixels.shape[axis]
-    total = pixels.sum(axis=axis)
-    squares = (pixels * pixels).sum(axis=axis)
-    flat = (count * squares - total * total <= (TRIM_FLAT_STD * count) ** 2).all(axis=-1)
-    limit = int(len(flat) * TRIM_MAX_SHARE)
-    run = int(np.argmin(flat)) if not flat.all() else len(flat)
-    return min(run, limit)
+    total = pixels.sum(axis=axis).astype(np.int64)
+    squares = (pixels * pixels).sum(axis=axis).astype(np.int64)
+    return (count * squares - total * total <= (TRIM_FLAT_STD * count) ** 2).all(axis=0)
+
+
+def _leading(flat: np.ndarray) -> int:
+    """How many leading entries of `flat` are true, capped at TRIM_MAX_SHARE of them."""
+    run = len(flat) if flat.all() else int(np.argmin(flat))
+    return min(run, int(len(flat) * TRIM_MAX_SHARE))
 
 
 def load_array(
