@@ -77,9 +77,7 @@ class Method:
 def hasher_queries(hasher: Hasher) -> QueryFn:
     """A vetohash model's queries as the platform hashes them: every view of preprocess.query_arrays."""
     def run(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        views = [query_arrays(image, hasher.spec.preprocess) for image in images]
-        owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
-        return hasher.hash_arrays(np.concatenate(views)), owners
+        return hasher.hash_queries([query_arrays(image, hasher.spec.preprocess) for image in images])
     return run
 
 

@@ -151,8 +151,7 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
     # Each copy as platforms screen it: its nearest banned hash over its views (preprocess.query_arrays).
     views, altered_dct = altered_queries(sources, config.alterations, copies, seed, pre, rows, workers=workers,
                                          progress=progress)
-    view_of = np.repeat(np.arange(len(views)), [len(v) for v in views])
-    altered = hasher.hash_arrays(np.concatenate(views)) if views else np.zeros((0, hasher.spec.hash_bytes), np.uint8)
+    altered, view_of = hasher.hash_queries(views)
     owner = copies.source[rows]
     to_own = np.full(len(views), bits + 1, dtype=np.int32)
     np.minimum.at(to_own, view_of, np.bitwise_count(np.bitwise_xor(altered, banned[owner[view_of]])).sum(axis=1))

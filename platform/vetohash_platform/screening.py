@@ -247,12 +247,9 @@ class Screener:
         verdicts: dict[str, list[list[ListVerdict]]] = {}
         for model in self.models:
             pre = model.hasher.spec.preprocess
-            views = [decoded.arrays[pre] for _, decoded in good]
-            owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
-            every = (model.hasher.hash_arrays(np.concatenate(views)) if views
-                     else np.zeros((0, model.hasher.spec.hash_bytes), np.uint8))
+            every, owners = model.hasher.hash_queries([decoded.arrays[pre] for _, decoded in good])
             # An image's hash is that of its first view, the image as it is; matching uses all its views.
-            firsts = np.searchsorted(owners, np.arange(len(views)))
+            firsts = np.searchsorted(owners, np.arange(len(good)))
             hashes[model.model_id] = every[firsts]
             if compare:
                 verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], (every, owners), dct, featureless)

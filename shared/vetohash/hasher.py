@@ -49,11 +49,17 @@ class Hasher:
         """(N, C, S, S) preprocessed images -> (N, bits // 8) packed uint8 hashes."""
         return pack_signs(self.embed(batch))
 
-    def nearest_queries(self, views: Sequence[np.ndarray], banned: np.ndarray) -> Nearest:
-        """Each query's nearest banned hash over its views, given as one (views, C, S, S) array per query
-        (preprocess.query_arrays), as the platform screens."""
+    def hash_queries(self, views: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Queries given as one (views, C, S, S) array each (preprocess.query_arrays) -> the packed hash of
+        every view, and for each view the index of its query (increasing; a query's first view is itself)."""
         owners = np.repeat(np.arange(len(views)), [len(v) for v in views])
-        return nearest_by_owner(self.hash_arrays(np.concatenate(views)), owners, len(views), banned)
+        if not views:
+            return np.zeros((0, self.spec.hash_bytes), np.uint8), owners
+        return self.hash_arrays(np.concatenate(views)), owners
+
+    def nearest_queries(self, views: Sequence[np.ndarray], banned: np.ndarray) -> Nearest:
+        """Each query's nearest banned hash over its views, as the platform screens."""
+        return nearest_by_owner(*self.hash_queries(views), len(views), banned)
 
     def hash_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded images -> packed hashes, preprocessed exactly as the spec pins."""
