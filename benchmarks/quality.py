@@ -1,8 +1,10 @@
 """Detection quality of vetohash beside PDQ, pHash and dHash, on real photographs, in one run.
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
-("vetohash+dct": flagged when either hash is near, both thresholds set on the unrelated images by exactly the
-rule `authority publish` uses, vetohash_authority.evaluation.fused_thresholds).
+("vetohash+dct": flagged when either hash is near) and with crop hashes besides ("vetohash+crops+dct", what
+`authority publish` writes by default: the network's hashes of 17 crops of each banned image,
+vetohash_authority.cropviews), every threshold set on the unrelated images by exactly the rule `authority
+publish` uses (vetohash_authority.evaluation.fused_thresholds).
 
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
@@ -42,11 +44,11 @@ from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
 from edits import EDITS, Edit  # noqa: E402
 from vetohash.dcthash import dct_hashes  # noqa: E402
-from vetohash.fusion import flagged  # noqa: E402
 from vetohash.hasher import Hasher  # noqa: E402
-from vetohash.matching import hamming_matrix, nearest_by_owner  # noqa: E402
+from vetohash.matching import hamming_matrix, nearest_by_owner, nearest_own  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
 from vetohash.preprocess import query_arrays  # noqa: E402
+from vetohash_authority.cropviews import crop_hashes  # noqa: E402
 from vetohash_authority.evaluation import fused_thresholds  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
@@ -59,14 +61,16 @@ QueryFn = Callable[[Sequence[Image.Image]], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class Method:
-    """A named hash function; optionally the list-side variants hashed for each banned image, and how a query
-    is hashed when it has several views (hashes of every view and the query each belongs to)."""
+    """A named hash function; optionally the list-side variants hashed for each banned image, how a query
+    is hashed when it has several views (hashes of every view and the query each belongs to), and the crop
+    hashes of the banned images (hashes and the image each belongs to) that bundles carry beside them."""
 
     name: str
     hash: HashFn
     bits: int
     list_variants: Callable[[Image.Image], list[Image.Image]] | None = None
     queries: QueryFn | None = None
+    crops: QueryFn | None = None
 
     def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if self.queries is None:
@@ -91,7 +95,8 @@ class Distances(NamedTuple):
 def vetohash_method(path: Path, variants: Callable[[Image.Image], list[Image.Image]] | None) -> Method:
     hasher, meta = read_model(path)
     name = path.stem + ("+variants" if variants else "")
-    return Method(name, hasher.hash_images, hasher.spec.bits, variants, hasher_queries(hasher))
+    return Method(name, hasher.hash_images, hasher.spec.bits, variants, hasher_queries(hasher),
+                  None if variants else (lambda images: crop_hashes(hasher, images)))
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -103,8 +108,8 @@ def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: i
     return out
 
 
-def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distances]:
-    """Every figure for one method, and the distances they come from."""
+def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distances, Distances | None]:
+    """Every figure for one method, the distances they come from, and those to its crop hashes (if any)."""
     owners = np.arange(len(banned))
     list_images = list(banned)
     if method.list_variants:
@@ -119,11 +124,7 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
     innocent = nearest_by_owner(unrelated_hashes, unrelated_of, len(unrelated), banned_hashes).distance
     caught = nearest_by_owner(altered_hashes, altered_of, len(altered), banned_hashes)
     # Distance from each altered copy (any of its views) to its own source's hashes (any of its list entries).
-    own = np.full(len(altered), np.iinfo(np.int64).max, dtype=np.int64)
-    view_sources = sources[altered_of]
-    for i in range(len(banned)):
-        rows = np.flatnonzero(view_sources == i)
-        np.minimum.at(own, altered_of[rows], hamming_matrix(altered_hashes[rows], banned_hashes[owners == i]).min(axis=1))
+    own = nearest_own(altered_hashes, altered_of, sources, banned_hashes, owners)
     firsts = np.searchsorted(unrelated_of, np.arange(len(unrelated)))  # each unrelated image as it is
     pair_negatives = hamming_matrix(unrelated_hashes[firsts], banned_hashes[: len(banned)]).ravel()
 
@@ -150,25 +151,35 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
     for fpr in PAIR_FPRS:
         t = threshold_at_fpr(pair_negatives, fpr)
         report["pairwise"][str(fpr)] = {"threshold": t, "recall": recall(own, t)}
-    return report, Distances(innocent, caught.distance)
+    to_crops = None
+    if method.crops is not None:
+        crop_list, _ = method.crops(banned)
+        to_crops = Distances(nearest_by_owner(unrelated_hashes, unrelated_of, len(unrelated), crop_list).distance,
+                          nearest_by_owner(altered_hashes, altered_of, len(altered), crop_list).distance)
+        report["crop_hashes"] = len(crop_list)
+    return report, Distances(innocent, caught.distance), to_crops
 
 
-def evaluate_fused(name: str, neural: Distances, dct: Distances, bits: int, list_size: int, altered) -> dict:
-    """The figures of the fused decision (flagged when either distance is below its threshold), with both
-    thresholds chosen per false-positive rate as `authority publish` chooses them."""
+def evaluate_fused(name: str, neural: Distances, dct: Distances, crops: Distances | None, bits: int,
+                   list_size: int, altered) -> dict:
+    """The figures of the fused decision (flagged when any distance is below its threshold), with every
+    threshold chosen per false-positive rate as `authority publish` chooses them."""
     report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
               "pairwise": {}}
     for fpr in IMAGE_FPRS:
-        t, t_dct = fused_thresholds(neural.innocent, dct.innocent, fpr, bits)
-        hit = flagged(neural.altered, t, dct.altered, t_dct)
+        chosen = fused_thresholds(neural.innocent, fpr, bits, dct=dct.innocent,
+                                  crops=None if crops is None else crops.innocent)
+        hit = chosen.flags(neural.altered, dct.altered, None if crops is None else crops.altered)
         groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
         for (_, edit, _), h in zip(altered, hit):
             groups["kind"].setdefault(edit.kind, []).append(bool(h))
             groups["severity"].setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
             groups["family"].setdefault(edit.family, []).append(bool(h))
         report["image_level"][str(fpr)] = {
-            "threshold": f"{t}|{t_dct}", "dct_threshold": t_dct,
-            "measured_fpr": float(np.mean(flagged(neural.innocent, t, dct.innocent, t_dct))),
+            "threshold": "|".join(str(t) for t in chosen if t is not None), "dct_threshold": chosen.dct,
+            "crops_threshold": chosen.crops,
+            "measured_fpr": float(np.mean(chosen.flags(neural.innocent, dct.innocent,
+                                                       None if crops is None else crops.innocent))),
             "recall": float(hit.mean()),
             **{group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()},
         }
@@ -249,9 +260,11 @@ def main() -> None:
         base, _ = read_model(BASE_MODEL)
         fitted, _ = fit_to_list(base, banned, ListFitConfig(), seed=args.seed)
         print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
-        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted)))
+        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
+                              crops=lambda images: crop_hashes(fitted, images)))
     reports = []
     distances: dict[str, Distances] = {}
+    crop_distances: dict[str, Distances] = {}
     jpegs = []
     for image in unrelated[:200]:
         out = io.BytesIO()
@@ -259,15 +272,20 @@ def main() -> None:
         jpegs.append(out.getvalue())
     for method in methods:
         t = time.time()
-        report, distances[method.name] = evaluate(method, banned, unrelated, altered)
+        report, distances[method.name], to_crops = evaluate(method, banned, unrelated, altered)
+        if to_crops is not None:
+            crop_distances[method.name] = to_crops
         if args.speed:
             report["speed"] = speed(method, jpegs)
         reports.append(report)
         print(f"{method.name}: {time.time() - t:.0f} s", file=sys.stderr)
     for method in methods:
         if method.name not in BASELINES and method.name != "dct" and method.list_variants is None:
-            reports.append(evaluate_fused(f"{method.name}+dct", distances[method.name], distances["dct"],
+            reports.append(evaluate_fused(f"{method.name}+dct", distances[method.name], distances["dct"], None,
                                           method.bits, len(banned), altered))
+        if method.name in crop_distances:
+            reports.append(evaluate_fused(f"{method.name}+crops+dct", distances[method.name], distances["dct"],
+                                          crop_distances[method.name], method.bits, len(banned), altered))
     print_table(reports)
     if args.json:
         args.json.write_text(json.dumps({"banned": len(banned), "unrelated": len(unrelated),

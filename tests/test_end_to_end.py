@@ -159,9 +159,10 @@ def test_the_platform_holds_what_the_authority_published(workflow: Workflow) -> 
            (published["sequence"], published["threshold"], 12, published["expires"])
     assert published["calibration"]["target_fpr"] == TARGET_FPR
     assert published["calibration"]["innocent_images"] == 10
-    # The DCT signal is on by default: a format v2 bundle with the decision and DCT threshold published.
-    assert (published["format_version"], published["decision"]) == (2, "neural-or-dct")
-    assert (stored["decision"], stored["dct_threshold"]) == ("neural-or-dct", published["dct_threshold"])
+    # Crop hashes and the DCT signal are on by default: a format v3 bundle with its decision and thresholds.
+    assert (published["format_version"], published["decision"]) == (3, "neural-or-crops-or-dct")
+    assert published["crop_hashes"] > 0 and published["crops_threshold"] is not None
+    assert (stored["decision"], stored["dct_threshold"]) == ("neural-or-crops-or-dct", published["dct_threshold"])
 
 
 def test_exact_copies_hash_exactly_as_the_authority_hashed_the_banned_images(workflow: Workflow) -> None:

@@ -424,11 +424,15 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--dct-threshold", type=click.IntRange(0, 256),
               help="Match threshold of the DCT hash. Default: calibrated with --innocent, else 32.")
 @click.option("--no-dct", is_flag=True,
-              help="Leave the DCT hash out: the network's hash alone decides (a format version 1 bundle, which "
-                   "platforms of every version read).")
+              help="Leave the DCT hash out (with --no-crops too: a format version 1 bundle, which platforms of "
+                   "every version read).")
+@click.option("--crops-threshold", type=click.IntRange(0),
+              help="Match threshold of the crop hashes. Default: calibrated with --innocent, else no crop hashes.")
+@click.option("--no-crops", is_flag=True,
+              help="Leave the crop hashes out (without them, the bundle is format version 2, or 1 with --no-dct).")
 @click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set to calibrate the thresholds on.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Share of innocent images the calibrated thresholds may flag, by either hash.")
+              help="Share of innocent images the calibrated thresholds may flag, by any hash.")
 @click.option("--list-name", default="default", show_default=True, help="Name of the list this bundle replaces.")
 @click.option("--sequence", type=click.IntRange(0),
               help="Sequence number (default: max(now, last published for the list + 1)).")
@@ -441,20 +445,23 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help="Leave out featureless banned images (flat, near-blank), naming each, instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
-            dct_threshold: int | None, no_dct: bool, innocent: Path | None, target_fpr: float, list_name: str,
+            dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool,
+            innocent: Path | None, target_fpr: float, list_name: str,
             sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
             as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
-    Hash ids are random ("h" + hex): file names never leave the authority. Each image gets two hashes, the
-    network's and a classical DCT hash (dct256-v1); platforms flag an upload when either is near (below its
-    threshold). --no-dct publishes the network's hash alone.
+    Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
+    hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
+    (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
+    upload when any is near (below its own threshold). --no-dct and --no-crops leave those out.
 
     With --innocent, the thresholds not given by hand are calibrated so that at most --target-fpr of the
-    innocent images are flagged by either hash: the DCT threshold alone may flag a quarter of that, and the
-    network's threshold is the largest that keeps the total within it (the measured total is recorded in
-    the bundle). A hand-given threshold is used as it is, and the other calibrated around it. Without
-    --innocent, the defaults are 20 (network) and 32 (DCT), not calibrated.
+    innocent images are flagged by any hash: the DCT threshold and the crops threshold each alone may flag
+    a quarter of that, and the network's whole-image threshold is the largest that keeps the total within
+    it (the measured total is recorded in the bundle). A hand-given threshold is used as it is, and the
+    others calibrated around it. Without --innocent, the defaults are 20 (network) and 32 (DCT), not
+    calibrated, and crop hashes are published only with --crops-threshold.
 
     Featureless banned images (flat colour, faint gradients, near-blank pages) are refused: their hashes
     would match every blank upload. Remove them, or give --skip-featureless to leave them out.
@@ -466,19 +473,26 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     """
     from vetohash.modelfile import read_model
 
-    from .evaluation import PAPER_THRESHOLD
-    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, build_bundle, calibrate, next_sequence,
-                             parse_duration, record_sequence, split_featureless, write_bytes)
+    from .cropviews import crop_hashes
+    from .evaluation import PAPER_THRESHOLD, Thresholds
+    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, CropHashes, build_bundle, calibrate,
+                             next_sequence, parse_duration, record_sequence, split_featureless, write_bytes)
     from .sources import load_sources
 
     if no_dct and dct_threshold is not None:
         raise VetohashError("--dct-threshold and --no-dct contradict each other: give one of them")
+    if no_crops and crops_threshold is not None:
+        raise VetohashError("--crops-threshold and --no-crops contradict each other: give one of them")
     seconds = parse_duration(expires_in)
     key = _read_key(key_path, ask)
     hasher, meta = read_model(model)
     pre = hasher.spec.preprocess
     sources = _without_featureless(load_sources(images_dir, pre, warn=_warn), images_dir, skip_featureless)
     calibration = None
+    if crops_threshold is not None and crops_threshold > hasher.spec.bits:
+        raise VetohashError(f"crops threshold {crops_threshold} is more than the hash's {hasher.spec.bits} bits")
+    crops = None if no_crops or (innocent is None and crops_threshold is None) else CropHashes(
+        *crop_hashes(hasher, [source.image for source in sources]))
     if innocent is not None:
         import numpy as np
 
@@ -488,10 +502,11 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
             _warn(f"{len(blank)} featureless innocent image(s) left out of the calibration, e.g. {blank[0].path}")
         banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
         banned_dct = None if no_dct else np.stack([source.dct for source in sources])
-        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr, banned_dct, dct_threshold)
-        dct_threshold = calibrated.dct_threshold
+        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr, banned_dct=banned_dct, crops=crops,
+                               given=Thresholds(0, dct_threshold, crops_threshold))
+        dct_threshold, crops_threshold = calibrated.thresholds.dct, calibrated.thresholds.crops
         if threshold is None:
-            threshold = calibrated.threshold
+            threshold = calibrated.thresholds.neural
             if threshold == 0:
                 _warn(f"the calibrated threshold is 0, so nothing will ever match: at a {target_fpr:g} "
                       "false-positive rate this model cannot tell altered copies from innocent images")
@@ -500,8 +515,8 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
                       "model can barely tell altered copies from innocent images")
         else:
             _warn(f"--threshold {threshold} given; calibration on {innocent} would choose "
-                  f"{calibrated.threshold} for a {target_fpr:g} false-positive rate")
-        calibration = calibrated.at(threshold, dct_threshold)
+                  f"{calibrated.thresholds.neural} for a {target_fpr:g} false-positive rate")
+        calibration = calibrated.at(Thresholds(threshold, dct_threshold, crops_threshold))
         if calibration.measured_fpr > target_fpr:
             _warn(f"{100 * calibration.measured_fpr:.1f}% of the innocent images are flagged, more than the "
                   f"target {100 * target_fpr:.1f}%")
@@ -512,7 +527,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if threshold is None:
         threshold = PAPER_THRESHOLD
         _warn(f"no --threshold or --innocent: using the paper's threshold {threshold}, which is not "
-              "calibrated against false positives")
+              "calibrated against false positives; no crop hashes without a calibrated or given threshold")
     if threshold > hasher.spec.bits:
         raise VetohashError(f"threshold {threshold} is more than the hash's {hasher.spec.bits} bits")
     now = int(time.time())
@@ -520,17 +535,19 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if sequence is None:
         sequence = next_sequence(state, list_name, now)
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
-    bundle, data = build_bundle(hasher, sources, key, threshold=threshold, authority=authority,
-                                list_name=list_name, sequence=sequence, expires_in=seconds,
-                                calibration=calibration, dct_threshold=dct_threshold, now=now)
+    bundle, data = build_bundle(hasher, sources, key, thresholds=Thresholds(threshold, dct_threshold, crops_threshold),
+                                authority=authority, list_name=list_name, sequence=sequence, expires_in=seconds,
+                                calibration=calibration, crops=crops, now=now)
     write_bytes(out, data)
     try:
         record_sequence(state, list_name, sequence)
     except OSError as error:
         _warn(f"could not remember the sequence number in {state} ({error.strerror or error}); "
               "give --sequence next time")
+    crop_count = 0 if bundle.crops is None else len(bundle.crops.hashes)
     result = {"bundle": str(out), "bytes": len(data), "hashes": len(bundle.ids), "threshold": threshold,
-              "dct_threshold": dct_threshold, "decision": bundle.decision, "format_version": bundle.version,
+              "dct_threshold": dct_threshold, "crops_threshold": crops_threshold, "crop_hashes": crop_count,
+              "decision": bundle.decision, "format_version": bundle.version,
               "list_name": list_name, "sequence": sequence, "authority": authority, "key_id": bundle.key_id,
               "created": _iso(bundle.created), "expires": _iso(bundle.expires),
               "calibration": None if calibration is None else {
@@ -539,13 +556,15 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"wrote {out} ({len(data)} bytes): {len(bundle.ids)} hashes of list {list_name!r}, "
+    crops_note = f" and {crop_count} crop hashes" if bundle.crops is not None else ""
+    click.echo(f"wrote {out} ({len(data)} bytes): {len(bundle.ids)} hashes{crops_note} of list {list_name!r}, "
                f"sequence {sequence}")
     calibrated_text = "" if calibration is None else (
         f" (calibrated: {100 * calibration.measured_fpr:.1f}% of {calibration.innocent_images} innocent images "
         f"flagged, target {100 * calibration.target_fpr:.1f}%)")
-    dct_text = "" if dct_threshold is None else f" or DCT distance < {dct_threshold}"
-    click.echo(f"match if network distance < {threshold}{dct_text}{calibrated_text}")
+    crops_text = "" if crops_threshold is None else f", or to a crop hash < {crops_threshold}"
+    dct_text = "" if dct_threshold is None else f", or DCT distance < {dct_threshold}"
+    click.echo(f"match if network distance < {threshold}{crops_text}{dct_text}{calibrated_text}")
     click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,16 +23,19 @@ from vetohash import dcthash
 from vetohash.errors import VetohashError
 from vetohash.fusion import flagged
 from vetohash.hasher import Hasher
-from vetohash.matching import hamming_matrix, nearest, nearest_by_owner
+from vetohash.matching import hamming_matrix, nearest, nearest_by_owner, nearest_own
 
 from . import plots
 from .config import ConfigError, TrainingConfig, from_dict
+from .cropviews import crop_hashes
 from .pairs import plan_copies
 from .sources import Source
 from .training import altered_queries
 
 PAPER_THRESHOLD = 20
-DCT_SHARE = 0.25  # the share of the false-positive budget the DCT signal may spend on its own
+# The shares of the false-positive budget the DCT signal and the crop hashes may each spend on their own.
+DCT_SHARE = 0.25
+CROPS_SHARE = 0.25
 PAPER_FIGURES = {"between_sources_mean": 40, "to_altered_copies_mean": 5, "threshold": PAPER_THRESHOLD}
 
 
@@ -82,20 +85,41 @@ def threshold_for(negatives: np.ndarray, target_fpr: float, bits: int) -> int:
     return min(best, bits)
 
 
-def fused_thresholds(neural: np.ndarray, dct: np.ndarray, target_fpr: float, bits: int,
-                     dct_threshold: int | None = None) -> tuple[int, int]:
-    """(neural, DCT) thresholds for a bundle with a DCT signal, from each innocent image's distances to its
-    nearest banned hashes: the DCT threshold (unless given) is the largest flagging at most
-    DCT_SHARE * target_fpr of them alone; the neural threshold is then the largest for which the images
-    flagged by either signal are at most target_fpr (0 if even that is too many)."""
-    if dct_threshold is None:
+class Thresholds(NamedTuple):
+    """A bundle's thresholds: the network's on whole-image hashes, and those of the DCT signal and the crop
+    hashes (None when the bundle carries none)."""
+
+    neural: int
+    dct: int | None = None
+    crops: int | None = None
+
+    def flags(self, neural: np.ndarray, dct: np.ndarray | None = None, crops: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Which images are flagged, from their distances to the nearest hash of each kind."""
+        signals = [(neural, self.neural)]
+        signals += [(d, t) for d, t in ((dct, self.dct), (crops, self.crops)) if t is not None]
+        return flagged(*signals)
+
+
+def fused_thresholds(neural: np.ndarray, target_fpr: float, bits: int, *, dct: np.ndarray | None = None,
+                     crops: np.ndarray | None = None, dct_threshold: int | None = None,
+                     crops_threshold: int | None = None) -> Thresholds:
+    """A bundle's thresholds from each innocent image's distances to its nearest banned hashes of each kind
+    (`dct`, `crops`: None for a signal the bundle does not carry). Each extra signal's threshold (unless
+    given) is the largest flagging at most its share (DCT_SHARE, CROPS_SHARE) of `target_fpr` of them alone;
+    the network's is then the largest for which the images flagged by any signal are at most `target_fpr`
+    (0 if even that is too many)."""
+    if dct is not None and dct_threshold is None:
         dct_threshold = threshold_for(dct, DCT_SHARE * target_fpr, dcthash.BITS)
+    if crops is not None and crops_threshold is None:
+        crops_threshold = threshold_for(crops, CROPS_SHARE * target_fpr, bits)
+    extra = Thresholds(0, None if dct is None else dct_threshold, None if crops is None else crops_threshold)
     threshold = 0
     for candidate in range(1, bits + 1):
-        if np.mean(flagged(neural, candidate, dct, dct_threshold)) > target_fpr:
+        if np.mean(extra._replace(neural=candidate).flags(neural, dct, crops)) > target_fpr:
             break
         threshold = candidate
-    return threshold, dct_threshold
+    return extra._replace(neural=threshold)
 
 
 def roc_points(positives: np.ndarray, negatives: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,15 +216,19 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
                          "measured_fpr": flagged_share(negatives, suggested),
                          "recall": _recall(to_own, kind_of, kinds, suggested)}
     if innocent:
-        # What `publish` would choose for a bundle with the DCT signal (its default), and what that catches.
+        # What `publish` would choose with the crop hashes and the DCT signal (its default), and what that catches.
         banned_dct = np.stack([source.dct for source in sources])
         innocent_dct = nearest(np.stack([image.dct for image in innocent]), banned_dct).distance
         dct_to_own = np.bitwise_count(np.bitwise_xor(altered_dct, banned_dct[owner])).sum(axis=1)
-        pair = fused_thresholds(to_nearest, innocent_dct, target_fpr, bits)
-        caught = flagged(to_own, pair[0], dct_to_own, pair[1])
-        data["suggested_with_dct"] = {
-            "target_fpr": target_fpr, "threshold": pair[0], "dct_threshold": pair[1],
-            "measured_fpr": float(np.mean(flagged(to_nearest, pair[0], innocent_dct, pair[1]))),
+        crops, crop_owner = crop_hashes(hasher, [source.image for source in sources])
+        innocent_crops = hasher.nearest_queries([image.views for image in innocent], crops).distance
+        crops_to_own = nearest_own(altered, view_of, owner, crops, crop_owner)
+        chosen = fused_thresholds(to_nearest, target_fpr, bits, dct=innocent_dct, crops=innocent_crops)
+        caught = chosen.flags(to_own, dct_to_own, crops_to_own)
+        data["suggested_fused"] = {
+            "target_fpr": target_fpr, "threshold": chosen.neural, "dct_threshold": chosen.dct,
+            "crops_threshold": chosen.crops, "crop_hashes": int(len(crops)),
+            "measured_fpr": _share(chosen.flags(to_nearest, innocent_dct, innocent_crops)),
             "recall": {"all": _share(caught), "per_kind": {kind: _share(caught[kind_of == kind]) for kind in kinds}}}
 
     files: dict[str, Path] = {}
@@ -272,10 +300,11 @@ def render(data: Mapping[str, Any]) -> str:
               f"  measured false-positive rate {_pct(suggested['measured_fpr'])}, recall of altered copies "
               f"{_pct(suggested['recall']['all'])} ("
               + ", ".join(f"{k} {_pct(v)}" for k, v in suggested["recall"]["per_kind"].items()) + ")"]
-    if "suggested_with_dct" in data:
-        fused = data["suggested_with_dct"]
-        lines += [f"with the DCT signal, as publish calibrates by default: network distance < {fused['threshold']} "
-                  f"or DCT distance < {fused['dct_threshold']}",
+    if "suggested_fused" in data:
+        fused = data["suggested_fused"]
+        lines += [f"with crop hashes and the DCT signal, as publish calibrates by default: network distance < "
+                  f"{fused['threshold']}, or to a crop hash < {fused['crops_threshold']} ({fused['crop_hashes']} "
+                  f"crops), or DCT distance < {fused['dct_threshold']}",
                   f"  measured false-positive rate {_pct(fused['measured_fpr'])}, recall of altered copies "
                   f"{_pct(fused['recall']['all'])} ("
                   + ", ".join(f"{k} {_pct(v)}" for k, v in fused["recall"]["per_kind"].items()) + ")"]

@@ -5,11 +5,12 @@ what the banned images are called. The sequence number increases by default: it 
 current Unix time and one more than the last sequence this authority published for the list, remembered in
 `publish-state.json` beside the key.
 
-A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion). Its two thresholds are
-calibrated on innocent images by one rule (`evaluation.fused_thresholds`): the DCT threshold alone may flag
-at most DCT_SHARE of the false-positive budget; the neural threshold is then the largest keeping the images flagged
-by either signal within the budget. The network's recall grows with its threshold far more than the DCT
-hash's does (docs/benchmarks.md), so the network gets most of the budget.
+A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion), and, when it is
+calibrated, crop hashes (cropviews). Its thresholds are calibrated on innocent images by one rule
+(`evaluation.fused_thresholds`): the DCT threshold and the crop hashes' each alone may flag at most a quarter
+of the false-positive budget; the network's whole-image threshold is then the largest keeping the images
+flagged by any signal within the budget. The network's recall grows with its threshold far more than the
+others' do (docs/benchmarks.md), so it gets most of the budget.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vetohash.bundle import Bundle, Calibration, DctSignal, sign_bundle
+from vetohash.bundle import Bundle, Calibration, CropSignal, DctSignal, sign_bundle
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
-from vetohash.fusion import flagged
 from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
 from vetohash.matching import nearest
 
-from .evaluation import flagged_share, fused_thresholds, threshold_for
+from .evaluation import Thresholds, fused_thresholds
 from .sources import Source
 
 STATE_NAME = "publish-state.json"
@@ -72,44 +72,47 @@ def opaque_ids(count: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class CropHashes:
+    """The network's hashes of the banned images' crop views (cropviews), and the index of each one's source."""
+
+    hashes: np.ndarray
+    owners: np.ndarray
+
+
+@dataclass(frozen=True)
 class Calibrated:
-    """Thresholds calibrated on innocent images, with what they were calibrated for; the DCT ones are None
-    for a bundle without a DCT signal."""
+    """Thresholds calibrated on innocent images, with what they were calibrated for, and each innocent image's
+    distance to its nearest banned hash of each kind (None for a kind the bundle does not carry)."""
 
-    threshold: int
+    thresholds: Thresholds
     calibration: Calibration
-    distances: np.ndarray  # each innocent image's distance to its nearest banned hash
-    dct_threshold: int | None = None
-    dct_distances: np.ndarray | None = None  # the same for the DCT hashes
+    distances: np.ndarray
+    dct_distances: np.ndarray | None = None
+    crops_distances: np.ndarray | None = None
 
-    def at(self, threshold: int, dct_threshold: int | None = None) -> Calibration:
-        """What the innocent images say about other thresholds (the share flagged by either signal)."""
-        if self.dct_distances is None or dct_threshold is None:
-            share = flagged_share(self.distances, threshold)
-        else:
-            share = float(np.mean(flagged(self.distances, threshold, self.dct_distances, dct_threshold)))
+    def at(self, thresholds: Thresholds) -> Calibration:
+        """What the innocent images say about other thresholds (the share flagged by any signal)."""
+        share = float(np.mean(thresholds.flags(self.distances, self.dct_distances, self.crops_distances)))
         return Calibration(self.calibration.target_fpr, share, self.calibration.innocent_images)
 
 
-def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float,
-              banned_dct: np.ndarray | None = None, dct_threshold: int | None = None) -> Calibrated:
-    """The largest threshold flagging at most `target_fpr` of the innocent images (image level); with
-    `banned_dct`, the pair of thresholds of `fused_thresholds` (keeping `dct_threshold` when given)."""
+def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float, *,
+              banned_dct: np.ndarray | None = None, crops: CropHashes | None = None,
+              given: Thresholds = Thresholds(0)) -> Calibrated:
+    """The thresholds of `fused_thresholds` for the banned hashes (and the DCT hashes and crop hashes when
+    given), keeping the DCT and crops thresholds of `given` that are not None."""
     if not innocent:
         raise PublishError("calibration needs at least one readable innocent image")
     if not 0.0 <= target_fpr <= 1.0:
         raise PublishError(f"the target false-positive rate must be in [0, 1], got {target_fpr}")
-    distances = hasher.nearest_queries([s.views for s in innocent], banned).distance
-    if banned_dct is None:
-        threshold = threshold_for(distances, target_fpr, hasher.spec.bits)
-        calibration = Calibration(float(target_fpr), flagged_share(distances, threshold), len(innocent))
-        return Calibrated(threshold, calibration, distances)
-    dct_distances = nearest(np.stack([s.dct for s in innocent]), banned_dct).distance
-    threshold, dct_threshold = fused_thresholds(distances, dct_distances, target_fpr, hasher.spec.bits,
-                                                dct_threshold)
-    share = float(np.mean(flagged(distances, threshold, dct_distances, dct_threshold)))
-    return Calibrated(threshold, Calibration(float(target_fpr), share, len(innocent)), distances, dct_threshold,
-                      dct_distances)
+    views = [s.views for s in innocent]
+    distances = hasher.nearest_queries(views, banned).distance
+    dct = None if banned_dct is None else nearest(np.stack([s.dct for s in innocent]), banned_dct).distance
+    to_crops = None if crops is None else hasher.nearest_queries(views, crops.hashes).distance
+    chosen = fused_thresholds(distances, target_fpr, hasher.spec.bits, dct=dct, crops=to_crops,
+                              dct_threshold=given.dct, crops_threshold=given.crops)
+    share = float(np.mean(chosen.flags(distances, dct, to_crops)))
+    return Calibrated(chosen, Calibration(float(target_fpr), share, len(innocent)), distances, dct, to_crops)
 
 
 def next_sequence(state_path: Path, list_name: str, now: int) -> int:
@@ -155,12 +158,12 @@ def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Sou
     return kept, [source for source in sources if source.detail < MIN_DETAIL]
 
 
-def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, threshold: int,
+def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, thresholds: Thresholds,
                  authority: str, list_name: str, sequence: int, expires_in: int,
-                 calibration: Calibration | None = None, dct_threshold: int | None = None,
+                 calibration: Calibration | None = None, crops: CropHashes | None = None,
                  now: int | None = None) -> tuple[Bundle, bytes]:
-    """The bundle for the banned images and its signed bytes; with `dct_threshold`, it also carries their
-    DCT hashes (format version 2), else it is a version 1 bundle."""
+    """The bundle for the banned images and its signed bytes; with a DCT threshold it also carries their
+    DCT hashes, with a crops threshold their `crops` (vetohash.bundle picks the format version)."""
     if not sources:
         raise PublishError("there are no banned images to publish")
     _, flat = split_featureless(sources)
@@ -171,12 +174,20 @@ def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateK
     hashes = hasher.hash_arrays(np.stack([source.array for source in sources]))
     # Random row order too, so not even the sorting of file names shows through; the same for both signals.
     order = np.random.default_rng(secrets.randbits(64)).permutation(len(hashes))
-    dct = None if dct_threshold is None else DctSignal(
-        hashes=np.stack([source.dct for source in sources])[order], threshold=dct_threshold)
+    dct = None if thresholds.dct is None else DctSignal(
+        hashes=np.stack([source.dct for source in sources])[order], threshold=thresholds.dct)
+    crop_signal = None
+    if thresholds.crops is not None:
+        if crops is None:
+            raise ValueError("a crops threshold needs the crop hashes")
+        owners = np.argsort(order)[crops.owners]  # source i is row argsort(order)[i] of the bundle
+        by_row = np.argsort(owners, kind="stable")  # crops in the bundle's row order, not the file names'
+        crop_signal = CropSignal(hashes=crops.hashes[by_row], owners=owners[by_row].astype(np.int64),
+                                 threshold=thresholds.crops)
     bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes[order],
-                    ids=opaque_ids(len(sources)), threshold=threshold, authority=authority,
+                    ids=opaque_ids(len(sources)), threshold=thresholds.neural, authority=authority,
                     key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
-                    expires=created + expires_in, calibration=calibration, dct=dct)
+                    expires=created + expires_in, calibration=calibration, dct=dct, crops=crop_signal)
     return bundle, sign_bundle(bundle, key)
 
 

@@ -1,11 +1,14 @@
-"""Signed bundles (formats v1 and v2): what an authority publishes and a platform screens against.
+"""Signed bundles (formats v1, v2 and v3): what an authority publishes and a platform screens against.
 
 A bundle is a msgpack envelope holding a msgpack payload and an Ed25519 signature over a pre-authentication
 encoding of that payload. Readers check the envelope, verify the signature with a key they already trust, and
 only then parse the payload, so unsigned bytes never reach the spec, weight or hash parsers.
 Version 2 adds a second signal, a classical DCT hash of every banned image (vetohash.dcthash) with its own
-threshold, and the rule that fuses the two; a bundle without it is still written as version 1, so platforms
-that read only version 1 keep working. The normative description is docs/bundle-format.md.
+threshold, and the rule that fuses the two. Version 3 adds crop hashes: the network's hashes of crops of
+each banned image, each naming the id it was cut from, with their own threshold (a cropped or shifted upload
+lies nearer one of its source's crops than the source). A bundle is written in the lowest version that holds
+what it carries, so platforms that read only older versions keep working. The normative description is
+docs/bundle-format.md.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from .specs import ModelSpec
 FORMAT_NAME = "vetohash-bundle"
 FORMAT_VERSION = 1  # a bundle with the neural signal only
 FUSED_VERSION = 2  # a bundle that also carries a DCT signal
-VERSIONS = (FORMAT_VERSION, FUSED_VERSION)
+CROPS_VERSION = 3  # a bundle that carries crop hashes (and a DCT signal or not)
+VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION)
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
@@ -52,10 +56,16 @@ ENVELOPE_KEYS = frozenset({"format", "version", "key_id", "payload", "signature"
 PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "threshold", "authority", "key_id",
                           "list_name", "sequence", "created", "expires", "calibration"})
 FUSED_PAYLOAD_KEYS = PAYLOAD_KEYS | {"dct", "decision"}
+CROPS_PAYLOAD_KEYS = FUSED_PAYLOAD_KEYS | {"crops"}
 CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
 DCT_KEYS = frozenset({"algorithm", "hashes", "threshold"})
+CROPS_KEYS = frozenset({"hashes", "owners", "threshold"})
+OWNER_BYTES = 4  # each crop hash's id index, unsigned little-endian
 NEURAL = "neural"  # the decision of a version 1 bundle: neural distance < threshold
 NEURAL_OR_DCT = "neural-or-dct"  # version 2: neural distance < threshold, or DCT distance < dct threshold
+# Version 3, also: or the neural distance to the nearest crop hash < crops threshold.
+NEURAL_OR_CROPS = "neural-or-crops"
+NEURAL_OR_CROPS_OR_DCT = "neural-or-crops-or-dct"
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _LIST_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -105,6 +115,26 @@ class DctSignal:
 
 
 @dataclass(frozen=True, eq=False)
+class CropSignal:
+    """The crop hashes of a version 3 bundle: network hashes of crops of the banned images, the index in the
+    bundle's ids of the image each was cut from, and their threshold (a match when the distance is strictly
+    less). Crops look more alike across images than whole images do, so they get a threshold of their own,
+    calibrated like the others."""
+
+    hashes: np.ndarray  # (M, hash_bytes) uint8
+    owners: np.ndarray  # (M,) int64, each in [0, number of ids)
+    threshold: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hashes, np.ndarray) or self.hashes.dtype != np.uint8 or self.hashes.ndim != 2:
+            raise BundleContentError("bundle crop hashes must be an (M, hash bytes) uint8 array")
+        if (not isinstance(self.owners, np.ndarray) or self.owners.dtype != np.int64
+                or self.owners.shape != (len(self.hashes),)):
+            raise BundleContentError(f"bundle crop owners must be {len(self.hashes)} int64 id indices, one per "
+                                     "crop hash")
+
+
+@dataclass(frozen=True, eq=False)
 class Bundle:
     """The content of a bundle. Construction validates every field (one validation point for reading and
     writing), including the weights against the spec, so a Bundle that exists can be signed and used."""
@@ -122,6 +152,7 @@ class Bundle:
     expires: int
     calibration: Calibration | None = None
     dct: DctSignal | None = None
+    crops: CropSignal | None = None
     _hasher: Hasher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -159,11 +190,26 @@ class Bundle:
                 raise BundleFormatError("bundle dct must be a DctSignal or None")
             if len(self.dct.hashes) != len(self.ids):
                 raise BundleContentError(f"bundle holds {len(self.dct.hashes)} DCT hashes for {len(self.ids)} ids")
+        if self.crops is not None:
+            self._check_crops(self.crops)
         try:
             hasher = Hasher.from_encoded(self.spec, self.weights)
         except WeightsError as error:
             raise BundleContentError(f"bundle weights: {error}") from None
         object.__setattr__(self, "_hasher", hasher)
+
+    def _check_crops(self, crops: CropSignal) -> None:
+        if not isinstance(crops, CropSignal):
+            raise BundleFormatError("bundle crops must be a CropSignal or None")
+        if crops.hashes.shape[1] != self.spec.hash_bytes:
+            raise BundleContentError(f"bundle crop hashes must be {self.spec.hash_bytes} bytes wide, as the "
+                                     f"model's {self.spec.bits}-bit hashes")
+        if len(crops.hashes) > MAX_HASHES:
+            raise BundleTooLargeError(f"bundle holds {len(crops.hashes)} crop hashes, more than the "
+                                      f"{MAX_HASHES} allowed")
+        if len(crops.owners) and not 0 <= int(crops.owners.min()) <= int(crops.owners.max()) < len(self.ids):
+            raise BundleContentError(f"bundle crop owners must be id indices in [0, {len(self.ids)})")
+        _check_int("crops threshold", crops.threshold, 0, self.spec.bits)
 
     def hasher(self) -> Hasher:
         """The hasher built (once, at construction) from the spec and weights."""
@@ -171,12 +217,18 @@ class Bundle:
 
     @property
     def version(self) -> int:
-        """The format version this bundle is written in: 2 when it carries a DCT signal, else 1."""
+        """The format version this bundle is written in: the lowest that holds what it carries (3 with crop
+        hashes, 2 with a DCT signal alone, else 1)."""
+        if self.crops is not None:
+            return CROPS_VERSION
         return FORMAT_VERSION if self.dct is None else FUSED_VERSION
 
     @property
     def decision(self) -> str:
-        """How a query is matched: NEURAL, or NEURAL_OR_DCT (either distance below its threshold)."""
+        """How a query is matched: NEURAL, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT (any
+        named distance below its own threshold)."""
+        if self.crops is not None:
+            return NEURAL_OR_CROPS if self.dct is None else NEURAL_OR_CROPS_OR_DCT
         return NEURAL if self.dct is None else NEURAL_OR_DCT
 
 
@@ -205,10 +257,15 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
             "innocent_images": calibration.innocent_images,
         },
     }
-    if bundle.dct is not None:
+    if bundle.version != FORMAT_VERSION:
         fields["decision"] = bundle.decision
-        fields["dct"] = {"algorithm": bundle.dct.algorithm, "threshold": bundle.dct.threshold,
-                         "hashes": np.ascontiguousarray(bundle.dct.hashes).tobytes()}
+        fields["dct"] = None if bundle.dct is None else {
+            "algorithm": bundle.dct.algorithm, "threshold": bundle.dct.threshold,
+            "hashes": np.ascontiguousarray(bundle.dct.hashes).tobytes()}
+    if bundle.crops is not None:
+        fields["crops"] = {"hashes": np.ascontiguousarray(bundle.crops.hashes).tobytes(),
+                           "owners": bundle.crops.owners.astype("<u4").tobytes(),
+                           "threshold": bundle.crops.threshold}
     payload = codec.pack(fields)
     envelope = codec.pack({"format": FORMAT_NAME, "version": bundle.version, "key_id": key_id,
                            "payload": payload, "signature": key.sign(pae(payload, bundle.version))})
@@ -277,7 +334,8 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
     fields = _unpack_canonical(payload, "bundle payload", max_str=1024, max_items=len(payload))
     if not isinstance(fields, dict):
         raise BundleFormatError("bundle payload must be a map")
-    _check_keys("bundle payload", fields, PAYLOAD_KEYS if version == FORMAT_VERSION else FUSED_PAYLOAD_KEYS)
+    _check_keys("bundle payload", fields, {FORMAT_VERSION: PAYLOAD_KEYS, FUSED_VERSION: FUSED_PAYLOAD_KEYS,
+                                           CROPS_VERSION: CROPS_PAYLOAD_KEYS}[version])
     if fields["version"] != version or type(fields["version"]) is not int:
         raise BundleFormatError(f"bundle payload version {fields['version']!r} differs from the envelope's")
     if fields["key_id"] != key_id:
@@ -299,7 +357,17 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
     if len(blob) != len(ids) * spec.hash_bytes:
         raise BundleContentError(f"bundle hashes hold {len(blob)} bytes; {len(ids)} ids of "
                                  f"{spec.hash_bytes}-byte hashes need {len(ids) * spec.hash_bytes}")
-    dct = None if version == FORMAT_VERSION else _parse_dct(fields["dct"], fields["decision"], len(ids))
+    dct = crops = None
+    if version == FUSED_VERSION:
+        dct = _parse_dct(fields["dct"], fields["decision"], NEURAL_OR_DCT, len(ids))
+    elif version == CROPS_VERSION:
+        with_dct = fields["decision"] == NEURAL_OR_CROPS_OR_DCT
+        if with_dct or fields["dct"] is not None:
+            dct = _parse_dct(fields["dct"], fields["decision"], NEURAL_OR_CROPS_OR_DCT, len(ids))
+        elif fields["decision"] != NEURAL_OR_CROPS:
+            raise BundleFormatError(f"bundle decision must be {NEURAL_OR_CROPS!r} or {NEURAL_OR_CROPS_OR_DCT!r}, "
+                                    f"got {fields['decision']!r}")
+        crops = _parse_crops(fields["crops"], spec.hash_bytes)
     bundle = Bundle(
         spec=spec,
         weights=fields["weights"],
@@ -314,6 +382,7 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         expires=fields["expires"],
         calibration=calibration,
         dct=dct,
+        crops=crops,
     )
     if bundle.created > now + CLOCK_SKEW_S:
         raise BundleExpiredError(f"bundle is created in the future ({_iso(bundle.created)}); check the clock")
@@ -322,10 +391,11 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
     return bundle
 
 
-def _parse_dct(dct: Any, decision: Any, count: int) -> DctSignal:
-    """The `dct` map and `decision` of a version 2 payload; the hashes' length is checked before use."""
-    if decision != NEURAL_OR_DCT:
-        raise BundleFormatError(f"bundle decision must be {NEURAL_OR_DCT!r}, got {decision!r}")
+def _parse_dct(dct: Any, decision: Any, expected: str, count: int) -> DctSignal:
+    """The `dct` map of a payload whose `decision` must be `expected`; the hashes' length is checked before
+    use."""
+    if decision != expected:
+        raise BundleFormatError(f"bundle decision must be {expected!r}, got {decision!r}")
     if not isinstance(dct, dict):
         raise BundleFormatError("bundle dct must be a map")
     _check_keys("bundle dct", dct, DCT_KEYS)
@@ -340,6 +410,25 @@ def _parse_dct(dct: Any, decision: Any, count: int) -> DctSignal:
                                  f"{dcthash.HASH_BYTES}-byte hashes need {count * dcthash.HASH_BYTES}")
     hashes = np.frombuffer(blob, dtype=np.uint8).reshape(count, dcthash.HASH_BYTES)
     return DctSignal(hashes=hashes, threshold=dct["threshold"], algorithm=algorithm)
+
+
+def _parse_crops(crops: Any, width: int) -> CropSignal:
+    """The `crops` map of a version 3 payload; both blobs' lengths are checked against each other before use
+    (owners against the ids when the Bundle is built)."""
+    if not isinstance(crops, dict):
+        raise BundleFormatError("bundle crops must be a map")
+    _check_keys("bundle crops", crops, CROPS_KEYS)
+    blob, owners = crops["hashes"], crops["owners"]
+    if not isinstance(blob, bytes) or not isinstance(owners, bytes):
+        raise BundleFormatError("bundle crop hashes and owners must be binary")
+    if len(owners) % OWNER_BYTES:
+        raise BundleContentError(f"bundle crop owners hold {len(owners)} bytes, not a multiple of {OWNER_BYTES}")
+    count = len(owners) // OWNER_BYTES
+    if len(blob) != count * width:
+        raise BundleContentError(f"bundle crop hashes hold {len(blob)} bytes; {count} owners of {width}-byte "
+                                 f"hashes need {count * width}")
+    return CropSignal(hashes=np.frombuffer(blob, dtype=np.uint8).reshape(count, width),
+                      owners=np.frombuffer(owners, dtype="<u4").astype(np.int64), threshold=crops["threshold"])
 
 
 def _unpack_canonical(data: bytes, what: str, *, max_str: int, max_items: int) -> Any:

@@ -67,6 +67,21 @@ def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int, banned
     return Nearest(index, distance)
 
 
+def nearest_own(queries: np.ndarray, query_of: np.ndarray, own: np.ndarray, banned: np.ndarray,
+                banned_owner: np.ndarray) -> np.ndarray:
+    """Each query's least distance, over its views (`query_of` as in nearest_by_owner), to the banned hashes
+    whose owner (`banned_owner`) is the query's own (`own[query]`); bits + 1 where it has none. For measuring
+    altered copies against the image they were made from."""
+    _check(queries, banned)
+    distance = np.full(len(own), queries.shape[1] * 8 + 1, dtype=np.int32)
+    view_own = own[query_of]
+    for owner in np.unique(view_own):
+        rows, targets = np.flatnonzero(view_own == owner), np.flatnonzero(banned_owner == owner)
+        if len(targets):
+            np.minimum.at(distance, query_of[rows], hamming_matrix(queries[rows], banned[targets]).min(axis=1))
+    return distance
+
+
 def _check(queries: np.ndarray, banned: np.ndarray) -> None:
     if queries.dtype != np.uint8 or banned.dtype != np.uint8 or queries.ndim != 2 or banned.ndim != 2:
         raise ValueError("hashes must be 2-D uint8 arrays of packed bits")

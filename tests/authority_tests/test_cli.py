@@ -128,9 +128,9 @@ def test_publish_writes_a_bundle_the_shared_verifier_accepts(work: Path, model: 
 
 def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Path, model: Path, tmp_path: Path,
                                                                        capsys, monkeypatch) -> None:
-    """By default each banned image's DCT hash sits in the row of its network hash (both shuffled alike), the
-    thresholds are calibrated jointly and the union rate recorded; --dct-threshold is kept as given; --no-dct
-    writes a version 1 bundle; the two together are refused."""
+    """Each banned image's DCT hash sits in the row of its network hash (both shuffled alike), the thresholds
+    are calibrated jointly and the union rate recorded; --dct-threshold is kept as given; --no-dct (with
+    --no-crops) writes a version 1 bundle; the two together are refused."""
     import numpy as np
 
     from vetohash.dcthash import dct_hashes
@@ -144,7 +144,7 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     public = read_public_key(tmp_path / "keys" / "authority.pub")
     out = tmp_path / "fused.bundle"
     base = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
-            "--out", str(out), "--json"]
+            "--out", str(out), "--json", "--no-crops"]
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
@@ -161,8 +161,8 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     innocent = [open_image(path) for path in sorted((work / "innocent").iterdir())]
     innocent_neural = hamming_matrix(hasher.hash_images(innocent), bundle.hashes).min(axis=1)
     innocent_dct = hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1)
-    assert (bundle.threshold, bundle.dct.threshold) == fused_thresholds(innocent_neural, innocent_dct, 0.5,
-                                                                        hasher.spec.bits)
+    assert (bundle.threshold, bundle.dct.threshold, None) == fused_thresholds(innocent_neural, 0.5, hasher.spec.bits,
+                                                                              dct=innocent_dct)
     assert np.mean(innocent_dct < bundle.dct.threshold) <= DCT_SHARE * 0.5
     union = np.mean((innocent_neural < bundle.threshold) | (innocent_dct < bundle.dct.threshold))
     assert bundle.calibration is not None and bundle.calibration.measured_fpr == union <= 0.5
@@ -331,25 +331,28 @@ def test_evaluate_measures_copies_by_their_nearest_view_when_the_spec_asks_for_u
     assert kinds["upright"]["rotation"]["mean"] <= kinds["plain"]["rotation"]["mean"]
 
 
-def test_evaluate_suggests_the_thresholds_publish_would_choose_with_the_dct_signal(work: Path, model: Path,
-                                                                                    tmp_path: Path, capsys,
-                                                                                    monkeypatch) -> None:
-    """The pair evaluate suggests for a bundle with the DCT signal is the pair publish then calibrates, for the
-    same innocent images and target; its recall counts a copy caught by either hash."""
+def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model: Path, tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    """The thresholds evaluate suggests for a bundle with crop hashes and the DCT signal are those publish
+    then calibrates by default, for the same innocent images and target; its recall counts a copy caught by
+    any hash."""
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     report = tmp_path / "report"
     code, out, err = authority(["evaluate", str(model), str(work / "banned"), "--innocent", str(work / "innocent"),
                                 "--target-fpr", "0.5", "--report-dir", str(report), "--quiet"], capsys)
     assert code == 0, err
     data = json.loads((report / "report.json").read_text())
-    fused, alone = data["suggested_with_dct"], data["suggested"]
-    assert "with the DCT signal, as publish calibrates by default" in out
+    fused, alone = data["suggested_fused"], data["suggested"]
+    assert "with crop hashes and the DCT signal, as publish calibrates by default" in out
     assert fused["measured_fpr"] <= 0.5 and set(fused["recall"]["per_kind"]) == {"rotation", "overlay"}
-    assert fused["threshold"] <= alone["threshold"]  # the DCT hash spends part of the budget
+    assert fused["threshold"] <= alone["threshold"]  # the DCT hash and the crops spend part of the budget
+    assert 0 < fused["crop_hashes"] <= 17 * 5
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key",
                                    str(tmp_path / "keys" / "authority.key"), "--out", str(tmp_path / "b.vhb"),
                                    "--innocent", str(work / "innocent"), "--target-fpr", "0.5", "--json"], capsys)
     assert code == 0, err
     published = json.loads(stdout)
-    assert (published["threshold"], published["dct_threshold"]) == (fused["threshold"], fused["dct_threshold"])
+    assert (published["threshold"], published["dct_threshold"], published["crops_threshold"]) == \
+           (fused["threshold"], fused["dct_threshold"], fused["crops_threshold"])
+    assert (published["crop_hashes"], published["format_version"]) == (fused["crop_hashes"], 3)

@@ -242,7 +242,7 @@ def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: by
 
 
 @pytest.mark.parametrize(("envelope", "message"), [
-    ({"version": 3}, "version 3"),
+    ({"version": 4}, "version 4"),
     ({"version": True}, "version True"),
     ({"format": "vetohash-model"}, "not a vetohash bundle"),
     ({"extra": 1}, "unexpected \\['extra'\\]"),
