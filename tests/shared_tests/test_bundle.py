@@ -23,6 +23,7 @@ from vetohash.bundle import (
     CLOCK_SKEW_S,
     Bundle,
     Calibration,
+    CropSignal,
     DctSignal,
     read_bundle,
     read_bundle_file,
@@ -530,3 +531,95 @@ def test_constructing_an_inconsistent_fused_bundle_fails() -> None:
         dct_signal(threshold=257)
     with pytest.raises(BundleFormatError, match="must be a DctSignal"):
         make_bundle(TINY, dct={"threshold": 4})
+
+
+# --- version 3: crop hashes ------------------------------------------------------------------------------------
+
+
+def crop_signal(owners: tuple[int, ...] = (0, 0, 1, 2, 2), threshold: int = 5, width: int = 2) -> CropSignal:
+    return CropSignal(hashes=(np.arange(len(owners) * width) * 29 % 256).astype(np.uint8).reshape(-1, width),
+                      owners=np.array(owners, dtype=np.int64), threshold=threshold)
+
+
+@pytest.fixture(scope="module")
+def crops_data() -> bytes:
+    return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal()), KEY)
+
+
+def test_crops_bundle_round_trips_as_version_3(crops_data: bytes) -> None:
+    """A bundle with crop hashes is written as version 3 (envelope, payload, signed tag), with or without the
+    DCT signal, and reads back with its crop hashes, owners (4-byte little-endian on the wire), threshold and
+    decision, re-signing to the same bytes."""
+    read = read_bundle(crops_data, TRUSTED, now=NOW)
+    assert read.version == 3 and read.decision == "neural-or-crops-or-dct" and read.dct is not None
+    assert read.crops is not None and read.crops.threshold == 5
+    np.testing.assert_array_equal(read.crops.hashes, crop_signal().hashes)
+    assert read.crops.owners.tolist() == [0, 0, 1, 2, 2]
+    assert payload_of(crops_data)["crops"]["owners"] == bytes([0, 0, 0, 0] * 2 + [1, 0, 0, 0] + [2, 0, 0, 0] * 2)
+    assert sign_bundle(read, KEY) == crops_data
+    assert seal(msgpack.unpackb(crops_data)["payload"], version=3) == crops_data
+    alone = read_bundle(sign_bundle(make_bundle(TINY, crops=crop_signal()), KEY), TRUSTED, now=NOW)
+    assert (alone.version, alone.decision, alone.dct) == (3, "neural-or-crops", None)
+    assert payload_of(sign_bundle(alone, KEY))["dct"] is None
+    empty = read_bundle(sign_bundle(make_bundle(TINY, crops=crop_signal(owners=())), KEY), TRUSTED, now=NOW)
+    assert empty.crops is not None and empty.crops.hashes.shape == (0, 2)
+
+
+GOOD_CROPS = {"hashes": bytes(10), "owners": bytes([0, 0, 0, 0] * 2 + [1, 0, 0, 0] + [2, 0, 0, 0] * 2),
+              "threshold": 5}
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"crops": None}, BundleFormatError, "crops must be a map"),
+    ({"crops": {"hashes": bytes(10), "threshold": 5}}, BundleFormatError, "missing \\['owners'\\]"),
+    ({"crops": GOOD_CROPS | {"hashes": bytes(8)}}, BundleContentError, "crop hashes hold 8 bytes"),
+    ({"crops": GOOD_CROPS | {"owners": bytes(19)}}, BundleContentError, "not a multiple of 4"),
+    ({"crops": GOOD_CROPS | {"owners": bytes([3, 0, 0, 0]) * 5}}, BundleContentError, "id indices in \\[0, 3\\)"),
+    ({"crops": GOOD_CROPS | {"owners": bytes([255] * 4) * 5}}, BundleContentError, "id indices"),
+    ({"crops": GOOD_CROPS | {"owners": [0] * 5}}, BundleFormatError, "must be binary"),
+    ({"crops": GOOD_CROPS | {"threshold": 17}}, BundleFormatError, "crops threshold"),
+    ({"crops": GOOD_CROPS | {"threshold": True}}, BundleFormatError, "crops threshold"),
+    ({"decision": "neural-or-dct"}, BundleFormatError, "decision must be 'neural-or-crops-or-dct'"),
+    ({"decision": "neural-or-crops"}, BundleFormatError, "decision must be 'neural-or-crops-or-dct'"),
+    ({"dct": None}, BundleFormatError, "dct must be a map"),
+    ({"dct": None, "decision": "neural-or-dct"}, BundleFormatError, "decision must be 'neural-or-crops' or"),
+])
+def test_invalid_crops_fields_are_refused(crops_data: bytes, changes: dict[str, Any], error: type[BundleError],
+                                          message: str) -> None:
+    """Crop hashes must be as wide as the model's hashes, one per owner, each owner an index of an id, the
+    threshold within the model's bits, and the decision must name exactly the signals the bundle carries."""
+    with pytest.raises(error, match=message):
+        read_bundle(seal_fields(payload_of(crops_data) | changes, version=3), TRUSTED, now=NOW)
+
+
+def test_a_version_3_payload_needs_its_crops_and_only_version_3_has_them(fused_data: bytes, crops_data: bytes
+                                                                        ) -> None:
+    """Keys are exact per version: crops in a version 2 payload, or none in a version 3 one, are refused."""
+    with pytest.raises(BundleFormatError, match="unexpected \\['crops'\\]"):
+        read_bundle(seal_fields(payload_of(crops_data) | {"version": 2}, version=2), TRUSTED, now=NOW)
+    with pytest.raises(BundleFormatError, match="missing \\['crops'\\]"):
+        read_bundle(seal_fields(payload_of(fused_data) | {"version": 3}, version=3), TRUSTED, now=NOW)
+
+
+def test_every_signed_crops_payload_byte_change_raises_only_bundle_errors(crops_data: bytes) -> None:
+    """As for versions 1 and 2: a damaged (re-signed) version 3 payload is a valid bundle or a BundleError."""
+    payload = bytearray(msgpack.unpackb(crops_data)["payload"])
+    for i in range(len(payload)):
+        payload[i] ^= 0xFF
+        try:
+            read_bundle(seal(bytes(payload), version=3), TRUSTED, now=NOW)
+        except BundleError:
+            pass
+        payload[i] ^= 0xFF
+
+
+def test_constructing_an_inconsistent_crops_bundle_fails() -> None:
+    """Crop hashes must match the model's width, owners must be one int64 id index per hash."""
+    with pytest.raises(BundleContentError, match="2 bytes wide"):
+        make_bundle(TINY, crops=crop_signal(width=3))
+    with pytest.raises(BundleContentError, match="id indices in \\[0, 3\\)"):
+        make_bundle(TINY, crops=crop_signal(owners=(0, 3)))
+    with pytest.raises(BundleContentError, match="one per crop hash"):
+        CropSignal(hashes=np.zeros((2, 2), np.uint8), owners=np.zeros(3, np.int64), threshold=1)
+    with pytest.raises(BundleFormatError, match="crops threshold"):
+        make_bundle(TINY, crops=crop_signal(threshold=17))
