@@ -179,6 +179,56 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     assert code == 2 and "contradict" in err and err.count("\n") == 1
 
 
+def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path, model: Path, tmp_path: Path,
+                                                                       capsys, monkeypatch) -> None:
+    """Calibrated, a bundle carries the crop hashes of every banned image, each owned by that image's row;
+    the three thresholds follow fused_thresholds on the innocent images. Without --innocent, crop hashes
+    come only with --crops-threshold; --no-crops leaves them out (version 2), and contradicts a threshold."""
+    import numpy as np
+
+    from vetohash.dcthash import dct_hashes
+    from vetohash.matching import hamming_matrix
+    from vetohash.modelfile import read_model
+    from vetohash.preprocess import open_image
+    from vetohash_authority.cropviews import crop_hashes
+    from vetohash_authority.evaluation import fused_thresholds
+
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    public = read_public_key(tmp_path / "keys" / "authority.pub")
+    out = tmp_path / "crops.bundle"
+    base = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
+            "--out", str(out), "--json"]
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
+    assert code == 0, err
+    summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
+    assert (summary["format_version"], summary["decision"]) == (3, "neural-or-crops-or-dct")
+    assert bundle.crops is not None and summary["crop_hashes"] == len(bundle.crops.hashes) > 0
+    hasher, _ = read_model(model)
+    images = [open_image(path) for path in sorted((work / "banned").glob("secret-name*"))]
+    rows = hamming_matrix(dct_hashes(images), bundle.dct.hashes).argmin(axis=1)  # each image's bundle row
+    assert sorted(rows.tolist()) == list(range(len(images)))
+    for image, row in zip(images, rows):
+        mine, _ = crop_hashes(hasher, [image])
+        published = bundle.crops.hashes[bundle.crops.owners == row]
+        assert sorted(h.tobytes() for h in published) == sorted(h.tobytes() for h in mine)
+    innocent = [open_image(path) for path in sorted((work / "innocent").iterdir())]
+    queries = hasher.hash_images(innocent)
+    expected = fused_thresholds(hamming_matrix(queries, bundle.hashes).min(axis=1), 0.5, hasher.spec.bits,
+                                dct=hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1),
+                                crops=hamming_matrix(queries, bundle.crops.hashes).min(axis=1))
+    assert (bundle.threshold, bundle.dct.threshold, bundle.crops.threshold) == expected
+
+    code, stdout, err = authority([*base, "--threshold", "10"], capsys)
+    assert code == 0 and read_bundle(out.read_bytes(), {public.key_id: public}).crops is None
+    code, stdout, err = authority([*base, "--threshold", "10", "--crops-threshold", "4"], capsys)
+    assert code == 0 and read_bundle(out.read_bytes(), {public.key_id: public}).crops.threshold == 4
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--no-crops"], capsys)
+    assert code == 0 and json.loads(stdout)["format_version"] == 2 and json.loads(stdout)["crop_hashes"] == 0
+    code, _, err = authority([*base, "--no-crops", "--crops-threshold", "5"], capsys)
+    assert code == 2 and "contradict" in err and err.count("\n") == 1
+
+
 def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_path: Path, capsys,
                                                   monkeypatch) -> None:
     monkeypatch.setenv("VETOHASH_PASSPHRASE", "correct horse")

@@ -44,3 +44,22 @@ def test_mismatched_widths_and_empty_lists_are_refused():
         matching.nearest(np.zeros((1, 16), np.uint8), np.zeros((1, 32), np.uint8))
     with pytest.raises(ValueError):
         matching.nearest(np.zeros((1, 16), np.uint8), np.zeros((0, 16), np.uint8))
+
+
+def test_nearest_own_is_the_least_distance_over_views_to_the_querys_own_entries_only() -> None:
+    """Each query's distance counts only the banned entries of its own owner, over all its views; a query whose
+    owner has no entry gets bits + 1, never a distance to someone else's entry."""
+    rng = np.random.default_rng(3)
+    banned = rng.integers(0, 256, (9, 4), dtype=np.uint8)
+    banned_owner = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1])  # owner 3 has no entry
+    counts = [2, 1, 3, 2]
+    views = rng.integers(0, 256, (sum(counts), 4), dtype=np.uint8)
+    query_of = np.repeat(np.arange(len(counts)), counts)
+    own = np.array([1, 0, 2, 3])
+    views[4] = banned[5]  # query 2's second view is its own owner's entry
+    views[0] = banned[0]  # query 0's first view is an entry of owner 0, not its own owner 1
+    got = matching.nearest_own(views, query_of, own, banned, banned_owner)
+    distances = matching.hamming_matrix(views, banned)
+    for q in range(3):
+        assert got[q] == distances[query_of == q][:, banned_owner == own[q]].min()
+    assert got[2] == 0 and got[0] > 0 and got[3] == 33
