@@ -216,6 +216,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
     Example:
       platform ingest acme-demo.vhb
     """
+    from vetohash.bundle import NEURAL
+
     from .ingest import Outcome, ingest_file
 
     done = ingest_file(_store(), bundle)
@@ -224,7 +226,9 @@ def ingest(bundle: Path, as_json: bool) -> None:
         _emit({"outcome": done.outcome.value, "authority": b.authority, "key_id": b.key_id,
                "list": b.list_name, "sequence": b.sequence, "previous_sequence": done.previous_sequence,
                "hashes": len(b.hashes), "threshold": b.threshold, "decision": b.decision,
-               "dct_threshold": b.dct.threshold if b.dct else None, "expires": _iso(b.expires),
+               "dct_threshold": b.dct.threshold if b.dct else None,
+               "crop_hashes": len(b.crops.hashes) if b.crops else 0,
+               "crops_threshold": b.crops.threshold if b.crops else None, "expires": _iso(b.expires),
                "sha256": done.sha256})
         return
     what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
@@ -232,8 +236,10 @@ def ingest(bundle: Path, as_json: bool) -> None:
         click.echo(f"already ingested, nothing changed: {what}")
         return
     replaced = f", replacing sequence {done.previous_sequence}" if done.outcome is Outcome.REPLACED else ""
-    dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold} (either matches)"
-    click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{dct}, "
+    crops = "" if b.crops is None else f", {len(b.crops.hashes)} crop hashes, crops threshold {b.crops.threshold}"
+    dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold}"
+    fused = "" if b.decision == NEURAL else " (any matches)" if b.crops and b.dct else " (either matches)"
+    click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{crops}{dct}{fused}, "
                f"expires {_iso(b.expires)}")
 
 
@@ -245,7 +251,9 @@ def bundles(as_json: bool) -> None:
 
     A bundle is active until it expires or its key is removed from trust; the others are listed with
     the reason they are not used. THRESHOLD is the network hash's, DCT THRESHOLD the DCT hash's ("-" for
-    a bundle without one); FPR MEASURED is the share of the authority's innocent images either flagged.
+    a bundle without one); CROPS counts the bundle's crop hashes (the network's hashes of crops of each
+    banned image, matched with a threshold of their own: CROPS THRESHOLD, "-" without them); FPR MEASURED
+    is the share of the authority's innocent images any of them flagged.
 
     \b
     Example:
@@ -261,9 +269,10 @@ def bundles(as_json: bool) -> None:
             _emit({"status": s.status.value, "reason": s.reason or None, "authority": r.authority,
                    "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence, "hashes": r.hash_count,
                    "threshold": r.threshold, "decision": r.decision, "dct_threshold": r.dct_threshold,
-                   "model": r.model, "created": _iso(r.created),
-                   "expires": _iso(r.expires), "target_fpr": r.target_fpr, "measured_fpr": r.measured_fpr,
-                   "innocent_images": r.innocent_images, "sha256": r.sha256, "ingested": _iso(r.ingested)})
+                   "crop_hashes": r.crop_hashes, "crops_threshold": r.crops_threshold, "model": r.model,
+                   "created": _iso(r.created), "expires": _iso(r.expires), "target_fpr": r.target_fpr,
+                   "measured_fpr": r.measured_fpr, "innocent_images": r.innocent_images, "sha256": r.sha256,
+                   "ingested": _iso(r.ingested)})
         return
     if not found:
         click.echo("no bundles stored; ingest one with `platform ingest BUNDLE`", err=True)
@@ -273,10 +282,11 @@ def bundles(as_json: bool) -> None:
         return "-" if value is None else f"{value:.2g}"
 
     _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence, s.row.hash_count,
-             s.row.threshold, "-" if s.row.dct_threshold is None else s.row.dct_threshold, _day(s.row.created),
-             _day(s.row.expires), f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}") for s in found],
-           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "DCT THRESHOLD", "CREATED (UTC)",
-            "EXPIRES (UTC)", "FPR TARGET/MEASURED"))
+             s.row.threshold, _or_dash(s.row.dct_threshold), s.row.crop_hashes, _or_dash(s.row.crops_threshold),
+             _day(s.row.created), _day(s.row.expires), f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}")
+            for s in found],
+           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "DCT THRESHOLD", "CROPS",
+            "CROPS THRESHOLD", "CREATED (UTC)", "EXPIRES (UTC)", "FPR TARGET/MEASURED"))
     for s in found:
         if s.status is not Status.ACTIVE:
             click.echo(f"not used: {s.row.authority}/{s.row.list_name}: {s.reason}")
@@ -300,13 +310,14 @@ def _image_options(command: F) -> F:
     return command
 
 
-def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_threshold: int | None = None
-              ) -> Screener:
+def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_threshold: int | None = None,
+              crops_threshold: int | None = None) -> Screener:
     from .active import Status, stored_bundles
     from .screening import Screener
 
     active = [s for s in stored_bundles(_store()) if s.status is Status.ACTIVE]
-    return Screener(active, threshold=threshold, workers=workers, batch=batch_size, dct_threshold=dct_threshold)
+    return Screener(active, threshold=threshold, workers=workers, batch=batch_size, dct_threshold=dct_threshold,
+                    crops_threshold=crops_threshold)
 
 
 def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show: bool | None
@@ -334,18 +345,23 @@ def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show
 @click.option("--dct-threshold", type=click.IntRange(0, 256),
               help="Match when the DCT hash's distance is below this, instead of the own DCT threshold of each "
                    "bundle that carries one.")
+@click.option("--crops-threshold", type=click.IntRange(min=0),
+              help="Match when the network hash's distance to the nearest crop hash is below this, instead of "
+                   "the own crops threshold of each bundle that carries crop hashes.")
 def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size: int, progress: bool | None,
-           threshold: int | None, dct_threshold: int | None) -> None:
+           threshold: int | None, dct_threshold: int | None, crops_threshold: int | None) -> None:
     """Screen images against every active bundle.
 
     PATHS are image files, folders (searched recursively for image files) and `-` for image bytes on
     stdin. For each image and bundle: the image's hash, the nearest banned hash id, the distance, and
     the verdict (a match when the distance is below the threshold). A bundle with a DCT signal also
     compares the image's DCT hash with its own DCT hashes, and matches when either distance is below its
-    threshold; the verdict says which matched (neural, dct or both). Matches are logged (see
-    `platform log`), never the image itself. A file that cannot be read is reported and the rest go on.
-    An image with too little detail to hash (flat colour, near-blank) is reported as featureless and
-    never matches: its hash would be close to that of any other blank image.
+    threshold; the verdict says which matched (neural, dct or both). A bundle with crop hashes (the
+    network's hashes of crops of each banned image) also matches when the image's network hash is below
+    their own threshold from the nearest one, a neural match naming the image the crop was cut from.
+    Matches are logged (see `platform log`), never the image itself. A file that cannot be read is
+    reported and the rest go on. An image with too little detail to hash (flat colour, near-blank) is
+    reported as featureless and never matches: its hash would be close to that of any other blank image.
 
     \b
     Exit status:
@@ -361,7 +377,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     """
     from .screening import MatchLog, sources
 
-    screener = _screener(threshold, workers, batch_size, dct_threshold)
+    screener = _screener(threshold, workers, batch_size, dct_threshold, crops_threshold)
     items = sources(paths, sys.stdin.buffer, _warn)
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
@@ -394,11 +410,14 @@ def _rounded(detail: float | None) -> float | None:
 
 
 def _screen_lines(result: ImageResult) -> Iterator[str]:
-    """One readable line per bundle: verdict, image, bundle, nearest id, distance against threshold, hash."""
+    """One readable line per bundle: verdict, image, bundle, nearest id, distance against threshold (and the
+    same for crop and DCT hashes, with the signal that matched, where the bundle has them), hash."""
     from vetohash.detail import MIN_DETAIL
 
     for v in result.verdicts:
         nearest = "empty list" if v.distance is None else f"nearest {v.nearest_id}  distance {v.distance}"
+        if v.crops_distance is not None:
+            nearest += f"  crops nearest {v.crops_nearest_id}  distance {v.crops_distance}"
         if v.dct_distance is not None:
             nearest += f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance}"
         if result.featureless and result.detail is not None:
@@ -408,10 +427,16 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
         else:
             verdict = "MATCH" if v.match else "clean"
             detail = f"nearest {v.nearest_id}  distance {v.distance} {_compared(v.distance, v.threshold)}"
+            fused = False
+            if v.crops_distance is not None and v.crops_threshold is not None:
+                detail += (f"  crops nearest {v.crops_nearest_id}  distance {v.crops_distance} "
+                           f"{_compared(v.crops_distance, v.crops_threshold)}")
+                fused = True
             if v.dct_distance is not None and v.dct_threshold is not None:
                 detail += (f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance} "
                            f"{_compared(v.dct_distance, v.dct_threshold)}")
-                detail += f"  by {v.signal}" if v.signal else ""
+                fused = True
+            detail += f"  by {v.signal}" if fused and v.signal else ""
         yield f"{verdict}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  {detail}  hash {v.hash}"
 
 
@@ -427,7 +452,9 @@ def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
         {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
          "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,
          "threshold": v.threshold, "match": v.match, "signal": v.signal, "dct_hash": v.dct_hash,
-         "dct_nearest_id": v.dct_nearest_id, "dct_distance": v.dct_distance, "dct_threshold": v.dct_threshold}
+         "dct_nearest_id": v.dct_nearest_id, "dct_distance": v.dct_distance, "dct_threshold": v.dct_threshold,
+         "crops_nearest_id": v.crops_nearest_id, "crops_distance": v.crops_distance,
+         "crops_threshold": v.crops_threshold}
         for v in result.verdicts]}
 
 
@@ -439,9 +466,10 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 
     Lists that share a model share one hash. The hex form is the packed hash bits, two digits a byte,
     as `vetohash.hashes.Hash` writes them. When an active bundle carries a DCT signal, the image's DCT
-    hash (dct256-v1) is printed too, on a line of its own marked [dct256-v1] (in JSON, "dct"). A featureless image (flat colour, near-blank) still gets its
-    hash, with a warning (in JSON, "featureless": true): `screen` never matches it. Exit 2 if any image
-    could not be hashed.
+    hash (dct256-v1) is printed too, on a line of its own marked [dct256-v1] (in JSON, "dct"). Crop hashes
+    need nothing more: screening compares the same network hash with them. A featureless image (flat
+    colour, near-blank) still gets its hash, with a warning (in JSON, "featureless": true): `screen` never
+    matches it. Exit 2 if any image could not be hashed.
 
     \b
     Example:
@@ -484,7 +512,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 @db_option
 def log(limit: int | None, as_json: bool) -> None:
     """Show logged matches, oldest first: when, the image's SHA-256, the bundle, which signal matched
-    (neural, dct or both), the banned id and distance of each signal.
+    (neural, dct or both), the banned id and distance of each signal; for a bundle with crop hashes also
+    the id whose crop was nearest, its distance and threshold (a crop match is a neural one).
 
     The image itself is never stored; its SHA-256 lets you find it again among your files.
 
@@ -501,16 +530,18 @@ def log(limit: int | None, as_json: bool) -> None:
                    "bundle_sha256": r.bundle_sha256, "hash_id": r.hash_id, "distance": r.distance,
                    "threshold": r.threshold, "signal": r.signal, "dct_hash": r.dct_hash,
                    "dct_hash_id": r.dct_hash_id, "dct_distance": r.dct_distance,
-                   "dct_threshold": r.dct_threshold})
+                   "dct_threshold": r.dct_threshold, "crops_hash_id": r.crops_hash_id,
+                   "crops_distance": r.crops_distance, "crops_threshold": r.crops_threshold})
         return
     if not rows:
         click.echo("no matches logged", err=True)
         return
     _table([(_iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.signal, r.hash_id, r.distance,
-             r.threshold, _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold),
-             r.image_sha256) for r in rows],
-           ("TIME (UTC)", "BUNDLE", "SIGNAL", "HASH ID", "DISTANCE", "THRESHOLD", "DCT HASH ID", "DCT DISTANCE",
-            "DCT THRESHOLD", "IMAGE SHA256"))
+             r.threshold, _or_dash(r.crops_hash_id), _or_dash(r.crops_distance), _or_dash(r.crops_threshold),
+             _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold), r.image_sha256)
+            for r in rows],
+           ("TIME (UTC)", "BUNDLE", "SIGNAL", "HASH ID", "DISTANCE", "THRESHOLD", "CROPS HASH ID", "CROPS DISTANCE",
+            "CROPS THRESHOLD", "DCT HASH ID", "DCT DISTANCE", "DCT THRESHOLD", "IMAGE SHA256"))
 
 
 def _or_dash(value: object) -> str:

@@ -82,4 +82,6 @@ def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:
         ingested=int(time.time()),
         decision=bundle.decision,
         dct_threshold=bundle.dct.threshold if bundle.dct else None,
+        crops_threshold=bundle.crops.threshold if bundle.crops else None,
+        crop_hashes=len(bundle.crops.hashes) if bundle.crops else 0,
     )

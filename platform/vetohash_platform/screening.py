@@ -7,7 +7,9 @@ result carrying its error; the rest of the batch goes on. An image with too litt
 
 A bundle with a DCT signal (format v2) matches an image when either its network hash or its DCT hash
 (vetohash.dcthash, computed once per image whatever the number of bundles) is below that signal's threshold
-(vetohash.fusion); the verdict says which.
+(vetohash.fusion); the verdict says which. A bundle with crop hashes (format v3) also matches when the image's
+network hash, over its views, is below the crops threshold from the nearest crop hash: a "neural" match that
+names the banned image the crop was cut from.
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
 @dataclass(frozen=True)
 class ListVerdict:
     """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict;
-    and the same for the DCT hash when the bundle carries a DCT signal (else the dct_ fields are None).
+    the same for the DCT hash when the bundle carries a DCT signal (else the dct_ fields are None); and for
+    the nearest crop hash when it carries crop hashes (`crops_nearest_id` names the banned image the crop was
+    cut from; else the crops_ fields are None).
 
-    `nearest_id` and `distance` are None when the bundle's list is empty. A featureless image's hashes say
-    nothing about it, so its distances are shown but never make a match.
+    `nearest_id` and `distance` are None when the bundle's list is empty, the crops_ ones when it has no crop
+    hashes. A featureless image's hashes say nothing about it, so its distances are shown but never make a match.
     """
 
     authority: str
@@ -99,21 +103,27 @@ class ListVerdict:
     dct_nearest_id: str | None = None
     dct_distance: int | None = None
     dct_threshold: int | None = None
+    crops_nearest_id: str | None = None
+    crops_distance: int | None = None
+    crops_threshold: int | None = None
 
     @property
     def signal(self) -> str | None:
-        """Which signal matched (vetohash.fusion: "neural", "dct", "both"), or None: each matches when its
-        distance is strictly below its threshold, and neither for a featureless image."""
+        """Which hash function matched (vetohash.fusion: "neural", "dct", "both"), or None: each distance
+        matches when strictly below its threshold, and none for a featureless image. The network matches by
+        the whole-image distance or the crops distance."""
         if self.featureless:
             return None
-        neural = self.distance is not None and self.distance < self.threshold
+        neural = ((self.distance is not None and self.distance < self.threshold)
+                  or (self.crops_distance is not None and self.crops_threshold is not None
+                      and self.crops_distance < self.crops_threshold))
         dct = (self.dct_distance is not None and self.dct_threshold is not None
                and self.dct_distance < self.dct_threshold)
         return fusion.signal(neural, dct)
 
     @property
     def match(self) -> bool:
-        """Whether either signal matched."""
+        """Whether any signal matched."""
         return self.signal is not None
 
 
@@ -156,6 +166,7 @@ class _List:
     bundle: Bundle
     threshold: int
     dct_threshold: int | None
+    crops_threshold: int | None
 
     @property
     def label(self) -> str:
@@ -181,9 +192,10 @@ class Screener:
     """Hashes images under every active bundle's model and compares them with each bundle's banned hashes."""
 
     def __init__(self, active: Sequence[StoredBundle], threshold: int | None = None,
-                 workers: int | None = None, batch: int = BATCH, dct_threshold: int | None = None) -> None:
-        """`threshold` and `dct_threshold` replace every bundle's own (the latter only where a bundle carries
-        a DCT signal)."""
+                 workers: int | None = None, batch: int = BATCH, dct_threshold: int | None = None,
+                 crops_threshold: int | None = None) -> None:
+        """`threshold`, `dct_threshold` and `crops_threshold` replace every bundle's own (the latter two only
+        where a bundle carries a DCT signal, crop hashes)."""
         if not active:
             raise VetohashError("no active bundles to screen against: trust an authority key with "
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
@@ -198,13 +210,18 @@ class Screener:
             if threshold is not None and not 0 <= threshold <= bundle.spec.bits:
                 raise VetohashError(f"--threshold {threshold} is outside 0..{bundle.spec.bits} for the "
                                     f"{bundle.spec.bits}-bit hashes of list {bundle.list_name!r}")
+            if crops_threshold is not None and not 0 <= crops_threshold <= bundle.spec.bits:
+                raise VetohashError(f"--crops-threshold {crops_threshold} is outside 0..{bundle.spec.bits} for "
+                                    f"the {bundle.spec.bits}-bit hashes of list {bundle.list_name!r}")
             model_id = hashlib.sha256(codec.pack([bundle.spec.to_dict(), bundle.weights])).hexdigest()[:16]
             if model_id not in hashers:
                 hashers[model_id] = bundle.hasher()
             own_dct = None if bundle.dct is None else bundle.dct.threshold
+            own_crops = None if bundle.crops is None else bundle.crops.threshold
             groups.setdefault(model_id, []).append(
                 _List(stored, bundle, bundle.threshold if threshold is None else threshold,
-                      own_dct if dct_threshold is None or own_dct is None else dct_threshold))
+                      own_dct if dct_threshold is None or own_dct is None else dct_threshold,
+                      own_crops if crops_threshold is None or own_crops is None else crops_threshold))
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
         self.dct = any(stored.bundle is not None and stored.bundle.dct is not None for stored in active)
         self.workers = workers or default_workers()
@@ -272,14 +289,17 @@ class Screener:
 def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray], dct: np.ndarray,
              featureless: Sequence[bool]) -> list[ListVerdict]:
     """Each image's verdict against one bundle, from its network hashes (`views`: the hash of every view and
-    the image it belongs to; the nearest over an image's views counts) and, for a bundle with a DCT signal,
-    its DCT hash."""
+    the image it belongs to; the nearest over an image's views counts, to whole-image and to crop hashes) and,
+    for a bundle with a DCT signal, its DCT hash."""
     bundle = lst.bundle
     common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
                   sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
     empty = len(bundle.hashes) == 0 or len(hashes) == 0
     found = None if empty else nearest_by_owner(views[0], views[1], len(hashes), bundle.hashes)
     dct_found = None if empty or bundle.dct is None else nearest(dct, bundle.dct.hashes)
+    crops = bundle.crops
+    crops_found = (None if empty or crops is None or len(crops.hashes) == 0
+                   else nearest_by_owner(views[0], views[1], len(hashes), crops.hashes))
     out = []
     for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
         verdict: dict[str, Any] = dict(common, hash=Hash(h.tobytes()).hex, featureless=f, nearest_id=None,
@@ -291,6 +311,11 @@ def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray
         if dct_found is not None:
             verdict.update(dct_nearest_id=bundle.ids[int(dct_found.index[row])],
                            dct_distance=int(dct_found.distance[row]))
+        if crops is not None:
+            verdict.update(crops_threshold=lst.crops_threshold)
+        if crops_found is not None and crops is not None:
+            verdict.update(crops_nearest_id=bundle.ids[int(crops.owners[int(crops_found.index[row])])],
+                           crops_distance=int(crops_found.distance[row]))
         out.append(ListVerdict(**verdict))
     return out
 
@@ -329,7 +354,8 @@ class MatchLog:
                     and v.distance is not None:
                 self.rows.append(MatchRow(now, result.sha256, v.hash, v.bundle_sha256, v.authority, v.key_id,
                                           v.list_name, v.sequence, v.nearest_id, v.distance, v.threshold, signal,
-                                          v.dct_hash, v.dct_nearest_id, v.dct_distance, v.dct_threshold))
+                                          v.dct_hash, v.dct_nearest_id, v.dct_distance, v.dct_threshold,
+                                          v.crops_nearest_id, v.crops_distance, v.crops_threshold))
         if len(self.rows) >= self.flush_every:
             self.flush()
 

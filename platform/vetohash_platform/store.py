@@ -75,6 +75,14 @@ ALTER TABLE matches ADD COLUMN dct_hash TEXT;
 ALTER TABLE matches ADD COLUMN dct_hash_id TEXT;
 ALTER TABLE matches ADD COLUMN dct_distance INTEGER;
 ALTER TABLE matches ADD COLUMN dct_threshold INTEGER;
+""", """
+-- Bundles with crop hashes (format v3): their threshold and how many there are, and the crop side of each
+-- match: the id of the banned image whose crop was nearest, its distance and threshold (NULL without them).
+ALTER TABLE bundles ADD COLUMN crops_threshold INTEGER;
+ALTER TABLE bundles ADD COLUMN crop_hashes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE matches ADD COLUMN crops_hash_id TEXT;
+ALTER TABLE matches ADD COLUMN crops_distance INTEGER;
+ALTER TABLE matches ADD COLUMN crops_threshold INTEGER;
 """)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -112,14 +120,17 @@ class BundleRow:
     measured_fpr: float | None
     innocent_images: int | None
     ingested: int
-    decision: str  # vetohash.bundle.NEURAL or NEURAL_OR_DCT
+    decision: str  # vetohash.bundle.NEURAL, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT
     dct_threshold: int | None
+    crops_threshold: int | None
+    crop_hashes: int
 
 
 @dataclass(frozen=True)
 class MatchRow:
     """One logged match: when, which image (by digest and hash), which bundle and banned id, how close; which
-    signal matched (vetohash.fusion), and the DCT side for a bundle with a DCT signal (else None)."""
+    signal matched (vetohash.fusion), the DCT side for a bundle with a DCT signal and the crop side (the id
+    whose crop was nearest) for one with crop hashes (else None)."""
 
     time: float
     image_sha256: str
@@ -137,6 +148,9 @@ class MatchRow:
     dct_hash_id: str | None
     dct_distance: int | None
     dct_threshold: int | None
+    crops_hash_id: str | None
+    crops_distance: int | None
+    crops_threshold: int | None
 
 
 _BUNDLE_COLUMNS = ", ".join(BundleRow.__dataclass_fields__)

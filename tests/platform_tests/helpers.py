@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from PIL import Image
 
 from vetohash import codec
 from vetohash.bundle import FORMAT_NAME, FORMAT_VERSION, pae
+from vetohash.dcthash import dct_hashes
 from vetohash.hasher import Hasher
 from vetohash.preprocess import open_image
 
@@ -52,8 +54,18 @@ def hash_files(hasher: Hasher, paths: Sequence[Path]) -> np.ndarray:
     return hasher.hash_images([open_image(path) for path in paths])
 
 
+def dct_of(*paths: Path) -> np.ndarray:
+    """DCT hashes of image files, computed directly with the shared library."""
+    return dct_hashes([open_image(path) for path in paths])
+
+
 def distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.bitwise_count(np.bitwise_xor(a, b)).sum())
+
+
+def records(output: str) -> list[dict]:
+    """JSON Lines output -> one dict a line."""
+    return [json.loads(line) for line in output.splitlines()]
 
 
 def resign(data: bytes, key: Ed25519PrivateKey, edit: Callable[[dict[str, object]], None]) -> bytes:

@@ -3,29 +3,17 @@ overrides, the featureless guard on both signals, the log, `hash` and `bundles`;
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from vetohash.bundle import DctSignal
-from vetohash.dcthash import dct_hashes
 from vetohash.hashes import Hash
-from vetohash.preprocess import open_image
 
-from .helpers import THRESHOLD, distance, encode, hash_files
+from .helpers import THRESHOLD, dct_of, distance, encode, hash_files, records
 
 DCT_THRESHOLD = 24
-
-
-def dct_of(*paths: Path) -> np.ndarray:
-    return dct_hashes([open_image(path) for path in paths])
-
-
-def records(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines()]
 
 
 @pytest.fixture

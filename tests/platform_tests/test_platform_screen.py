@@ -21,7 +21,7 @@ from vetohash_platform.active import Status, stored_bundles
 from vetohash_platform.screening import Screener
 from vetohash_platform.store import Store
 
-from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like
+from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like, records
 
 
 @pytest.fixture
@@ -32,10 +32,6 @@ def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
     bundle.write_bytes(make_bundle(sequence=7))
     assert platform("ingest", bundle).code == 0
     return bundle
-
-
-def records(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines()]
 
 
 def test_a_banned_image_matches_with_exit_1(platform, active, images):
@@ -75,7 +71,8 @@ def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platfor
         "bundle_sha256": hashlib.sha256(active.read_bytes()).hexdigest(),
         "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
         "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True, "signal": "neural",
-        "dct_hash": None, "dct_nearest_id": None, "dct_distance": None, "dct_threshold": None}
+        "dct_hash": None, "dct_nearest_id": None, "dct_distance": None, "dct_threshold": None,
+        "crops_nearest_id": None, "crops_distance": None, "crops_threshold": None}
     assert unrelated["results"][0]["distance"] >= THRESHOLD and unrelated["results"][0]["match"] is False
     assert banned["sha256"] == hashlib.sha256(images["banned-1"].read_bytes()).hexdigest()
     assert result.stderr == ""

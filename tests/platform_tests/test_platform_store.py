@@ -95,6 +95,39 @@ def test_a_schema_1_database_is_migrated_keeping_its_rows(tmp_path: Path):
     assert (bundle.authority, bundle.threshold, bundle.decision, bundle.dct_threshold) == \
            ("Old Authority", 9, "neural", None)
     assert (match.hash_id, match.distance, match.signal, match.dct_distance) == ("h1", 4, "neural", None)
+    assert (bundle.crop_hashes, bundle.crops_threshold, match.crops_hash_id, match.crops_distance) == \
+           (0, None, None, None)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    connection.close()
+
+
+def test_a_schema_2_database_is_migrated_keeping_its_rows(tmp_path: Path):
+    """A database written before crop hashes existed (schema 2) is brought to the current schema when opened:
+    its DCT bundle and logged DCT match keep every value, with no crop hashes and no crop side."""
+    from vetohash_platform import store as store_module
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        for migration in store_module._MIGRATIONS[:2]:
+            connection.executescript(migration)
+        connection.execute("INSERT INTO bundles VALUES ('0123456789abcdef', 'list', 'Old Authority', 3, 'ab', "
+                           "x'00', 2, 9, 'paper-cnn', 10, 20, NULL, NULL, NULL, 15, 'neural-or-dct', 24)")
+        connection.execute("INSERT INTO matches (time, image_sha256, image_hash, bundle_sha256, authority, key_id, "
+                           "list_name, sequence, hash_id, distance, threshold, signal, dct_hash, dct_hash_id, "
+                           "dct_distance, dct_threshold) VALUES (1.5, 'cd', 'ef', 'ab', 'Old Authority', "
+                           "'0123456789abcdef', 'list', 3, 'h1', 40, 9, 'dct', '12', 'h2', 5, 24)")
+        connection.execute("PRAGMA user_version = 2")
+    connection.close()
+    with Store.open(path) as store:
+        [bundle] = store.bundles()
+        [match] = store.matches()
+    assert (bundle.authority, bundle.threshold, bundle.decision, bundle.dct_threshold) == \
+           ("Old Authority", 9, "neural-or-dct", 24)
+    assert (bundle.crop_hashes, bundle.crops_threshold) == (0, None)
+    assert (match.hash_id, match.distance, match.signal, match.dct_hash_id, match.dct_distance) == \
+           ("h1", 40, "dct", "h2", 5)
+    assert (match.crops_hash_id, match.crops_distance, match.crops_threshold) == (None, None, None)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     connection.close()

@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from vetohash.hasher import Hasher
