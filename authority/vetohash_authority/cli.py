@@ -535,9 +535,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if sequence is None:
         sequence = next_sequence(state, list_name, now)
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
-    bundle, data = build_bundle(hasher, sources, key, thresholds=Thresholds(threshold, dct_threshold, crops_threshold),
-                                authority=authority, list_name=list_name, sequence=sequence, expires_in=seconds,
-                                calibration=calibration, crops=crops, now=now)
+    thresholds = Thresholds(threshold, dct_threshold, crops_threshold)
+    bundle, data = build_bundle(hasher, sources, key, thresholds=thresholds, authority=authority, list_name=list_name,
+                                sequence=sequence, expires_in=seconds, calibration=calibration, crops=crops, now=now)
     write_bytes(out, data)
     try:
         record_sequence(state, list_name, sequence)
