@@ -8,7 +8,8 @@ Run from the repository root::
 Without --images it writes 1,000 photo crops (from examples/make_example_images.py, drawn from the
 "unrelated" source photos) to .bench/screen_speed/images once and reuses them. It builds a signed bundle
 (random weights of the --spec network, copy-cnn by default, with the copy recipe's margin trimming and upright
-views unless --plain; the first 100 images plus random hashes up to --banned hashes), ingests it into a
+views unless --plain; the first 100 images plus random hashes up to --banned hashes; as a default bundle, a
+DCT hash per banned hash and --crops random crop hashes per banned hash, unless --plain), ingests it into a
 throw-away database, and times, in one run on the same page-cached files:
 
 - Pillow: open + load + convert("RGB") of every file, on one thread and on the screening thread count;
@@ -36,7 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vetohash.bundle import Bundle, sign_bundle
+from vetohash.bundle import Bundle, CropSignal, DctSignal, sign_bundle
+from vetohash.dcthash import HASH_BYTES as DCT_BYTES
+from vetohash.dcthash import dct_hashes
 from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.keys import generate_private_key, public_key_of
@@ -96,9 +99,11 @@ def best_rate(run: Callable[[], object], count: int, repeats: int) -> tuple[floa
     return count / min(times), count / statistics.median(times)
 
 
-def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str, plain: bool) -> Store:
-    """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones. The
-    copy-cnn spec gets the trimming and upright views the copy recipe turns on, unless `plain`."""
+def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str, plain: bool, crops: int) -> Store:
+    """A database with one trusted key and one bundle: hashes of the first 100 files plus random ones. Unless
+    `plain`, the copy-cnn spec gets the trimming and upright views the copy recipe turns on, and the bundle
+    carries what a default one does: a DCT hash per banned hash and `crops` random crop hashes per banned
+    hash (the random ones cost a search what real ones do)."""
     torch.manual_seed(0)
     spec = PRESETS[preset]
     if preset == "copy-cnn" and not plain:
@@ -110,10 +115,17 @@ def make_store(folder: Path, paths: Sequence[Path], banned: int, preset: str, pl
     hashes = np.concatenate([known, filler])[:banned]
     key = generate_private_key()
     now = int(time.time())
+    dct = crop_signal = None
+    if not plain:
+        known_dct = dct_hashes([open_image(p) for p in paths[:100]])
+        dct_filler = rng.integers(0, 256, size=(max(0, banned - len(known_dct)), DCT_BYTES), dtype=np.uint8)
+        dct = DctSignal(hashes=np.concatenate([known_dct, dct_filler])[:banned], threshold=32)
+        crop_signal = CropSignal(hashes=rng.integers(0, 256, size=(crops * banned, spec.hash_bytes), dtype=np.uint8),
+                                 owners=np.repeat(np.arange(banned, dtype=np.int64), crops), threshold=8)
     bundle = Bundle(spec=spec, weights=hasher.encoded_weights(), hashes=hashes,
                     ids=tuple(f"h{i:07d}" for i in range(len(hashes))), threshold=10, authority="Bench",
                     key_id=public_key_of(key).key_id, list_name="bench", sequence=1, created=now - 60,
-                    expires=now + 3600)
+                    expires=now + 3600, dct=dct, crops=crop_signal)
     (folder / "bench.vhb").write_bytes(sign_bundle(bundle, key))
     store = Store.open(folder / "platform.db")
     add_key(store, public_key_of(key).to_text(), "bench")
@@ -131,7 +143,10 @@ def main() -> None:
     parser.add_argument("--spec", default="copy-cnn", choices=sorted(PRESETS),
                         help="network to time, random weights (default copy-cnn, the default recipe's)")
     parser.add_argument("--plain", action="store_true",
-                        help="copy-cnn without the margin trimming and upright views the copy recipe turns on")
+                        help="copy-cnn without the margin trimming and upright views the copy recipe turns on, "
+                             "and a bundle with network hashes alone (no DCT hashes, no crop hashes)")
+    parser.add_argument("--crops", type=int, default=17,
+                        help="crop hashes per banned hash (default 17, as authority publish writes)")
     args = parser.parse_args()
 
     paths = image_files([args.images])[: args.count] if args.images else generated_images(args.count)
@@ -141,7 +156,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = make_store(folder, paths, args.banned, args.spec, args.plain)
+        store = make_store(folder, paths, args.banned, args.spec, args.plain, args.crops)
         active = [s for s in stored_bundles(store) if s.status is Status.ACTIVE]
         screener = Screener(active, workers=args.workers)
         sources = [Source(str(p), path=p) for p in paths]
@@ -157,6 +172,7 @@ def main() -> None:
         batch = np.stack([to_array(open_image(p), model.hasher.spec.preprocess) for p in paths])
         hashes = model.hasher.hash_arrays(batch)
         banned = model.lists[0].bundle.hashes
+        crop_list = model.lists[0].bundle.crops
         rows = [
             ("Pillow open+load+RGB, 1 thread", *best_rate(lambda: pillow_decode(paths, 1), n, args.repeats)),
             (f"Pillow open+load+RGB, {args.workers} threads",
@@ -167,6 +183,9 @@ def main() -> None:
             (f"  of which: nearest of {len(banned):,} banned hashes alone", *best_rate(lambda: nearest(hashes, banned),
                                                                                   n, args.repeats)),
         ]
+        if crop_list is not None:
+            rows.append((f"  of which: nearest of {len(crop_list.hashes):,} crop hashes alone",
+                         *best_rate(lambda: nearest(hashes, crop_list.hashes), n, args.repeats)))
         store.close()
         env = dict(os.environ, VETOHASH_DB=str(folder / "platform.db"))
         script = Path(sys.executable).parent / "platform"
@@ -179,7 +198,8 @@ def main() -> None:
         rows.append(("`platform screen` command, start-up included", n / elapsed, n / elapsed))
 
     print(f"{n} images ({'from ' + str(args.images) if args.images else 'generated 128x128 JPEG crops'}), "
-          f"bundle of {args.banned} hashes, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"bundle of {args.banned} hashes" + ("" if args.plain else f", their DCT hashes and {args.crops} crop "
+                                                f"hashes each") + f", {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
     print()
     print(f"| {'what':<50} | {'images/s (best)':>15} | {'images/s (median)':>17} |")
