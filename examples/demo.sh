@@ -132,30 +132,37 @@ import csv, re, sys
 from collections import Counter
 
 DCT = re.compile(r"\bdct nearest \S+  distance (\d+)")
+CROPS = re.compile(r"\bcrops nearest \S+  distance (\d+)")
 
 def verdicts(path):
-    """(file name, verdict, network distance, DCT distance or a huge number) for each image line of
-    `platform screen` output, and its error lines."""
+    """(file name, verdict, network distance, whether the crop hashes or the DCT hash matched on their own)
+    for each image line of `platform screen` output, and its error lines."""
     images, errors = [], 0
     for line in open(path, encoding="utf-8"):
         words = line.split()
         if words and words[0] in ("MATCH", "clean", "featureless"):
             distance = int(re.search(r"\bdistance (\d+)", line)[1])
-            dct = DCT.search(line)
-            images.append((words[1].rsplit("/", 1)[-1], words[0].lower(), distance, int(dct[1]) if dct else 10**9))
+            dct, crops = DCT.search(line), CROPS.search(line)
+            other = ((dct is not None and int(dct[1]) < dct_threshold)
+                     or (crops is not None and int(crops[1]) < crops_threshold))
+            images.append((words[1].rsplit("/", 1)[-1], words[0].lower(), distance, other))
         errors += line.startswith("error:")
     return images, errors
 
 def first(pattern, path):
     return next(m[1] for m in map(re.compile(pattern).search, open(path, encoding="utf-8")) if m)
 
+def bundle_threshold(signal):
+    """The bundle's threshold of `signal` ("dct" or "crops") as screen printed it; 0 when it has none."""
+    found = [m for m in map(re.compile(rf"\b{signal} nearest \S+  distance \d+ (?:<|>=) (\d+)").search,
+                            open(sys.argv[1], encoding="utf-8")) if m]
+    return int(found[0][1]) if found else 0
+
+threshold = int(first(r"\bdistance \d+ (?:<|>=) (\d+)", sys.argv[1]))
+dct_threshold, crops_threshold = bundle_threshold("dct"), bundle_threshold("crops")
 (altered, altered_errors), (unrelated, unrelated_errors) = verdicts(sys.argv[1]), verdicts(sys.argv[2])
 kinds = {row["file"]: row["kind"] for row in csv.DictReader(open(sys.argv[3], encoding="utf-8"))}
 target, work = float(sys.argv[4]), sys.argv[5]
-threshold = int(first(r"\bdistance \d+ (?:<|>=) (\d+)", sys.argv[1]))
-found = [m for m in map(re.compile(r"\bdct nearest \S+  distance \d+ (?:<|>=) (\d+)").search,
-                        open(sys.argv[1], encoding="utf-8")) if m]
-dct_threshold = int(found[0][1]) if found else 0  # 0: a bundle without DCT hashes
 bits = 4 * len(first(r"\bhash ([0-9a-f]+)\s*$", sys.argv[1]))
 total, caught = Counter(), Counter()
 for name, verdict, _, _ in altered:
@@ -163,16 +170,18 @@ for name, verdict, _, _ in altered:
     caught[kinds[name]] += verdict == "match"
 
 def row(limit):
-    hit = sum((d < limit or dd < dct_threshold) and v != "featureless" for _, v, d, dd in altered)
-    flag = sum((d < limit or dd < dct_threshold) and v != "featureless" for _, v, d, dd in unrelated)
+    hit = sum((d < limit or other) and v != "featureless" for _, v, d, other in altered)
+    flag = sum((d < limit or other) and v != "featureless" for _, v, d, other in unrelated)
     note = {threshold: "  <- the bundle's threshold", 20: "  <- the paper's threshold"}.get(limit, "")
     print(f"  match if distance < {limit:<3} {hit:>4} of {len(altered):<8} {flag:>4} of {len(unrelated)}{note}")
 
 print(f"{bits}-bit hashes; the platform matched at the bundle's threshold, distance < {threshold}.")
-if dct_threshold:
-    print(f"Each row also matches an image whose DCT hash is closer than the bundle's DCT threshold, {dct_threshold};\n"
-          f"by that alone, {sum(dd < dct_threshold and v != 'featureless' for _, v, _, dd in altered)} altered copies "
-          f"and {sum(dd < dct_threshold and v != 'featureless' for _, v, _, dd in unrelated)} unrelated images.")
+others = [f"its nearest crop hash is closer than {crops_threshold}"] if crops_threshold else []
+others += [f"its DCT hash is closer than {dct_threshold}"] if dct_threshold else []
+if others:
+    print(f"Each row also matches an image when {' or '.join(others)} (the bundle's other thresholds);\n"
+          f"by those alone, {sum(o and v != 'featureless' for _, v, _, o in altered)} altered copies "
+          f"and {sum(o and v != 'featureless' for _, v, _, o in unrelated)} unrelated images.")
 print()
 print(f"{'':<26} altered copies   unrelated images")
 print(f"{'':<26} caught           flagged")
