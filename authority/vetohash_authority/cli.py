@@ -457,9 +457,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     upload when any is near (below its own threshold). --no-dct and --no-crops leave those out.
 
     With --innocent, the thresholds not given by hand are calibrated so that at most --target-fpr of the
-    innocent images are flagged by any hash: the DCT threshold and the crops threshold each alone may flag
-    a quarter of that, and the network's whole-image threshold is the largest that keeps the total within
-    it (the measured total is recorded in the bundle). A hand-given threshold is used as it is, and the
+    innocent images are flagged by any hash: the DCT threshold alone may flag half of that, the crops
+    threshold alone a quarter, and the network's whole-image threshold is the largest that keeps the total
+    within it (the measured total is recorded in the bundle). A hand-given threshold is used as it is, and the
     others calibrated around it. Without --innocent, the defaults are 20 (network) and 32 (DCT), not
     calibrated, and crop hashes are published only with --crops-threshold.
 

@@ -7,10 +7,10 @@ current Unix time and one more than the last sequence this authority published f
 
 A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion), and, when it is
 calibrated, crop hashes (cropviews). Its thresholds are calibrated on innocent images by one rule
-(`evaluation.fused_thresholds`): the DCT threshold and the crop hashes' each alone may flag at most a quarter
-of the false-positive budget; the network's whole-image threshold is then the largest keeping the images
-flagged by any signal within the budget. The network's recall grows with its threshold far more than the
-others' do (docs/benchmarks.md), so it gets most of the budget.
+(`evaluation.fused_thresholds`): the DCT threshold alone may flag at most half of the false-positive budget,
+the crop hashes' at most a quarter; the network's whole-image threshold is then the largest keeping the images
+flagged by any signal within the budget (the images the others flag are mostly the same ones, so the
+network keeps most of it; docs/benchmarks.md).
 """
 
 from __future__ import annotations
