@@ -1,4 +1,10 @@
-"""Nearest banned hash for each query, by Hamming distance, vectorised with numpy popcount."""
+"""Nearest banned hash for each query, by Hamming distance.
+
+`hamming_matrix` XORs and popcounts 64-bit words. `nearest` instead takes the dot products of the hashes' bits
+as +1/-1 (a matrix product, which BLAS runs many times faster than numpy's popcount over large lists, such as
+a bundle's crop hashes): for b-bit hashes, distance = (b - dot) / 2. The products are sums of at most 1,024
+terms of +1 or -1, exact in float32 whatever the summation order, so both give the same integers.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-# Bound the (queries x banned x bytes) XOR block to about 64 MiB whatever the list size.
+# Bound the (queries x banned) float32 block of dot products to about 64 MiB whatever the list size, and the
+# +1/-1 copy of the banned hashes to _BANNED_ROWS rows at a time.
 _BLOCK_BYTES = 64 * 1024 * 1024
+_BANNED_ROWS = 32768
 
 
 class Nearest(NamedTuple):
@@ -26,27 +34,41 @@ def hamming_matrix(queries: np.ndarray, banned: np.ndarray) -> np.ndarray:
 
 
 def _words(hashes: np.ndarray) -> np.ndarray:
-    """The same bits viewed as 64-bit words when the width allows: eight times fewer XORs and popcounts."""
-    if hashes.shape[1] % 8 == 0:
-        return np.ascontiguousarray(hashes).view(np.uint64)
-    return hashes
+    """The same bits as 64-bit words, zero bytes appended to a width that is not a multiple of 8 (zeros on
+    both sides add nothing to a distance): several times fewer XORs and popcounts than bytes."""
+    pad = -hashes.shape[1] % 8
+    if pad:
+        hashes = np.pad(hashes, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(hashes).view(np.uint64)
 
 
 def nearest(queries: np.ndarray, banned: np.ndarray) -> Nearest:
-    """The nearest banned hash of each query; queries are processed in blocks to bound memory."""
+    """The nearest banned hash of each query (the first on ties); both sides are processed in blocks to bound
+    memory."""
     _check(queries, banned)
     if len(banned) == 0:
         raise ValueError("the banned list is empty")
-    n = len(queries)
-    index = np.empty(n, dtype=np.int64)
-    distance = np.empty(n, dtype=np.int32)
-    step = max(1, _BLOCK_BYTES // max(1, banned.size))
-    for start in range(0, n, step):
-        block = hamming_matrix(queries[start:start + step], banned)
-        best = block.argmin(axis=1)
-        index[start:start + step] = best
-        distance[start:start + step] = block[np.arange(len(block)), best]
-    return Nearest(index, distance)
+    n, bits = len(queries), banned.shape[1] * 8
+    index = np.zeros(n, dtype=np.int64)
+    best = np.full(n, -np.inf, dtype=np.float32)  # the largest dot product so far
+    signs = _signs(queries)
+    rows = max(1, min(len(banned), _BANNED_ROWS, _BLOCK_BYTES // 4))
+    step = max(1, _BLOCK_BYTES // (4 * rows))
+    for first in range(0, len(banned), rows):
+        chunk = _signs(banned[first:first + rows]).T
+        for start in range(0, n, step):
+            dots = signs[start:start + step] @ chunk
+            top = dots.argmax(axis=1)
+            value = dots[np.arange(len(dots)), top]
+            better = value > best[start:start + step]  # strictly: an earlier chunk keeps its ties
+            index[start:start + step][better] = first + top[better]
+            best[start:start + step][better] = value[better]
+    return Nearest(index, ((bits - best.astype(np.int64)) // 2).astype(np.int32))
+
+
+def _signs(hashes: np.ndarray) -> np.ndarray:
+    """Packed hashes -> (N, bits) float32, +1 where a bit is set and -1 where it is not."""
+    return np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
 
 
 def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int, banned: np.ndarray) -> Nearest:

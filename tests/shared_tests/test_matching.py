@@ -30,13 +30,20 @@ def test_nearest_agrees_with_naive_reference(seed, n, m, width):
 
 
 def test_blocking_does_not_change_results(monkeypatch):
+    """Blocks of queries and blocks of banned hashes give the same answer as one block, ties included: the
+    first of two equally near banned hashes wins even when they fall in different blocks."""
     rng = np.random.default_rng(3)
-    queries = rng.integers(0, 256, (33, 16), dtype=np.uint8)
-    banned = rng.integers(0, 256, (20, 16), dtype=np.uint8)
+    queries = rng.integers(0, 256, (33, 20), dtype=np.uint8)
+    banned = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+    banned[4] = banned[13] = queries[5]  # a tie at distance 0, in different banned blocks below
     whole = matching.nearest(queries, banned)
-    monkeypatch.setattr(matching, "_BLOCK_BYTES", 16 * 20 * 2)  # two queries per block
+    monkeypatch.setattr(matching, "_BANNED_ROWS", 3)
+    monkeypatch.setattr(matching, "_BLOCK_BYTES", 4 * 3 * 2)  # two queries per block
     blocked = matching.nearest(queries, banned)
     assert np.array_equal(whole.index, blocked.index) and np.array_equal(whole.distance, blocked.distance)
+    assert (whole.index[5], whole.distance[5]) == (4, 0)
+    reference = naive_nearest(queries, banned)
+    assert blocked.index.tolist() == reference[0] and blocked.distance.tolist() == reference[1]
 
 
 def test_mismatched_widths_and_empty_lists_are_refused():
