@@ -486,11 +486,11 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     seconds = parse_duration(expires_in)
     key = _read_key(key_path, ask)
     hasher, meta = read_model(model)
+    if crops_threshold is not None and crops_threshold > hasher.spec.bits:
+        raise VetohashError(f"crops threshold {crops_threshold} is more than the hash's {hasher.spec.bits} bits")
     pre = hasher.spec.preprocess
     sources = _without_featureless(load_sources(images_dir, pre, warn=_warn), images_dir, skip_featureless)
     calibration = None
-    if crops_threshold is not None and crops_threshold > hasher.spec.bits:
-        raise VetohashError(f"crops threshold {crops_threshold} is more than the hash's {hasher.spec.bits} bits")
     crops = None if no_crops or (innocent is None and crops_threshold is None) else CropHashes(
         *crop_hashes(hasher, [source.image for source in sources]))
     if innocent is not None:

@@ -227,6 +227,8 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     assert code == 0 and json.loads(stdout)["format_version"] == 2 and json.loads(stdout)["crop_hashes"] == 0
     code, _, err = authority([*base, "--no-crops", "--crops-threshold", "5"], capsys)
     assert code == 2 and "contradict" in err and err.count("\n") == 1
+    code, _, err = authority([*base, "--threshold", "10", "--crops-threshold", "999"], capsys)
+    assert code == 2 and "crops threshold 999 is more than the hash's" in err and err.count("\n") == 1
 
 
 def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_path: Path, capsys,
