@@ -184,8 +184,6 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     """Calibrated, a bundle carries the crop hashes of every banned image, each owned by that image's row;
     the three thresholds follow fused_thresholds on the innocent images. Without --innocent, crop hashes
     come only with --crops-threshold; --no-crops leaves them out (version 2), and contradicts a threshold."""
-    import numpy as np
-
     from vetohash.dcthash import dct_hashes
     from vetohash.matching import hamming_matrix
     from vetohash.modelfile import read_model
