@@ -426,17 +426,13 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
             verdict, detail = "clean", nearest
         else:
             verdict = "MATCH" if v.match else "clean"
+            sides = [side for side in (("crops", v.crops_nearest_id, v.crops_distance, v.crops_threshold),
+                                       ("dct", v.dct_nearest_id, v.dct_distance, v.dct_threshold))
+                     if side[2] is not None and side[3] is not None]
             detail = f"nearest {v.nearest_id}  distance {v.distance} {_compared(v.distance, v.threshold)}"
-            fused = False
-            if v.crops_distance is not None and v.crops_threshold is not None:
-                detail += (f"  crops nearest {v.crops_nearest_id}  distance {v.crops_distance} "
-                           f"{_compared(v.crops_distance, v.crops_threshold)}")
-                fused = True
-            if v.dct_distance is not None and v.dct_threshold is not None:
-                detail += (f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance} "
-                           f"{_compared(v.dct_distance, v.dct_threshold)}")
-                fused = True
-            detail += f"  by {v.signal}" if fused and v.signal else ""
+            detail += "".join(f"  {name} nearest {found}  distance {distance} {_compared(distance, limit)}"
+                              for name, found, distance, limit in sides)
+            detail += f"  by {v.signal}" if sides and v.signal else ""
         yield f"{verdict}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  {detail}  hash {v.hash}"
 
 
