@@ -166,10 +166,10 @@ def evaluate_fused(name: str, neural: Distances, dct: Distances, crops: Distance
     threshold chosen per false-positive rate as `authority publish` chooses them."""
     report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
               "pairwise": {}}
+    crops_innocent, crops_altered = (None, None) if crops is None else crops
     for fpr in IMAGE_FPRS:
-        chosen = fused_thresholds(neural.innocent, fpr, bits, dct=dct.innocent,
-                                  crops=None if crops is None else crops.innocent)
-        hit = chosen.flags(neural.altered, dct.altered, None if crops is None else crops.altered)
+        chosen = fused_thresholds(neural.innocent, fpr, bits, dct=dct.innocent, crops=crops_innocent)
+        hit = chosen.flags(neural.altered, dct.altered, crops_altered)
         groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
         for (_, edit, _), h in zip(altered, hit):
             groups["kind"].setdefault(edit.kind, []).append(bool(h))
@@ -178,8 +178,7 @@ def evaluate_fused(name: str, neural: Distances, dct: Distances, crops: Distance
         report["image_level"][str(fpr)] = {
             "threshold": "|".join(str(t) for t in chosen if t is not None), "dct_threshold": chosen.dct,
             "crops_threshold": chosen.crops,
-            "measured_fpr": float(np.mean(chosen.flags(neural.innocent, dct.innocent,
-                                                       None if crops is None else crops.innocent))),
+            "measured_fpr": float(np.mean(chosen.flags(neural.innocent, dct.innocent, crops_innocent))),
             "recall": float(hit.mean()),
             **{group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()},
         }
