@@ -11,7 +11,7 @@
 # `make demo` runs this with the project's virtualenv on PATH (`authority`, `platform`, `python`).
 # DEMO_RECIPE=copy (default) fits vetohash's pretrained copy detector to the list, a few minutes on a 2-core CPU.
 # DEMO_RECIPE=paper trains the paper's network instead, for DEMO_EPOCHS epochs (6) of DEMO_COUNT copies per
-# alteration kind (25): about a minute; the paper's own recipe is 70 epochs of 100 (see the README).
+# alteration kind (25): about a minute; the paper's own recipe is 70 epochs of 100 (see docs/reproduction.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in authority platform python; do
