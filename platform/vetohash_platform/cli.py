@@ -16,6 +16,7 @@ from tqdm import tqdm
 import vetohash
 from vetohash.console import ExitCode, Group, run
 
+from .records import bundle_record, hash_record, iso, screen_record, verdict
 from .store import Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
 
@@ -65,10 +66,6 @@ def _store() -> Store:
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _day(seconds: float) -> str:
@@ -169,7 +166,7 @@ def trust_list(as_json: bool) -> None:
     if as_json:
         for key in keys:
             _emit({"key_id": key.key_id, "name": key.name, "public_key": key.key.to_text(),
-                   "added": _iso(key.added), "bundles": counts.get(key.key_id, 0)})
+                   "added": iso(key.added), "bundles": counts.get(key.key_id, 0)})
         return
     if not keys:
         click.echo("no trusted keys; add one with `platform trust add PUBKEY`", err=True)
@@ -228,7 +225,7 @@ def ingest(bundle: Path, as_json: bool) -> None:
                "hashes": len(b.hashes), "threshold": b.threshold, "decision": b.decision,
                "dct_threshold": b.dct.threshold if b.dct else None,
                "crop_hashes": len(b.crops.hashes) if b.crops else 0,
-               "crops_threshold": b.crops.threshold if b.crops else None, "expires": _iso(b.expires),
+               "crops_threshold": b.crops.threshold if b.crops else None, "expires": iso(b.expires),
                "sha256": done.sha256})
         return
     what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
@@ -240,7 +237,7 @@ def ingest(bundle: Path, as_json: bool) -> None:
     dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold}"
     fused = "" if b.decision == NEURAL else " (any matches)" if b.crops and b.dct else " (either matches)"
     click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{crops}{dct}{fused}, "
-               f"expires {_iso(b.expires)}")
+               f"expires {iso(b.expires)}")
 
 
 @cli.command()
@@ -265,14 +262,7 @@ def bundles(as_json: bool) -> None:
     found = stored_bundles(_store())
     if as_json:
         for s in found:
-            r = s.row
-            _emit({"status": s.status.value, "reason": s.reason or None, "authority": r.authority,
-                   "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence, "hashes": r.hash_count,
-                   "threshold": r.threshold, "decision": r.decision, "dct_threshold": r.dct_threshold,
-                   "crop_hashes": r.crop_hashes, "crops_threshold": r.crops_threshold, "model": r.model,
-                   "created": _iso(r.created), "expires": _iso(r.expires), "target_fpr": r.target_fpr,
-                   "measured_fpr": r.measured_fpr, "innocent_images": r.innocent_images, "sha256": r.sha256,
-                   "ingested": _iso(r.ingested)})
+            _emit(bundle_record(s))
         return
     if not found:
         click.echo("no bundles stored; ingest one with `platform ingest BUNDLE`", err=True)
@@ -382,12 +372,10 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
         for result, echo in _with_progress(items, screener.run(items), progress):
-            verdict = ("error" if result.error else "featureless" if result.featureless
-                       else "match" if result.matched else "clean")
-            counts[verdict] += 1
+            counts[verdict(result)] += 1
             log.add(result)
             if as_json:
-                echo(json.dumps(_screen_record(result, verdict)), False)
+                echo(json.dumps(screen_record(result)), False)
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
@@ -402,11 +390,6 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
         sys.exit(ExitCode.MATCH)
     if counts["error"]:
         sys.exit(ExitCode.ERROR)
-
-
-def _rounded(detail: float | None) -> float | None:
-    """A detail score for JSON: two decimals are all it means."""
-    return None if detail is None else round(detail, 2)
 
 
 def _screen_lines(result: ImageResult) -> Iterator[str]:
@@ -440,20 +423,6 @@ def _compared(distance: int, threshold: int) -> str:
     return f"{'<' if distance < threshold else '>='} {threshold}"
 
 
-def _screen_record(result: ImageResult, verdict: str) -> dict[str, Any]:
-    if result.error:
-        return {"path": result.name, "verdict": "error", "error": result.error}
-    return {"path": result.name, "sha256": result.sha256, "verdict": verdict, "detail": _rounded(result.detail),
-            "results": [
-        {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
-         "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,
-         "threshold": v.threshold, "match": v.match, "signal": v.signal, "dct_hash": v.dct_hash,
-         "dct_nearest_id": v.dct_nearest_id, "dct_distance": v.dct_distance, "dct_threshold": v.dct_threshold,
-         "crops_nearest_id": v.crops_nearest_id, "crops_distance": v.crops_distance,
-         "crops_threshold": v.crops_threshold}
-        for v in result.verdicts]}
-
-
 @cli.command("hash")
 @_image_options
 def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size: int,
@@ -480,15 +449,11 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
     items = sources(paths, sys.stdin.buffer, _warn)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
-        if result.error:
-            errors += 1
-            echo(json.dumps({"path": result.name, "error": result.error}) if as_json
-                 else f"error: {result.error}", not as_json)
-        elif as_json:
-            echo(json.dumps({"path": result.name, "sha256": result.sha256, "detail": _rounded(result.detail),
-                             "featureless": result.featureless, "hashes": [
-                {"model": h.model, "model_id": h.model_id, "lists": list(h.lists), "hash": h.hash}
-                for h in result.hashes], "dct": result.dct}), False)
+        errors += result.error is not None
+        if as_json:
+            echo(json.dumps(hash_record(result)), False)
+        elif result.error:
+            echo(f"error: {result.error}", True)
         else:
             if result.featureless:
                 echo(f"warning: {result.name} is featureless (detail {result.detail:.1f}): its hash says little "
@@ -521,7 +486,7 @@ def log(limit: int | None, as_json: bool) -> None:
     rows = _store().matches(limit)
     if as_json:
         for r in rows:
-            _emit({"time": _iso(r.time), "image_sha256": r.image_sha256, "image_hash": r.image_hash,
+            _emit({"time": iso(r.time), "image_sha256": r.image_sha256, "image_hash": r.image_hash,
                    "authority": r.authority, "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence,
                    "bundle_sha256": r.bundle_sha256, "hash_id": r.hash_id, "distance": r.distance,
                    "threshold": r.threshold, "signal": r.signal, "dct_hash": r.dct_hash,
@@ -532,7 +497,7 @@ def log(limit: int | None, as_json: bool) -> None:
     if not rows:
         click.echo("no matches logged", err=True)
         return
-    _table([(_iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.signal, r.hash_id, r.distance,
+    _table([(iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.signal, r.hash_id, r.distance,
              r.threshold, _or_dash(r.crops_hash_id), _or_dash(r.crops_distance), _or_dash(r.crops_threshold),
              _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold), r.image_sha256)
             for r in rows],
