@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # build. Elsewhere, point pip at a CPU build through pip's own configuration (PIP_* variables), not here.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# docs/commands.md from every command's --help; tests/test_docs.py fails until it is rerun after a CLI change.
+docs: setup
+	$(BIN)/python docs/make_reference.py
 
 bench: setup
 	$(BIN)/python benchmarks/quality.py --fit-copy

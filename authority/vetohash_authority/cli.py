@@ -54,7 +54,7 @@ def cli() -> None:
       authority train banned/ --out banned.model            # fit the copy detector (default)
       authority train banned/ --out paper.model --recipe paper   # the paper's siamese CNN
       authority evaluate banned.model banned/ --innocent unrelated/
-      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
+      authority publish banned.model banned/ --key keys/authority.key --out banned.vhb
 
     Errors print one line and exit with status 2 (set VETOHASH_DEBUG=1 for a traceback).
     """
@@ -467,8 +467,8 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     would match every blank upload. Remove them, or give --skip-featureless to leave them out.
 
     \b
-      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle
-      authority publish banned.model banned/ --key keys/authority.key --out banned.bundle \\
+      authority publish banned.model banned/ --key keys/authority.key --out banned.vhb
+      authority publish banned.model banned/ --key keys/authority.key --out banned.vhb \\
           --innocent unrelated/ --target-fpr 0.01 --list-name csam --expires-in 7d
     """
     from vetohash.modelfile import read_model
