@@ -10,6 +10,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from vetohash.specs import ModelSpec
+
+# A copy-cnn small enough to fit to a list in a second: the copy recipe's tests use it as their base model.
+TINY_COPY_SPEC = ModelSpec.from_dict({
+    "name": "copy-cnn", "bits": 32,
+    "arch": {"type": "copy-cnn", "width": 4, "stages": 3, "mirror": True},
+    "preprocess": {"mode": "RGB", "size": 32, "resample": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3},
+})
+
 TINY_CONFIG = """\
 epochs = 2
 batch_size = 8

@@ -9,15 +9,13 @@ from PIL import Image, ImageOps
 from vetohash.errors import SpecError
 from vetohash.hasher import Hasher
 from vetohash.modelfile import read_model, write_model
-from vetohash.specs import ModelSpec, preset
+from vetohash.specs import preset
 from vetohash_authority.cli import cli
 from vetohash_authority.listfit import ListFitConfig, discriminant_projection, fit_to_list
 
-TINY = ModelSpec.from_dict({
-    "name": "copy-cnn", "bits": 32,
-    "arch": {"type": "copy-cnn", "width": 4, "stages": 3, "mirror": True},
-    "preprocess": {"mode": "RGB", "size": 32, "resample": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3},
-})
+from .fixtures import TINY_COPY_SPEC
+
+TINY = TINY_COPY_SPEC
 
 
 def photos(count: int, seed: int = 0) -> list[Image.Image]:
