@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 import vetohash
 from vetohash.console import ExitCode, Group, run
+from vetohash.errors import VetohashError
 
 from .records import bundle_record, hash_record, iso, screen_record, verdict
 from .store import Store, default_db_path
@@ -465,6 +466,70 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
                 echo(f"{result.dct}  {result.name}  [{DCT_ALGORITHM}]", False)
     if errors:
         sys.exit(ExitCode.ERROR)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; each loads the bundles and models and batches its own requests.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require `Authorization: Bearer TOKEN` (all but /healthz), TOKEN read from this file, "
+                   "which only its owner may read (chmod 600).")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
+              help="Largest image accepted; a larger body is answered 413.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds to receive a body and to screen it; past either the request is answered 408 or 503.")
+@click.option("--max-pending", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests that may wait for screening per worker; more are answered 503 with Retry-After.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Most requests screened in one inference batch (those waiting together share one).")
+@db_option
+def serve(host: str, port: int, workers: int, token_file: Path | None, max_bytes: int, timeout_s: float,
+          max_pending: int, batch_size: int) -> None:
+    """Answer screening requests over HTTP until stopped (Ctrl-C or SIGTERM).
+
+    \b
+    Routes (JSON answers are the objects the matching `--json` command prints):
+      POST /v1/screen   an image as the raw body (image/* or application/octet-stream)
+                        or as the one file of a multipart/form-data body: `platform screen --json`
+      POST /v1/hash     the same body: `platform hash --json`
+      GET  /v1/bundles  `platform bundles --json`, as one JSON array
+      GET  /healthz     200 once bundles and models are loaded, else 503; names unused bundles
+      GET  /metrics     Prometheus text: requests, verdicts, latency, errors, bundles and expiries
+
+    Bundles ingested while it runs (`platform ingest` on the same database) are used from the next
+    request on, without a restart; a bundle stops matching when it expires. Bad input is answered with
+    a 4xx JSON object {"error": ..., "problem": ...}: empty (400), too large (413), wrong content type
+    (415), not an image or a decompression bomb (422). Matches are logged as `platform screen` logs them.
+    Needs the serve extra (`pip install 'vetohash[serve]'`).
+
+    \b
+    Example:
+      platform serve --port 8080 --token-file token.txt
+      curl -s -H "Authorization: Bearer $(cat token.txt)" -H 'Content-Type: image/jpeg' \\
+           --data-binary @photo.jpg http://127.0.0.1:8080/v1/screen | jq .verdict
+    """
+    import os
+    import tempfile
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise VetohashError("`platform serve` needs the serve extra: pip install 'vetohash[serve]'") from None
+    from .service import SETTINGS_ENV, Settings, read_token
+
+    if token_file is not None:
+        read_token(token_file)  # refuse a bad token file here, in one line, before any worker starts
+    store = _store()  # creates or migrates the database before the workers open it
+    settings = Settings(db=str(store.path.resolve()), token_file=str(token_file.resolve()) if token_file else None,
+                        max_bytes=max_bytes, timeout_s=timeout_s, max_pending=max_pending, batch=batch_size)
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    with tempfile.TemporaryDirectory(prefix="vetohash-metrics-") as metrics_dir:
+        if workers > 1:  # prometheus_client sums the workers' metrics from files there
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("vetohash_platform.service:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level="info", timeout_graceful_shutdown=5)
 
 
 @cli.command()

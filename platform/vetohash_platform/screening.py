@@ -148,6 +148,7 @@ class ImageResult:
     error: str | None = None
     detail: float | None = None
     dct: str | None = None  # the DCT hash (hex), when some active bundle carries a DCT signal
+    error_type: type[ImageError] | None = None  # the kind of `error`, for callers that answer by it (HTTP)
 
     @property
     def matched(self) -> bool:
@@ -274,7 +275,7 @@ class Screener:
         row = 0
         for source, decoded in items:
             if isinstance(decoded, ImageError):
-                yield ImageResult(source.name, None, error=str(decoded))
+                yield ImageResult(source.name, None, error=str(decoded), error_type=type(decoded))
                 continue
             model_hashes = tuple(
                 ModelHash(m.hasher.spec.name, m.model_id, tuple(lst.label for lst in m.lists),

@@ -241,6 +241,11 @@ class Store:
         found = rows.fetchone()
         return BundleRow(*found) if found else None
 
+    def bundle_digests(self) -> list[tuple[str, str, str]]:
+        """(key id, list, SHA-256) of every stored bundle: a cheap way to notice an ingest, without the bytes."""
+        return [tuple(row) for row in self._execute(
+            "SELECT key_id, list_name, sha256 FROM bundles ORDER BY key_id, list_name")]  # type: ignore[misc]
+
     def put_bundle(self, row: BundleRow) -> None:
         """Store a bundle, replacing the one of the same authority key and list (inside a transaction)."""
         marks = ", ".join("?" * len(BundleRow.__dataclass_fields__))
