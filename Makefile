@@ -1,4 +1,4 @@
-# One entry point: `make demo` runs the two-party workflow, `make test` runs the suite.
+# One entry point: `make demo` runs the two-party workflow, `make test` type-checks and runs the suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +22,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 test: setup
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 # docs/commands.md from every command's --help; tests/test_docs.py fails until it is rerun after a CLI change.

@@ -8,7 +8,7 @@ terms of +1 or -1, exact in float32 whatever the summation order, so both give t
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,7 +18,8 @@ _BLOCK_BYTES = 64 * 1024 * 1024
 _BANNED_ROWS = 32768
 
 
-class Nearest(NamedTuple):
+@dataclass(frozen=True)
+class Nearest:
     """For each query: row index of the nearest banned hash (first on ties) and its distance."""
 
     index: np.ndarray

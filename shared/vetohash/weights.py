@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import WeightsError
 
-ALLOWED_DTYPES = {"<f4": np.dtype("<f4"), "<i8": np.dtype("<i8")}
+ALLOWED_DTYPES: dict[str, np.dtype[Any]] = {"<f4": np.dtype("<f4"), "<i8": np.dtype("<i8")}
 ENTRY_KEYS = frozenset({"dtype", "shape", "data"})
 
 

@@ -1,4 +1,4 @@
-"""Bundle formats v1 and v2 (with a DCT signal): exact bytes, and refusal of every damaged, forged, stale or inconsistent bundle.
+"""Bundle formats v1, v2 (with a DCT signal) and v3 (with crop hashes): exact bytes, and refusal of every damaged, forged, stale or inconsistent bundle.
 
 Hostile payloads are built by hand and signed with the test key, so they pass the signature and reach the
 payload checks; the envelope is built here from docs/bundle-format.md, independently of vetohash.bundle.
@@ -546,6 +546,15 @@ def crop_signal(owners: tuple[int, ...] = (0, 0, 1, 2, 2), threshold: int = 5, w
 @pytest.fixture(scope="module")
 def crops_data() -> bytes:
     return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal()), KEY)
+
+
+def test_pinned_bytes_of_a_default_bundle() -> None:
+    """Version 3's exact bytes (crop hashes and a DCT signal: what `authority publish --innocent` writes by
+    default), as
+    test_pinned_bytes pins version 1's."""
+    data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes)), KEY)
+    assert read_bundle(data, TRUSTED, now=NOW).version == 3
+    assert hashlib.sha256(data).hexdigest() == "2179b4899d49e256bea8d86fa3e8dc385b85acd350b9b9046cde16a3c62dd8a4"
 
 
 def test_crops_bundle_round_trips_as_version_3(crops_data: bytes) -> None:
