@@ -136,7 +136,7 @@ def _position(rng: random.Random) -> tuple[float, float]:
     return rng.random(), rng.random()
 
 
-def _place(image: Image.Image, width: int, height: int, x: float, y: float) -> tuple[int, int]:
+def _place(image: Image.Image, width: float, height: float, x: float, y: float) -> tuple[int, int]:
     """Top-left corner for a width x height box placed at fractions (x, y) of the room left over."""
     return round(x * max(0, image.width - width)), round(y * max(0, image.height - height))
 

@@ -63,6 +63,6 @@ def bit_statistics(hashes_bits: np.ndarray) -> tuple[float, float]:
     imbalance = float(np.abs(bits.mean(axis=0) - 0.5).max())
     std = bits.std(axis=0)
     keep = std > 0
-    corr = np.corrcoef(bits[:, keep].T) if keep.sum() > 1 else np.zeros((1, 1))
-    off = corr[~np.eye(len(corr), dtype=bool)]
+    corr = np.atleast_2d(np.corrcoef(bits[:, keep].T)) if keep.sum() > 1 else np.zeros((1, 1))
+    off = corr[~np.eye(len(corr), dtype=np.bool_)]
     return imbalance, float(np.abs(off).mean()) if off.size else 0.0

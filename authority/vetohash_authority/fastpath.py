@@ -17,7 +17,7 @@ trains through the module itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -89,29 +89,40 @@ def window_patches(x: torch.Tensor) -> torch.Tensor:
     return patches.reshape(n * (s // 2) ** 2, 4, c * 4)
 
 
-def is_paper_layout(network: nn.Module) -> bool:
-    """Whether `network` is exactly the paper's layout with a 2x2 kernel and 2x2 max pooling."""
+class PaperLayers(NamedTuple):
+    """The layers of the paper's network that the fast paths compute with."""
+
+    conv: nn.Conv2d
+    dropout: nn.Dropout
+    dense: nn.Linear
+
+
+def paper_layers(network: nn.Module) -> PaperLayers | None:
+    """`network`'s layers when it is exactly the paper's layout with a 2x2 kernel and 2x2 max pooling, else None."""
     if not isinstance(network, nn.Sequential) or len(network) != 8:
-        return False
+        return None
     pad, conv, relu, pool, dropout, gap, flatten, dense = network
-    return bool(isinstance(pad, nn.ZeroPad2d) and tuple(pad.padding) == (0, 1, 0, 1)
-                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (2, 2) and conv.stride == (1, 1)
-                and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
-                and conv.bias is not None and isinstance(relu, nn.ReLU)
-                and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
-                and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1))
-                and not pool.ceil_mode and isinstance(dropout, nn.Dropout) and isinstance(gap, nn.AdaptiveAvgPool2d)
-                and gap.output_size in (1, (1, 1)) and isinstance(flatten, nn.Flatten)
-                and isinstance(dense, nn.Linear))
+    if (isinstance(pad, nn.ZeroPad2d) and tuple(pad.padding) == (0, 1, 0, 1)
+            and isinstance(conv, nn.Conv2d) and conv.kernel_size == (2, 2) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.bias is not None and isinstance(relu, nn.ReLU)
+            and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
+            and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1))
+            and not pool.ceil_mode and isinstance(dropout, nn.Dropout) and isinstance(gap, nn.AdaptiveAvgPool2d)
+            and gap.output_size in (1, (1, 1)) and isinstance(flatten, nn.Flatten)
+            and isinstance(dense, nn.Linear)):
+        return PaperLayers(conv, dropout, dense)
+    return None
 
 
 def paper_embedder(network: nn.Module, rng: np.random.Generator) -> Embedder | None:
     """A fast embedding function sharing `network`'s parameters, or None when the network is not the paper's
     layout with a 2x2 kernel and max pooling (then train the module itself). Dropout masks come from `rng`
     (numpy's generator is several times faster than torch's here), with the rate rounded to 1/65536."""
-    if not is_paper_layout(network):
+    layers = paper_layers(network)
+    if layers is None:
         return None
-    _pad, conv, _relu, _pool, dropout, _gap, _flatten, dense = network
+    conv, dropout, dense = layers
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         n, _, s, _ = x.shape

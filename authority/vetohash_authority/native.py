@@ -135,11 +135,12 @@ class _Block(torch.autograd.Function):
 def paper_embedder(network: nn.Module, rng: np.random.Generator) -> Embedder | None:
     """A native embedding function sharing `network`'s parameters, or None when the library is not available
     or the network is not the paper's layout (2x2 kernel, max pooling, float32, at most 1024 filters)."""
-    from .fastpath import is_paper_layout
+    from .fastpath import paper_layers
 
-    if not is_paper_layout(network) or library() is None:
+    layers = paper_layers(network)
+    if layers is None or library() is None:
         return None
-    _pad, conv, _relu, _pool, dropout, _gap, _flatten, dense = network
+    conv, dropout, dense = layers
     if conv.weight.dtype != torch.float32 or conv.out_channels > 1024 or conv.in_channels * 4 > 64:
         return None
 

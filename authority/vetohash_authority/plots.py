@@ -39,7 +39,7 @@ def histograms(groups: Mapping[str, np.ndarray], bits: int, threshold: int | Non
     """Overlaid Hamming-distance histograms, one per group, as shares of each group (paper Fig. 11)."""
     figure = Figure(figsize=(7.0, 4.2))
     axes = figure.add_subplot()
-    bins = np.arange(0, bits + 2) - 0.5
+    bins = (np.arange(0, bits + 2) - 0.5).tolist()
     for name, values in groups.items():
         if len(values):
             axes.hist(values, bins=bins, alpha=0.5, label=f"{name} (n={len(values)})",

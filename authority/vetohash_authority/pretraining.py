@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vetohash.errors import SpecError
 from vetohash.hasher import Hasher
 from vetohash.preprocess import Preprocess, to_array
 from vetohash.specs import ModelSpec
@@ -69,7 +70,7 @@ def random_instance(sources: Sequence[Image.Image], rng: random.Random, config: 
     w, h = image.size
     side = int(min(w, h) * rng.uniform(config.crop_min, 1.0))
     x, y = rng.randint(0, w - side), rng.randint(0, h - side)
-    return image.crop((x, y, x + side, y + side)).resize((config.instance_size,) * 2, Image.BICUBIC)
+    return image.crop((x, y, x + side, y + side)).resize((config.instance_size,) * 2, Image.Resampling.BICUBIC)
 
 
 def view_batches(sources: Sequence[Image.Image], augment: Augment, pre: Preprocess, config: PretrainConfig,
@@ -96,7 +97,7 @@ def pretrain_step(network: torch.nn.Module, optimiser: torch.optim.Optimizer, a:
     return float(loss.detach())
 
 
-class _ViewStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+class _ViewStream(torch.utils.data.IterableDataset):
     """view_batches on DataLoader workers; worker k draws from seed + k, so a run is fixed by seed and workers."""
 
     def __init__(self, sources: Sequence[Image.Image], augment: Augment, pre: Preprocess,
@@ -176,11 +177,14 @@ def pretrain_model(spec: ModelSpec, sources: Sequence[Image.Image], config: Pret
     binarisation fitted on unaltered instances; returns the hasher and the metadata for its model file."""
     torch.manual_seed(seed)
     network = spec.build()
+    head = getattr(network, "head", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise SpecError(f"{spec.name}: pretraining needs a network whose hash comes from a linear head, as copy-cnn's")
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS])
     losses = pretrain(network, sources, augment, spec.preprocess, config, seed=seed, device=device,
                       workers=workers, minutes=minutes, progress=progress)
     sample = instance_embeddings(network, sources, spec.preprocess, config, config.fit_sample, seed + 1)
-    fold_into_head(network.head, sample, binarize, seed=seed)
+    fold_into_head(head, sample, binarize, seed=seed)
     meta = {"kind": "pretrained", "seed": seed, "steps": len(losses), "sources": len(sources), "binarize": binarize,
             "config": asdict(config), "edits": list(SINGLE_KINDS), "final_loss": float(np.mean(losses[-50:])),
             "losses": [float(x) for x in losses[:: max(1, len(losses) // 500)]]}

@@ -78,8 +78,8 @@ def dead_leaves(rng: np.random.Generator, size: int = 128) -> Image.Image:
                       for k in range(corners)]
             shape = ("polygon", points)
         if r > 6 and rng.random() < 0.35:
-            box = (int(cx - r), int(cy - r), int(cx + r) + 1, int(cy + r) + 1)
-            _paste_texture(rng, canvas, shape[0], shape[1], box)
+            square = (int(cx - r), int(cy - r), int(cx + r) + 1, int(cy + r) + 1)
+            _paste_texture(rng, canvas, shape[0], shape[1], square)
         else:
             getattr(draw, shape[0])(shape[1], fill=_colour(rng))
     if rng.random() < 0.3:
