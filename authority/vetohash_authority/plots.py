@@ -31,7 +31,7 @@ def loss_curve(train: Sequence[float], validation: Sequence[float | None], path:
     axes.set_ylabel("contrastive loss")
     axes.set_title("Loss during training")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper right")
     _save(figure, path)
 
 
@@ -50,7 +50,7 @@ def histograms(groups: Mapping[str, np.ndarray], bits: int, threshold: int | Non
     axes.set_xlabel(f"Hamming distance (of {bits} bits)")
     axes.set_ylabel("share of pairs")
     axes.set_title("Distance distributions")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper right")
     _save(figure, path)
 
 
