@@ -65,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise VetohashError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise VetohashError("--device cuda was asked for, but this torch sees no CUDA GPU")
+        raise VetohashError(f"device {name!r} was asked for, but this torch sees no CUDA GPU")
     if device.type not in ("cpu", "cuda"):
         raise VetohashError(f"unsupported device {name!r}; use auto, cpu or cuda")
     return device
