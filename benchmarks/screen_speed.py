@@ -48,7 +48,7 @@ from vetohash.preprocess import open_image, to_array
 from vetohash.specs import PRESETS
 from vetohash_platform.active import Status, stored_bundles
 from vetohash_platform.ingest import ingest_file
-from vetohash_platform.screening import MatchLog, Screener, Source, default_workers
+from vetohash_platform.screening import MatchLog, Screener, Upload, default_workers
 from vetohash_platform.store import Store
 from vetohash_platform.trust import add_key
 
@@ -159,11 +159,11 @@ def main() -> None:
         store = make_store(folder, paths, args.banned, args.spec, args.plain, args.crops)
         active = [s for s in stored_bundles(store) if s.status is Status.ACTIVE]
         screener = Screener(active, workers=args.workers)
-        sources = [Source(str(p), path=p) for p in paths]
+        uploads = [Upload(str(p), path=p) for p in paths]
 
         def screen() -> int:
             with MatchLog(store) as log:
-                for result in screener.run(sources):
+                for result in screener.run(uploads):
                     log.add(result)
             return log.count
 

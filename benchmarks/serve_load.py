@@ -33,7 +33,7 @@ from screen_speed import generated_images, make_store  # noqa: E402  (the same i
 
 from vetohash.files import image_files  # noqa: E402
 from vetohash_platform.active import Status, stored_bundles  # noqa: E402
-from vetohash_platform.screening import Screener, Source  # noqa: E402
+from vetohash_platform.screening import Screener, Upload  # noqa: E402
 
 
 def free_port() -> int:
@@ -112,11 +112,11 @@ def main() -> None:
         folder = Path(tmp)
         store = make_store(folder, paths, args.banned, "copy-cnn", plain=False, crops=17)
         screener = Screener([s for s in stored_bundles(store) if s.status is Status.ACTIVE])
-        sources = [Source(str(p), data=b) for p, b in zip(paths, bodies, strict=True)]
-        list(screener.run(sources[:64]))  # warm-up
+        uploads = [Upload(str(p), data=b) for p, b in zip(paths, bodies, strict=True)]
+        list(screener.run(uploads[:64]))  # warm-up
         start = time.perf_counter()
-        list(screener.run(sources))
-        in_process = len(sources) / (time.perf_counter() - start)
+        list(screener.run(uploads))
+        in_process = len(uploads) / (time.perf_counter() - start)
         store.close()
         del screener
 

@@ -25,7 +25,8 @@ from vetohash.preprocess import Preprocess, open_image, query_arrays, read_image
 
 @dataclass(frozen=True)
 class Source:
-    """One image: where it was read, its content digest, a working copy to alter, its model inputs as a query
+    """One of the authority's own images, banned or innocent (on the platform, an image to screen is an
+    Upload): where it was read, its content digest, a working copy to alter, its model inputs as a query
     (the image as it is first, then any upright views: preprocess.query_arrays), its detail score and its DCT
     hash (vetohash.detail and vetohash.dcthash, from the full decoded image, as the platform computes them for
     its queries)."""

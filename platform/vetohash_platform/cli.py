@@ -24,7 +24,7 @@ from .trust import Change, add_key, remove_key, trusted_keys
 # Commands that need a model import torch (seconds) inside the command, so that `--help`, `trust` and `log`
 # answer at once.
 if TYPE_CHECKING:
-    from .screening import ImageResult, Screener, Source
+    from .screening import ImageResult, Screener, Upload
 
 PROGRESS_MIN = 50  # files before a progress bar appears on a terminal without --progress
 F = TypeVar("F", bound=Callable[..., Any])
@@ -311,7 +311,7 @@ def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_t
                     crops_threshold=crops_threshold)
 
 
-def _with_progress(items: Sequence[Source], results: Iterable[ImageResult], show: bool | None
+def _with_progress(items: Sequence[Upload], results: Iterable[ImageResult], show: bool | None
                    ) -> Iterator[tuple[ImageResult, Callable[[str, bool], None]]]:
     """Results paired with a printer that keeps a progress bar (if shown) intact."""
     if show is None:
@@ -366,10 +366,10 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
       curl -s https://example.org/a.jpg | platform screen -
       platform screen --json uploads/ | jq 'select(.verdict == "match")'
     """
-    from .screening import MatchLog, sources
+    from .screening import MatchLog, uploads
 
     screener = _screener(threshold, workers, batch_size, dct_threshold, crops_threshold)
-    items = sources(paths, sys.stdin.buffer, _warn)
+    items = uploads(paths, sys.stdin.buffer, _warn)
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
         for result, echo in _with_progress(items, screener.run(items), progress):
@@ -444,10 +444,10 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
     """
     from vetohash.dcthash import ALGORITHM as DCT_ALGORITHM
 
-    from .screening import sources
+    from .screening import uploads
 
     screener = _screener(None, workers, batch_size)
-    items = sources(paths, sys.stdin.buffer, _warn)
+    items = uploads(paths, sys.stdin.buffer, _warn)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
         errors += result.error is not None

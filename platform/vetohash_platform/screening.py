@@ -51,7 +51,7 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
-class Source:
+class Upload:
     """One image to screen: a file, or bytes already read (from stdin), under the name it is reported by."""
 
     name: str
@@ -59,7 +59,7 @@ class Source:
     data: bytes | None = None
 
 
-def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], None]) -> list[Source]:
+def uploads(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], None]) -> list[Upload]:
     """Files as given, image files under folders (recursive, sorted), and `-` for image bytes on stdin (once).
 
     A folder without any image file is worth a warning: it is often a wrong path, yet screens as clean.
@@ -69,12 +69,12 @@ def sources(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
     out = []
     for argument in arguments:
         if argument == STDIN:
-            out.append(Source("<stdin>", data=stdin.read(MAX_FILE_BYTES + 1)))
+            out.append(Upload("<stdin>", data=stdin.read(MAX_FILE_BYTES + 1)))
         else:
             found = image_files([Path(argument)])
             if not found:
                 warn(f"{argument}: no image files found")
-            out.extend(Source(str(path), path=path) for path in found)
+            out.extend(Upload(str(path), path=path) for path in found)
     return out
 
 
@@ -228,9 +228,9 @@ class Screener:
         self.workers = workers or default_workers()
         self.batch = batch
 
-    def run(self, images: Iterable[Source], compare: bool = True) -> Iterator[ImageResult]:
+    def run(self, images: Iterable[Upload], compare: bool = True) -> Iterator[ImageResult]:
         """One result per image, in input order; with `compare=False`, hashes only (no verdicts)."""
-        pending: list[tuple[Source, _Decoded | ImageError]] = []
+        pending: list[tuple[Upload, _Decoded | ImageError]] = []
         for item in self._decoded(images):
             pending.append(item)
             if len(pending) == self.batch:
@@ -239,25 +239,25 @@ class Screener:
         if pending:
             yield from self._finish(pending, compare)
 
-    def _decoded(self, images: Iterable[Source]) -> Iterator[tuple[Source, _Decoded | ImageError]]:
+    def _decoded(self, images: Iterable[Upload]) -> Iterator[tuple[Upload, _Decoded | ImageError]]:
         """Decode on a thread pool, keeping up to two batches in flight so decoding overlaps inference."""
         pres = list(dict.fromkeys(model.hasher.spec.preprocess for model in self.models))
         pool = ThreadPoolExecutor(max_workers=self.workers)
-        queue: deque[tuple[Source, Future[_Decoded | ImageError]]] = deque()
+        queue: deque[tuple[Upload, Future[_Decoded | ImageError]]] = deque()
         try:
-            for source in images:
-                queue.append((source, pool.submit(_decode, source, pres, self.dct)))
+            for upload in images:
+                queue.append((upload, pool.submit(_decode, upload, pres, self.dct)))
                 if len(queue) >= 2 * self.batch:
-                    source, future = queue.popleft()
-                    yield source, future.result()
+                    upload, future = queue.popleft()
+                    yield upload, future.result()
             while queue:
-                source, future = queue.popleft()
-                yield source, future.result()
+                upload, future = queue.popleft()
+                yield upload, future.result()
         finally:
             pool.shutdown(cancel_futures=True)
 
-    def _finish(self, items: list[tuple[Source, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
-        good = [(source, decoded) for source, decoded in items if isinstance(decoded, _Decoded)]
+    def _finish(self, items: list[tuple[Upload, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
+        good = [(upload, decoded) for upload, decoded in items if isinstance(decoded, _Decoded)]
         featureless = [decoded.detail < MIN_DETAIL for _, decoded in good]
         dct = (np.stack([decoded.dct for _, decoded in good]) if self.dct and good
                else np.zeros((0, HASH_BYTES), np.uint8))
@@ -273,9 +273,9 @@ class Screener:
                 verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], (every, owners), dct, featureless)
                                             for lst in model.lists]
         row = 0
-        for source, decoded in items:
+        for upload, decoded in items:
             if isinstance(decoded, ImageError):
-                yield ImageResult(source.name, None, error=str(decoded), error_type=type(decoded))
+                yield ImageResult(upload.name, None, error=str(decoded), error_type=type(decoded))
                 continue
             model_hashes = tuple(
                 ModelHash(m.hasher.spec.name, m.model_id, tuple(lst.label for lst in m.lists),
@@ -283,7 +283,7 @@ class Screener:
                 for m in self.models)
             found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
             dct_hex = Hash(decoded.dct.tobytes()).hex if decoded.dct is not None else None
-            yield ImageResult(source.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex)
+            yield ImageResult(upload.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex)
             row += 1
 
 
@@ -321,15 +321,15 @@ def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray
     return out
 
 
-def _decode(source: Source, pres: Sequence[Preprocess], dct: bool) -> _Decoded | ImageError:
+def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool) -> _Decoded | ImageError:
     try:
-        if source.data is not None:
-            data = source.data
-        elif source.path is not None:
-            data = read_image_file(source.path, source.name)
+        if upload.data is not None:
+            data = upload.data
+        elif upload.path is not None:
+            data = read_image_file(upload.path, upload.name)
         else:
-            raise ValueError(f"{source.name}: a Source needs a path or data")
-        image = open_image(data, name=source.name)
+            raise ValueError(f"{upload.name}: an Upload needs a path or data")
+        image = open_image(data, name=upload.name)
         return _Decoded(hashlib.sha256(data).hexdigest(), {pre: query_arrays(image, pre) for pre in pres},
                         detail(image),
                         dct_hashes([image])[0] if dct else None)

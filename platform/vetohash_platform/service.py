@@ -39,7 +39,7 @@ from vetohash.preprocess import MAX_FILE_BYTES
 
 from .active import Status, StoredBundle, stored_bundles
 from .records import bundle_record, hash_record, iso, screen_record
-from .screening import ImageResult, MatchLog, Screener, Source
+from .screening import ImageResult, MatchLog, Screener, Upload
 from .store import Store
 
 SETTINGS_ENV = "VETOHASH_SERVE_SETTINGS"  # how `platform serve` hands its settings to uvicorn's worker processes
@@ -175,18 +175,18 @@ class Engine:
         self._next_expiry = min((s.row.expires for s in active), default=float("inf"))
         self.metrics.loaded(found, self.screener is not None)
 
-    def screen(self, sources: Sequence[Source]) -> list[ImageResult]:
+    def screen(self, uploads: Sequence[Upload]) -> list[ImageResult]:
         """Screen images with the bundles in force now, logging matches as `platform screen` does."""
         screener = self._ready()
-        results = list(screener.run(sources))
+        results = list(screener.run(uploads))
         with MatchLog(self.store()) as log:
             for result in results:
                 log.add(result)
         return results
 
-    def hash(self, sources: Sequence[Source]) -> list[ImageResult]:
+    def hash(self, uploads: Sequence[Upload]) -> list[ImageResult]:
         """Hash images under every model in force now."""
-        return list(self._ready().run(sources, compare=False))
+        return list(self._ready().run(uploads, compare=False))
 
     def bundles(self) -> list[dict[str, Any]]:
         self.refresh()
@@ -218,16 +218,16 @@ class Engine:
 class Batcher:
     """Requests waiting for the engine; each engine pass takes all of them (up to the batch size) at once."""
 
-    def __init__(self, engine: Engine, work: Callable[[Sequence[Source]], list[ImageResult]],
+    def __init__(self, engine: Engine, work: Callable[[Sequence[Upload]], list[ImageResult]],
                  max_pending: int) -> None:
         self.engine = engine
         self.work = work
         self.max_pending = max_pending
-        self.queue: asyncio.Queue[tuple[Source, asyncio.Future[ImageResult]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Upload, asyncio.Future[ImageResult]]] = asyncio.Queue()
         self.pending = 0
         self.task: asyncio.Task[None] | None = None
 
-    async def submit(self, source: Source, timeout_s: float) -> ImageResult:
+    async def submit(self, upload: Upload, timeout_s: float) -> ImageResult:
         if self.pending >= self.max_pending:
             raise Problem(503, "busy", f"{self.pending} requests are already waiting; retry shortly")
         if self.task is None:
@@ -235,7 +235,7 @@ class Batcher:
         future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()
         self.pending += 1
         try:
-            await self.queue.put((source, future))
+            await self.queue.put((upload, future))
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             raise Problem(503, "timeout", f"no answer within {timeout_s:g} s; retry shortly") from None
@@ -248,7 +248,7 @@ class Batcher:
             while len(items) < self.engine.batch and not self.queue.empty():
                 items.append(self.queue.get_nowait())
             try:
-                results = await self.engine.call(lambda: self.work([source for source, _ in items]))
+                results = await self.engine.call(lambda: self.work([upload for upload, _ in items]))
             except Exception as error:  # noqa: BLE001 - every waiting request must hear of it
                 for _, future in items:
                     if not future.done():
@@ -259,7 +259,7 @@ class Batcher:
                     future.set_result(result)
 
 
-async def read_upload(request: Request, max_bytes: int) -> Source:
+async def read_upload(request: Request, max_bytes: int) -> Upload:
     """The image in a request: the raw body (image/* or application/octet-stream), or the one file of a
     multipart/form-data body. Sizes are bounded while reading."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -271,7 +271,7 @@ async def read_upload(request: Request, max_bytes: int) -> Source:
     limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
     body = await _bounded_body(request, limit)
     if not multipart:
-        return _nonempty(Source(UPLOAD, data=body))
+        return _nonempty(Upload(UPLOAD, data=body))
     return _nonempty(await _multipart_file(request, body))
 
 
@@ -292,7 +292,7 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _multipart_file(request: Request, body: bytes) -> Source:
+async def _multipart_file(request: Request, body: bytes) -> Upload:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -305,15 +305,15 @@ async def _multipart_file(request: Request, body: bytes) -> Source:
         if not files:
             raise Problem(400, "no_file", "the multipart body holds no file: send the image as a file field")
         upload = files[0]
-        return Source(upload.filename or UPLOAD, data=await upload.read())
+        return Upload(upload.filename or UPLOAD, data=await upload.read())
     finally:
         await form.close()
 
 
-def _nonempty(source: Source) -> Source:
-    if not source.data:
+def _nonempty(upload: Upload) -> Upload:
+    if not upload.data:
         raise Problem(400, "empty", "the image is empty (0 bytes)")
-    return source
+    return upload
 
 
 def _refusal(result: ImageResult) -> Problem | None:
@@ -355,11 +355,11 @@ def create_app(settings: Settings) -> Starlette:
 
         return endpoint
 
-    async def image_source(request: Request) -> Source:
+    async def image_upload(request: Request) -> Upload:
         return await _timed(read_upload(request, settings.max_bytes), settings.timeout_s)
 
     async def screen(request: Request) -> Response:
-        result = await screens.submit(await image_source(request), settings.timeout_s)
+        result = await screens.submit(await image_upload(request), settings.timeout_s)
         refused = _refusal(result)
         if refused:
             raise refused
@@ -368,7 +368,7 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(record)
 
     async def hash_(request: Request) -> Response:
-        result = await hashes.submit(await image_source(request), settings.timeout_s)
+        result = await hashes.submit(await image_upload(request), settings.timeout_s)
         refused = _refusal(result)
         if refused:
             raise refused
@@ -421,7 +421,7 @@ def app_from_env() -> Starlette:
     return create_app(Settings.from_env())
 
 
-async def _timed(work: Awaitable[Source], timeout_s: float) -> Source:
+async def _timed(work: Awaitable[Upload], timeout_s: float) -> Upload:
     try:
         return await asyncio.wait_for(work, timeout_s)
     except TimeoutError:
