@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -469,6 +470,86 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 
 
 @cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Results: FILE.jsonl (JSON Lines, appended to) or DIR.parquet (a folder of Parquet files).")
+@click.option("--column", help="The column that holds the paths, when SOURCE is a .csv or .parquet file.")
+@click.option("--ray-address", help="An existing Ray cluster to run on (`auto`, `ray://HEAD:10001`) "
+                                    "[default: start a local Ray instance for this run].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray actors screening at once, one CPU each (each loads the models).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images an actor screens at a time.")
+@click.option("--decode-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Decoding threads in each actor.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
+@db_option
+def batch(source: Path, out: Path, column: str | None, ray_address: str | None, workers: int, batch_size: int,
+          decode_threads: int, progress: bool | None) -> None:
+    """Screen many images on Ray (a backfill), writing each verdict to a results file that makes re-runs resume.
+
+    SOURCE is a folder (image files under it, recursively), a text file of paths (one a line), or a CSV
+    or Parquet file whose --column holds the paths. Each record written is the one `platform screen
+    --json` prints for the image, from the same Screener, so the verdicts are the same; matches are
+    logged as `platform screen` logs them. A re-run first reads OUT and skips every image whose SHA-256
+    it already holds (errors are tried again), so a failed backfill resumes where it stopped. On a
+    cluster, the paths and the database must be readable at the same place on every node.
+    Needs the ray extra (`pip install 'vetohash[ray]'`).
+
+    \b
+    Exit status:
+      0  every listed image is now in OUT (matched or not: see the records)
+      2  some image could not be screened (a re-run tries it again), or the command failed
+
+    \b
+    Example:
+      platform batch /srv/uploads --out backfill.jsonl --workers 2
+      platform batch uploads.parquet --column path --out results.parquet --ray-address auto
+      jq -r 'select(.verdict == "match") | .path' backfill.jsonl
+    """
+    if out.suffix.lower() not in (".jsonl", ".parquet"):
+        raise click.BadParameter("must end in .jsonl (JSON Lines) or .parquet (a folder of Parquet files)",
+                                 param_hint="--out")
+    try:
+        import ray
+    except ImportError:
+        raise VetohashError("`platform batch` needs the ray extra: pip install 'vetohash[ray]'") from None
+    from .batch import Results, bundles_in_force, listed_paths, run_batch
+
+    db = _store().path.resolve()
+    bundles = bundles_in_force(db)
+    paths = listed_paths(source, column)
+    results = Results(out)
+    done = results.done()
+    counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0, "skipped": 0}
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        try:
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level="error")
+        except Exception as error:  # Ray raises plain Exception and others of its own when it cannot start
+            raise VetohashError(f"Ray did not start: {error}") from None
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with tqdm(total=len(paths), file=sys.stderr, unit="img", disable=not show) as bar:
+            for finished in run_batch(db, bundles, paths, done, workers, batch_size, decode_threads):
+                results.add(finished.records)
+                for record in finished.records:
+                    counts[record["verdict"]] += 1
+                counts["skipped"] += finished.skipped
+                bar.update(len(finished.records) + finished.skipped)
+            results.flush()
+    finally:
+        if started:
+            ray.shutdown()
+    click.echo(f"screened {len(paths) - counts['skipped']} of {len(paths)} image(s) ({counts['skipped']} already in "
+               f"{out}): {counts['match']} matched, {counts['clean']} clean, {counts['featureless']} featureless, "
+               f"{counts['error']} error(s); results in {out}", err=True)
+    if counts["error"]:
+        sys.exit(ExitCode.ERROR)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -510,7 +591,6 @@ def serve(host: str, port: int, workers: int, token_file: Path | None, max_bytes
       curl -s -H "Authorization: Bearer $(cat token.txt)" -H 'Content-Type: image/jpeg' \\
            --data-binary @photo.jpg http://127.0.0.1:8080/v1/screen | jq .verdict
     """
-    import os
     import tempfile
 
     try:
