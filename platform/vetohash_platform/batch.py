@@ -62,12 +62,8 @@ def listed_paths(source: Path, column: str | None) -> list[str]:
                 raise BatchError(f"{source}: no column {column!r} (columns: {', '.join(table.column_names)})")
             return [str(value) for value in table.column(column).to_pylist() if value]
         return [line.strip() for line in source.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, ValueError, csv.Error) as error:  # pyarrow's errors are OSErrors and ValueErrors too
         raise BatchError(f"{source}: cannot read the list of images: {error}") from None
-    except Exception as error:  # pyarrow's own errors for a damaged Parquet file
-        if type(error).__module__.startswith("pyarrow"):
-            raise BatchError(f"{source}: not a readable Parquet file: {error}") from None
-        raise
 
 
 class Results:
@@ -83,22 +79,24 @@ class Results:
         JSON Lines file cut short by a crash loses only its last, partial line."""
         if not self.path.exists():
             return set()
-        if self.parquet:
-            import pyarrow.parquet as pq
+        found: set[str] = set()
+        try:
+            if self.parquet:
+                import pyarrow.parquet as pq
 
-            found: set[str] = set()
-            for part in sorted(self.path.glob("part-*.parquet")):
-                found.update(v for v in pq.read_table(part, columns=["sha256"]).column(0).to_pylist() if v)
-            return found
-        found = set()
-        with self.path.open("rb") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # the partial last line of an interrupted run
-                if record.get("sha256"):
-                    found.add(record["sha256"])
+                for part in sorted(self.path.glob("part-*.parquet")):
+                    found.update(v for v in pq.read_table(part, columns=["sha256"]).column(0).to_pylist() if v)
+                return found
+            with self.path.open("rb") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue  # the partial last line of an interrupted run
+                    if isinstance(record, dict) and isinstance(record.get("sha256"), str):
+                        found.add(record["sha256"])
+        except (OSError, ValueError) as error:  # pyarrow's errors are OSErrors and ValueErrors too
+            raise BatchError(f"{self.path}: cannot read the results of earlier runs: {error}") from None
         return found
 
     def add(self, records: Sequence[dict[str, Any]]) -> None:
