@@ -231,14 +231,14 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
 
     from tqdm import tqdm
 
-    from .listfit import BASE_MODEL, ListFitConfig, fit_to_list
+    from .listfit import ListFitConfig, base_model, fit_to_list
     from .sources import load_sources
-    from vetohash.modelfile import read_model, write_model
+    from vetohash.modelfile import write_model
 
     started = time.time()
     torch.set_num_threads(threads)
     _check_writable(out)
-    base, _ = read_model(base_path or BASE_MODEL)
+    base = base_model(base_path)
     config = ListFitConfig()
     config = replace(config, bits=bits or config.bits, views=views or config.views,
                      background=config.background if background is None else background, trim=not no_trim,

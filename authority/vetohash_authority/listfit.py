@@ -25,6 +25,7 @@ from PIL import Image
 
 from vetohash.errors import SpecError
 from vetohash.hasher import Hasher
+from vetohash.modelfile import read_model
 from vetohash.specs import ModelSpec
 
 from .alterations import SINGLE_KINDS, make_kind
@@ -33,7 +34,8 @@ from .pretraining import random_edits
 from .synthetic import bank
 
 BATCH = 128
-# The shipped pretrained copy detector (benchmarks/pretrain_base.py made it; docs/benchmarks.md says how).
+# The shipped pretrained copy detector (`authority pretrain` on a GPU; docs/benchmarks.md, "How the shipped
+# base model was made", gives the command).
 BASE_MODEL = Path(__file__).resolve().parent / "models" / "copy-base.vhm"
 
 
@@ -73,6 +75,11 @@ def discriminant_projection(total: np.ndarray, within: np.ndarray, bits: int, re
     values, vectors = np.linalg.eigh(inverse @ s_t @ inverse.T)
     directions = inverse.T @ vectors[:, ::-1][:, :bits]
     return directions.T
+
+
+def base_model(path: Path | None = None) -> Hasher:
+    """The pretrained copy detector to fit: the model file at `path`, else the one shipped with vetohash."""
+    return read_model(path or BASE_MODEL)[0]
 
 
 def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConfig, *, seed: int,
