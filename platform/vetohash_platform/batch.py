@@ -28,7 +28,7 @@ from vetohash.preprocess import read_image_file
 
 from .active import Status, stored_bundles
 from .records import screen_record
-from .screening import ImageResult, MatchLog, Screener, Source
+from .screening import ImageResult, MatchLog, Screener, Upload
 from .store import Store
 
 SKIPPED = "skipped"  # what an actor returns for an image whose SHA-256 the results already hold
@@ -146,7 +146,7 @@ class ScreenActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """Paths in, one row per path out: the verdict and the record as JSON (SKIPPED when done before)."""
-        sources, out = [], {}
+        uploads, out = [], {}
         for path in batch["path"]:
             try:
                 data = read_image_file(path, path)
@@ -156,11 +156,11 @@ class ScreenActor:
             if hashlib.sha256(data).hexdigest() in self.done:
                 out[path] = {"path": path, "verdict": SKIPPED}
             else:
-                sources.append(Source(path, data=data))
+                uploads.append(Upload(path, data=data))
         # Opened per batch: Ray calls the actor from another thread than the one that built it, and an SQLite
         # connection stays on its thread.
         with Store.open(self.db) as store, MatchLog(store) as log:
-            for result in self.screener.run(sources):
+            for result in self.screener.run(uploads):
                 log.add(result)
                 out[result.name] = screen_record(result)
         paths = [str(p) for p in batch["path"]]
