@@ -39,7 +39,6 @@ from .evaluation import Thresholds, fused_thresholds
 from .sources import Source
 
 STATE_NAME = "publish-state.json"
-DEFAULT_EXPIRY = "30d"
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Without innocent images to calibrate on: an eighth of the DCT hash's bits, which flagged none of the

@@ -272,14 +272,20 @@ def flat_images(folder: Path) -> list[Path]:
     return [grey, page]
 
 
-def test_publish_refuses_featureless_banned_images_and_lists_them(work: Path, model: Path, tmp_path: Path,
-                                                                  capsys, monkeypatch) -> None:
-    # Their hashes would match every blank upload; the authority is told which files to remove.
+@pytest.fixture
+def with_featureless(tmp_path: Path, capsys, monkeypatch) -> tuple[Path, list[Path]]:
+    """A key in tmp_path/keys and tmp_path/banned: three pictures and, in scans/, two featureless images."""
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     banned = tmp_path / "banned"
     write_pictures(banned, range(3))
-    flat = flat_images(banned / "scans")
+    return banned, flat_images(banned / "scans")
+
+
+def test_publish_refuses_featureless_banned_images_and_lists_them(with_featureless, model: Path, tmp_path: Path,
+                                                                  capsys) -> None:
+    # Their hashes would match every blank upload; the authority is told which files to remove.
+    banned, flat = with_featureless
     out = tmp_path / "list.bundle"
     args = ["publish", str(model), str(banned), "--key", str(tmp_path / "keys" / "authority.key"), "--out", str(out),
             "--threshold", "10"]
@@ -291,13 +297,9 @@ def test_publish_refuses_featureless_banned_images_and_lists_them(work: Path, mo
     assert f"2 of the 5 banned images in {banned} are featureless" in error and "--skip-featureless" in error
 
 
-def test_publish_skip_featureless_leaves_them_out_naming_each(work: Path, model: Path, tmp_path: Path, capsys,
-                                                              monkeypatch) -> None:
-    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
-    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
-    banned = tmp_path / "banned"
-    write_pictures(banned, range(3))
-    flat = flat_images(banned / "scans")
+def test_publish_skip_featureless_leaves_them_out_naming_each(with_featureless, model: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    banned, flat = with_featureless
     innocent = tmp_path / "innocent"
     write_pictures(innocent, range(100, 103))
     flat_images(innocent)
