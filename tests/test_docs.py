@@ -6,6 +6,7 @@ platform_tests/test_platform_docs.py.)"""
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import click
 import pytest
@@ -79,3 +80,12 @@ def test_the_architecture_names_every_module(module) -> None:
     """docs/architecture.md's module map is where a newcomer looks first; a new module must appear in it."""
     assert f"`{module.stem}`" in (ROOT / "docs" / "architecture.md").read_text(), (
         f"{module.relative_to(ROOT)} is not in docs/architecture.md's module tables: add a row saying what it holds")
+
+
+def test_every_module_the_architecture_names_exists() -> None:
+    """The other way round: a module removed or renamed leaves no row behind."""
+    named = {name for line in (ROOT / "docs" / "architecture.md").read_text().splitlines() if line.startswith("| `")
+             for name in re.findall(r"`(\w+)`", line.split("|")[1])}
+    assert named, "found no module tables in docs/architecture.md"
+    gone = named - {module.stem for module in MODULES}
+    assert not gone, f"docs/architecture.md names modules that do not exist: {sorted(gone)}"
