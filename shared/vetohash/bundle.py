@@ -46,6 +46,7 @@ FORMAT_VERSION = 1  # a bundle with the neural signal only
 FUSED_VERSION = 2  # a bundle that also carries a DCT signal
 CROPS_VERSION = 3  # a bundle that carries crop hashes (and a DCT signal or not)
 VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION)
+CHUNKED_VERSION = 4  # a signed manifest over content-addressed chunks: vetohash.chunked
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
@@ -288,14 +289,25 @@ def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | N
     """
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleTooLargeError(f"bundle is {len(data)} bytes, more than the {MAX_BUNDLE_BYTES} allowed")
+    version, key_id, payload = open_envelope(data, trusted, VERSIONS + (CHUNKED_VERSION,))
+    if version == CHUNKED_VERSION:
+        raise BundleFormatError("this is the manifest of a version 4 (chunked) bundle: give its folder, which "
+                                "holds the manifest and its chunks")
+    return _parse_payload(payload, key_id, version, time.time() if now is None else now)
+
+
+def open_envelope(data: bytes, trusted: Mapping[str, PublicKey], versions: tuple[int, ...]
+                  ) -> tuple[int, str, bytes]:
+    """The version, key_id and payload bytes of a signed envelope, after its shape, version (one of
+    `versions`), key and signature are checked; the payload is not decoded."""
     # Small limits, but loose enough that a later version's envelope reaches the version gate.
     envelope = _unpack_canonical(data, "bundle envelope", max_str=256, max_items=64)
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT_NAME:
         raise BundleFormatError("not a vetohash bundle")
     version = envelope.get("version")
-    if version not in VERSIONS or type(version) is not int:
+    if version not in versions or type(version) is not int:
         raise BundleFormatError(f"unsupported bundle format version {version!r}; this vetohash reads "
-                                f"versions {', '.join(map(str, VERSIONS))}")
+                                f"versions {', '.join(map(str, versions))}")
     _check_keys("bundle envelope", envelope, ENVELOPE_KEYS)
     key_id, payload, signature = envelope["key_id"], envelope["payload"], envelope["signature"]
     if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
@@ -309,7 +321,7 @@ def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | N
         raise BundleSignatureError(f"bundle signed by untrusted key {key_id}")
     if not public_key.verify(signature, pae(payload, version)):
         raise BundleSignatureError(f"bundle signature does not verify with key {key_id}")
-    return _parse_payload(payload, key_id, version, time.time() if now is None else now)
+    return version, key_id, payload
 
 
 def read_bundle_file(path: Path, trusted: Mapping[str, PublicKey], now: float | None = None
