@@ -9,10 +9,13 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from vetohash.bundle import Bundle, read_bundle
+from vetohash.chunked import Manifest, read_manifest
 from vetohash.errors import BundleError, BundleExpiredError
 
+from .biglist import generation_folder
 from .store import BundleRow, Store
 from .trust import trusted_map
 
@@ -28,12 +31,15 @@ class Status(enum.Enum):
 
 @dataclass(frozen=True)
 class StoredBundle:
-    """A stored bundle with its status; `bundle` is the freshly verified bundle when the status is ACTIVE."""
+    """A stored bundle with its status; when the status is ACTIVE, `bundle` is the freshly verified bundle of
+    a version 1-3 row, `manifest` the freshly verified manifest of a version 4 list."""
 
     row: BundleRow
     status: Status
     reason: str
     bundle: Bundle | None
+    manifest: Manifest | None = None
+    folder: Path | None = None  # where a version 4 list's files are
 
 
 def stored_bundles(store: Store, now: float | None = None) -> list[StoredBundle]:
@@ -46,11 +52,13 @@ def stored_bundles(store: Store, now: float | None = None) -> list[StoredBundle]
             out.append(StoredBundle(row, Status.UNTRUSTED, f"key {row.key_id} was removed from trust", None))
             continue
         try:
-            bundle = read_bundle(row.data, trusted, now=now)
+            if row.chunked:
+                out.append(StoredBundle(row, Status.ACTIVE, "", None, read_manifest(row.data, trusted, now=now),
+                                        generation_folder(store, row.key_id, row.list_name, row.sequence)))
+            else:
+                out.append(StoredBundle(row, Status.ACTIVE, "", read_bundle(row.data, trusted, now=now)))
         except BundleExpiredError as error:
             out.append(StoredBundle(row, Status.EXPIRED, str(error), None))
         except BundleError as error:
             out.append(StoredBundle(row, Status.INVALID, f"stored bytes fail verification: {error}", None))
-        else:
-            out.append(StoredBundle(row, Status.ACTIVE, "", bundle))
     return out

@@ -19,7 +19,7 @@ from vetohash.console import ExitCode, Group, run
 from vetohash.errors import VetohashError
 
 from .records import bundle_record, hash_record, iso, screen_record, verdict
-from .store import Store, default_db_path
+from .store import BundleRow, ChainRow, Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
 
 # Commands that need a model import torch (seconds) inside the command, so that `--help`, `trust` and `log`
@@ -200,11 +200,16 @@ def trust_remove(key_id_or_name: str) -> None:
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path))
 @json_option
 @db_option
 def ingest(bundle: Path, as_json: bool) -> None:
     """Verify BUNDLE against the trusted keys and store it.
+
+    BUNDLE is a bundle file (format versions 1-3) or the folder of a version 4 (chunked) bundle, or its
+    manifest.vhb. A version 4 list is verified chunk by chunk and indexed in a folder beside the
+    database (PLATFORM.db.lists); a version 4 delta is applied only on top of the sequence it names as
+    its base, all at once or not at all.
 
     Refused, with the database left exactly as it was: an untrusted key, a bad signature or damaged
     bytes, an expired bundle, a model that does not match its spec, and a sequence number not above the
@@ -216,9 +221,13 @@ def ingest(bundle: Path, as_json: bool) -> None:
       platform ingest acme-demo.vhb
     """
     from vetohash.bundle import NEURAL
+    from vetohash.chunked import is_chunked
 
     from .ingest import Outcome, ingest_file
 
+    if is_chunked(bundle):
+        _ingest_chunked(bundle, as_json)
+        return
     done = ingest_file(_store(), bundle)
     b = done.bundle
     if as_json:
@@ -242,6 +251,30 @@ def ingest(bundle: Path, as_json: bool) -> None:
                f"expires {iso(b.expires)}")
 
 
+def _ingest_chunked(path: Path, as_json: bool) -> None:
+    from vetohash.chunked import IMAGES, REMOVED
+
+    from .ingest import Outcome, ingest_chunked
+
+    done = ingest_chunked(_store(), path)
+    m = done.manifest
+    if as_json:
+        _emit({"outcome": done.outcome.value, "authority": m.authority, "key_id": m.key_id, "list": m.list_name,
+               "sequence": m.sequence, "previous_sequence": done.previous_sequence, "base": m.base,
+               "images": m.images, "added": m.count(IMAGES), "removed": m.count(REMOVED),
+               "threshold": m.signals.neural, "dct_threshold": m.signals.dct, "crops_threshold": m.signals.crops,
+               "expires": iso(m.expires), "sha256": done.sha256})
+        return
+    what = f"list {m.list_name!r} from {m.authority!r} (key {m.key_id}), sequence {m.sequence}"
+    if done.outcome is Outcome.UNCHANGED:
+        click.echo(f"already ingested, nothing changed: {what}")
+        return
+    how = (f"delta on sequence {m.base}: {m.count(IMAGES)} added, {m.count(REMOVED)} removed"
+           if m.base is not None else "whole list")
+    click.echo(f"ingested {what} ({how}): {m.images} images, threshold {m.signals.neural}, DCT threshold "
+               f"{_or_dash(m.signals.dct)}, crops threshold {_or_dash(m.signals.crops)}, expires {iso(m.expires)}")
+
+
 @cli.command()
 @json_option
 @db_option
@@ -252,7 +285,8 @@ def bundles(as_json: bool) -> None:
     the reason they are not used. THRESHOLD is the network hash's, DCT THRESHOLD the DCT hash's ("-" for
     a bundle without one); CROPS counts the bundle's crop hashes (the network's hashes of crops of each
     banned image, matched with a threshold of their own: CROPS THRESHOLD, "-" without them); FPR MEASURED
-    is the share of the authority's innocent images any of them flagged.
+    is the share of the authority's innocent images any of them flagged. A version 4 list also shows its
+    chain: each sequence applied since its last whole list, and for a delta its base.
 
     \b
     Example:
@@ -261,10 +295,12 @@ def bundles(as_json: bool) -> None:
     """
     from .active import Status, stored_bundles
 
-    found = stored_bundles(_store())
+    store = _store()
+    found = stored_bundles(store)
+    chains = {(s.row.key_id, s.row.list_name): _chain(store, s.row) for s in found if s.row.chunked}
     if as_json:
         for s in found:
-            _emit(bundle_record(s))
+            _emit(bundle_record(s, chains.get((s.row.key_id, s.row.list_name))))
         return
     if not found:
         click.echo("no bundles stored; ingest one with `platform ingest BUNDLE`", err=True)
@@ -282,6 +318,17 @@ def bundles(as_json: bool) -> None:
     for s in found:
         if s.status is not Status.ACTIVE:
             click.echo(f"not used: {s.row.authority}/{s.row.list_name}: {s.reason}")
+    for (key_id, list_name), chain in chains.items():
+        steps = " -> ".join(f"{c.sequence}" + ("" if c.base is None else f" (+{c.added} -{c.removed})")
+                            for c in chain)
+        click.echo(f"chain of {list_name} (key {key_id}): {steps}")
+
+
+def _chain(store: Store, row: BundleRow) -> list[ChainRow]:
+    """The sequences of a version 4 list since its last whole list, oldest first, ending at the one in force."""
+    chain = [c for c in store.chain(row.key_id, row.list_name) if c.sequence <= row.sequence]
+    starts = [i for i, c in enumerate(chain) if c.base is None]
+    return chain[starts[-1]:] if starts else chain
 
 
 # screening

@@ -1,17 +1,25 @@
-"""Taking in a bundle: verify it against the trusted keys, refuse replays and rollbacks, store it atomically."""
+"""Taking in a bundle: verify it against the trusted keys, refuse replays and rollbacks, store it atomically.
+
+A version 4 (chunked) bundle is verified chunk by chunk while its list is built beside the database
+(vetohash_platform.biglist); a delta is applied only on top of the sequence it names as its base.
+"""
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from vetohash.bundle import Bundle, read_bundle_file
+from vetohash.chunked import IMAGES, REMOVED, Manifest, open_chunked, read_manifest
 from vetohash.errors import BundleError, BundleSignatureError
 
-from .store import BundleRow, Store
+from .biglist import BigList, DeltaBaseError, build_generation, generation_folder, prune
+from .store import BundleRow, ChainRow, Store
 from .trust import trusted_map
 
 
@@ -43,10 +51,7 @@ def ingest_file(store: Store, path: Path, now: float | None = None) -> Ingested:
     try:
         bundle, data = read_bundle_file(path, trusted, now=now)
     except BundleError as error:
-        message = str(error) if str(path) in str(error) else f"{path}: {error}"
-        if isinstance(error, BundleSignatureError) and not trusted:
-            message += " (no authority key is trusted yet: add one with `platform trust add`)"
-        raise type(error)(message) from None
+        raise _located(error, path, bool(trusted)) from None
     digest = hashlib.sha256(data).hexdigest()
     with store.transaction():
         previous = store.bundle(bundle.key_id, bundle.list_name)
@@ -60,6 +65,86 @@ def ingest_file(store: Store, path: Path, now: float | None = None) -> Ingested:
         store.put_bundle(_row(bundle, data, digest))
     return Ingested(bundle, digest, Outcome.REPLACED if previous else Outcome.ADDED,
                     previous.sequence if previous else None)
+
+
+@dataclass(frozen=True)
+class IngestedList:
+    """A version 4 list taken in: its verified manifest, the manifest's SHA-256, what happened, and the
+    sequence it replaced (a delta's base)."""
+
+    manifest: Manifest
+    sha256: str
+    outcome: Outcome
+    previous_sequence: int | None
+
+
+def ingest_chunked(store: Store, path: Path, now: float | None = None) -> IngestedList:
+    """Verify a version 4 bundle's folder chunk by chunk, build its list (a whole list, or a delta on the
+    sequence it names as base) and put it in force atomically; raise a BundleError, changing nothing, if it
+    is refused."""
+    trusted = trusted_map(store)
+    try:
+        chunked = open_chunked(path, trusted, now=now)
+        m = chunked.manifest
+        previous = store.bundle(m.key_id, m.list_name)
+        if previous is not None and previous.sha256 == chunked.sha256:
+            return IngestedList(m, chunked.sha256, Outcome.UNCHANGED, previous.sequence)
+        if previous is not None and m.sequence <= previous.sequence:
+            raise BundleReplayError(f"refused as a replay or rollback: sequence {m.sequence} of list "
+                                    f"{m.list_name!r} from {m.authority!r} (key {m.key_id}) is not above "
+                                    f"{previous.sequence}, the last one ingested")
+        base = None
+        if m.base is not None:
+            if previous is None or not previous.chunked or previous.sequence != m.base:
+                held = "nothing" if previous is None else f"sequence {previous.sequence}"
+                raise DeltaBaseError(f"this delta applies to sequence {m.base} of list {m.list_name!r}, but this "
+                                     f"platform holds {held} of it: ingest the missing sequences or a whole list")
+            base = BigList(read_manifest(previous.data, trusted, now=now),
+                           generation_folder(store, m.key_id, m.list_name, previous.sequence))
+        temp, crop_hashes = build_generation(store, chunked, base)
+    except BundleError as error:
+        raise _located(error, path, bool(trusted)) from None
+    final = generation_folder(store, m.key_id, m.list_name, m.sequence)
+    try:
+        with store.transaction():
+            if store.bundle(m.key_id, m.list_name) != previous:
+                raise BundleReplayError(f"{path}: list {m.list_name!r} changed while this bundle was built; "
+                                        "ingest it again")
+            shutil.rmtree(final, ignore_errors=True)  # a leftover of an interrupted ingest
+            os.replace(temp, final)
+            crop_hashes += previous.crop_hashes if base is not None and previous is not None else 0
+            store.put_bundle(_chunked_row(m, chunked.manifest_bytes, chunked.sha256, crop_hashes))
+            store.add_chain(ChainRow(m.key_id, m.list_name, m.sequence, m.base, chunked.sha256, m.images,
+                                     m.count(IMAGES), m.count(REMOVED), int(time.time())))
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    prune(store, m.key_id, m.list_name, keep=m.sequence)
+    return IngestedList(m, chunked.sha256, Outcome.REPLACED if previous else Outcome.ADDED,
+                        previous.sequence if previous else None)
+
+
+def _located(error: BundleError, path: Path, trusted: bool) -> BundleError:
+    """The same error, its message naming the bundle's path and, when no key is trusted, what to do."""
+    message = str(error) if str(path) in str(error) else f"{path}: {error}"
+    if isinstance(error, BundleSignatureError) and not trusted:
+        message += " (no authority key is trusted yet: add one with `platform trust add`)"
+    return type(error)(message)
+
+
+def _chunked_row(m: Manifest, data: bytes, digest: str, crop_hashes: int) -> BundleRow:
+    calibration = m.calibration
+    decision = "neural" + ("-or-crops" if m.signals.crops is not None else "") \
+        + ("-or-dct" if m.signals.dct is not None else "")
+    return BundleRow(
+        key_id=m.key_id, list_name=m.list_name, authority=m.authority, sequence=m.sequence, sha256=digest,
+        data=data, hash_count=m.images, threshold=m.signals.neural, model=m.spec.name, created=m.created,
+        expires=m.expires, target_fpr=calibration.target_fpr if calibration else None,
+        measured_fpr=calibration.measured_fpr if calibration else None,
+        innocent_images=calibration.innocent_images if calibration else None, ingested=int(time.time()),
+        decision=decision, dct_threshold=m.signals.dct, crops_threshold=m.signals.crops,
+        crop_hashes=crop_hashes, chunked=1)
 
 
 def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:

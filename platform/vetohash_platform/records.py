@@ -4,11 +4,13 @@ the HTTP service (`platform serve`) and batch screening (`platform batch`), so t
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # screening imports numpy and the hasher; listing bundles needs neither
     from .active import StoredBundle
     from .screening import ImageResult
+    from .store import ChainRow
 
 
 def iso(seconds: float) -> str:
@@ -48,8 +50,9 @@ def hash_record(result: ImageResult) -> dict[str, Any]:
             "dct": result.dct}
 
 
-def bundle_record(stored: StoredBundle) -> dict[str, Any]:
-    """What `platform bundles --json` prints for one stored bundle: whether it is used, and its header."""
+def bundle_record(stored: StoredBundle, chain: Sequence[ChainRow] | None = None) -> dict[str, Any]:
+    """What `platform bundles --json` prints for one stored bundle: whether it is used, and its header; for a
+    version 4 list also its chain (each sequence applied since its last whole list; else null)."""
     r = stored.row
     return {"status": stored.status.value, "reason": stored.reason or None, "authority": r.authority,
             "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence, "hashes": r.hash_count,
@@ -57,7 +60,10 @@ def bundle_record(stored: StoredBundle) -> dict[str, Any]:
             "crop_hashes": r.crop_hashes, "crops_threshold": r.crops_threshold, "model": r.model,
             "created": iso(r.created), "expires": iso(r.expires), "target_fpr": r.target_fpr,
             "measured_fpr": r.measured_fpr, "innocent_images": r.innocent_images, "sha256": r.sha256,
-            "ingested": iso(r.ingested)}
+            "ingested": iso(r.ingested), "format": 4 if r.chunked else None,
+            "chain": None if chain is None else [
+                {"sequence": c.sequence, "base": c.base, "images": c.images, "added": c.added, "removed": c.removed,
+                 "sha256": c.sha256, "ingested": iso(c.ingested)} for c in chain]}
 
 
 def _rounded(detail: float | None) -> float | None:

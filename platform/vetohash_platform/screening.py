@@ -28,6 +28,7 @@ import numpy as np
 
 from vetohash import codec, fusion
 from vetohash.bundle import Bundle
+from vetohash.chunked import CROPS, DCT, NEURAL, Manifest
 from vetohash.dcthash import BITS as DCT_BITS
 from vetohash.dcthash import HASH_BYTES, dct_hashes
 from vetohash.detail import MIN_DETAIL, detail
@@ -35,10 +36,12 @@ from vetohash.errors import ImageError, VetohashError
 from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.hashes import Hash
-from vetohash.matching import nearest, nearest_by_owner
+from vetohash.matching import best_by_owner, nearest, nearest_by_owner
 from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, query_arrays, read_image_file
+from vetohash.specs import ModelSpec
 
 from .active import StoredBundle
+from .biglist import BigList
 from .store import MatchRow, Store
 
 BATCH = 256
@@ -164,14 +167,19 @@ class ImageResult:
 @dataclass(frozen=True)
 class _List:
     stored: StoredBundle
-    bundle: Bundle
+    bundle: Bundle | BigList  # a version 4 list is searched through its indexes
     threshold: int
     dct_threshold: int | None
     crops_threshold: int | None
 
     @property
+    def header(self) -> Bundle | Manifest:
+        """Where the list's authority, key, name and sequence are read."""
+        return self.bundle.manifest if isinstance(self.bundle, BigList) else self.bundle
+
+    @property
     def label(self) -> str:
-        return f"{self.bundle.authority}/{self.bundle.list_name}"
+        return f"{self.header.authority}/{self.header.list_name}"
 
 
 @dataclass(frozen=True)
@@ -204,27 +212,27 @@ class Screener:
             raise VetohashError(f"the DCT threshold {dct_threshold} is outside 0..{DCT_BITS}")
         groups: dict[str, list[_List]] = {}
         hashers: dict[str, Hasher] = {}
+        dct_any = False
         for stored in active:
-            bundle = stored.bundle
-            if bundle is None:
-                raise ValueError("Screener takes active bundles only")
-            if threshold is not None and not 0 <= threshold <= bundle.spec.bits:
-                raise VetohashError(f"--threshold {threshold} is outside 0..{bundle.spec.bits} for the "
-                                    f"{bundle.spec.bits}-bit hashes of list {bundle.list_name!r}")
-            if crops_threshold is not None and not 0 <= crops_threshold <= bundle.spec.bits:
-                raise VetohashError(f"--crops-threshold {crops_threshold} is outside 0..{bundle.spec.bits} for "
-                                    f"the {bundle.spec.bits}-bit hashes of list {bundle.list_name!r}")
-            model_id = hashlib.sha256(codec.pack([bundle.spec.to_dict(), bundle.weights])).hexdigest()[:16]
+            found = _searchable(stored)
+            spec, weights = found.spec, found.weights
+            own_neural, own_dct, own_crops = found.thresholds
+            if threshold is not None and not 0 <= threshold <= spec.bits:
+                raise VetohashError(f"--threshold {threshold} is outside 0..{spec.bits} for the "
+                                    f"{spec.bits}-bit hashes of list {stored.row.list_name!r}")
+            if crops_threshold is not None and not 0 <= crops_threshold <= spec.bits:
+                raise VetohashError(f"--crops-threshold {crops_threshold} is outside 0..{spec.bits} for "
+                                    f"the {spec.bits}-bit hashes of list {stored.row.list_name!r}")
+            model_id = hashlib.sha256(codec.pack([spec.to_dict(), weights])).hexdigest()[:16]
             if model_id not in hashers:
-                hashers[model_id] = bundle.hasher()
-            own_dct = None if bundle.dct is None else bundle.dct.threshold
-            own_crops = None if bundle.crops is None else bundle.crops.threshold
+                hashers[model_id] = found.hasher()
             groups.setdefault(model_id, []).append(
-                _List(stored, bundle, bundle.threshold if threshold is None else threshold,
+                _List(stored, found.bundle, own_neural if threshold is None else threshold,
                       own_dct if dct_threshold is None or own_dct is None else dct_threshold,
                       own_crops if crops_threshold is None or own_crops is None else crops_threshold))
+            dct_any = dct_any or own_dct is not None
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
-        self.dct = any(stored.bundle is not None and stored.bundle.dct is not None for stored in active)
+        self.dct = dct_any
         self.workers = workers or default_workers()
         self.batch = batch
 
@@ -293,6 +301,8 @@ def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray
     the image it belongs to; the nearest over an image's views counts, to whole-image and to crop hashes) and,
     for a bundle with a DCT signal, its DCT hash."""
     bundle = lst.bundle
+    if isinstance(bundle, BigList):
+        return _compare_indexed(lst, bundle, hashes, views, dct, featureless)
     common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
                   sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
     empty = len(bundle.hashes) == 0 or len(hashes) == 0
@@ -319,6 +329,63 @@ def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray
                            crops_distance=int(crops_found.distance[row]))
         out.append(ListVerdict(**verdict))
     return out
+
+
+def _compare_indexed(lst: _List, big: BigList, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray],
+                     dct: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
+    """As _compare, for a version 4 list: each signal's nearest image comes from its index."""
+    m = big.manifest
+    common = dict(authority=m.authority, key_id=m.key_id, list_name=m.list_name, sequence=m.sequence,
+                  bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
+    empty = big.rows - len(big.removed) == 0 or len(hashes) == 0
+    found = None if empty else best_by_owner(big.nearest(NEURAL, views[0]), views[1], len(hashes))
+    dct_found = None if empty or m.signals.dct is None else big.nearest(DCT, dct)
+    crops_found = (None if empty or m.signals.crops is None
+                   else best_by_owner(big.nearest(CROPS, views[0]), views[1], len(hashes)))
+    out = []
+    for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
+        verdict: dict[str, Any] = dict(common, hash=Hash(h.tobytes()).hex, featureless=f, nearest_id=None,
+                                       distance=None)
+        if found is not None and found.index[row] >= 0:
+            verdict.update(nearest_id=big.id_of(int(found.index[row])), distance=int(found.distance[row]))
+        if m.signals.dct is not None:
+            verdict.update(dct_hash=Hash(dct[row].tobytes()).hex, dct_threshold=lst.dct_threshold)
+        if dct_found is not None and dct_found.index[row] >= 0:
+            verdict.update(dct_nearest_id=big.id_of(int(dct_found.index[row])),
+                           dct_distance=int(dct_found.distance[row]))
+        if m.signals.crops is not None:
+            verdict.update(crops_threshold=lst.crops_threshold)
+        if crops_found is not None and crops_found.index[row] >= 0:
+            verdict.update(crops_nearest_id=big.id_of(int(crops_found.index[row])),
+                           crops_distance=int(crops_found.distance[row]))
+        out.append(ListVerdict(**verdict))
+    return out
+
+
+@dataclass(frozen=True)
+class _Searchable:
+    """What the Screener needs of a stored bundle, whichever its format."""
+
+    bundle: Bundle | BigList
+    spec: ModelSpec
+    weights: Any
+    thresholds: tuple[int, int | None, int | None]  # neural, DCT, crops
+
+    def hasher(self) -> Hasher:
+        return self.bundle.hasher() if isinstance(self.bundle, Bundle) else Hasher.from_encoded(self.spec, self.weights)
+
+
+def _searchable(stored: StoredBundle) -> _Searchable:
+    if stored.manifest is not None and stored.folder is not None:
+        big = BigList(stored.manifest, stored.folder)
+        s = stored.manifest.signals
+        return _Searchable(big, stored.manifest.spec, big.weights(), (s.neural, s.dct, s.crops))
+    bundle = stored.bundle
+    if bundle is None:
+        raise ValueError("Screener takes active bundles only")
+    return _Searchable(bundle, bundle.spec, bundle.weights,
+                       (bundle.threshold, None if bundle.dct is None else bundle.dct.threshold,
+                        None if bundle.crops is None else bundle.crops.threshold))
 
 
 def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool) -> _Decoded | ImageError:

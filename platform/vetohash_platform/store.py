@@ -83,6 +83,22 @@ ALTER TABLE bundles ADD COLUMN crop_hashes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE matches ADD COLUMN crops_hash_id TEXT;
 ALTER TABLE matches ADD COLUMN crops_distance INTEGER;
 ALTER TABLE matches ADD COLUMN crops_threshold INTEGER;
+""", """
+-- Version 4 (chunked) bundles: `data` holds only the signed manifest, the list lives in indexed files beside
+-- the database (vetohash_platform.biglist). `chain` keeps every sequence applied to such a list, whole or delta.
+ALTER TABLE bundles ADD COLUMN chunked INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE chain (
+    key_id    TEXT NOT NULL,
+    list_name TEXT NOT NULL,
+    sequence  INTEGER NOT NULL,
+    base      INTEGER,
+    sha256    TEXT NOT NULL,
+    images    INTEGER NOT NULL,
+    added     INTEGER NOT NULL,
+    removed   INTEGER NOT NULL,
+    ingested  INTEGER NOT NULL,
+    PRIMARY KEY (key_id, list_name, sequence)
+);
 """)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -124,6 +140,23 @@ class BundleRow:
     dct_threshold: int | None
     crops_threshold: int | None
     crop_hashes: int
+    chunked: int = 0  # 1 for a version 4 list: `data` is its manifest, the images are in its folder
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    """One sequence applied to a version 4 list: its base (None for a whole list), manifest digest, the images
+    it left in the list, how many it added and removed, and when."""
+
+    key_id: str
+    list_name: str
+    sequence: int
+    base: int | None
+    sha256: str
+    images: int
+    added: int
+    removed: int
+    ingested: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +188,7 @@ class MatchRow:
 
 _BUNDLE_COLUMNS = ", ".join(BundleRow.__dataclass_fields__)
 _MATCH_COLUMNS = ", ".join(MatchRow.__dataclass_fields__)
+_CHAIN_COLUMNS = ", ".join(ChainRow.__dataclass_fields__)
 
 
 def default_db_path() -> Path:
@@ -251,6 +285,18 @@ class Store:
         marks = ", ".join("?" * len(BundleRow.__dataclass_fields__))
         self._execute(f"INSERT OR REPLACE INTO bundles ({_BUNDLE_COLUMNS}) VALUES ({marks})",
                       tuple(getattr(row, name) for name in BundleRow.__dataclass_fields__))
+
+    def add_chain(self, row: ChainRow) -> None:
+        """Record a sequence applied to a version 4 list (inside a transaction)."""
+        marks = ", ".join("?" * len(ChainRow.__dataclass_fields__))
+        self._execute(f"INSERT OR REPLACE INTO chain ({_CHAIN_COLUMNS}) VALUES ({marks})",
+                      tuple(getattr(row, name) for name in ChainRow.__dataclass_fields__))
+
+    def chain(self, key_id: str, list_name: str) -> list[ChainRow]:
+        """The sequences applied to a version 4 list, oldest first."""
+        rows = self._execute(f"SELECT {_CHAIN_COLUMNS} FROM chain WHERE key_id = ? AND list_name = ? "
+                             "ORDER BY sequence", (key_id, list_name))
+        return [ChainRow(*row) for row in rows]
 
     # match log
 

@@ -75,7 +75,12 @@ def _signs(hashes: np.ndarray) -> np.ndarray:
 def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int, banned: np.ndarray) -> Nearest:
     """For `count` images hashed as several views each (`owners[i]` is the image of view `i`, every image
     has at least one, in increasing order): each image's nearest banned hash over all its views."""
-    found = nearest(queries, banned)
+    return best_by_owner(nearest(queries, banned), owners, count)
+
+
+def best_by_owner(found: Nearest, owners: np.ndarray, count: int) -> Nearest:
+    """Reduce per-view results (`owners` as in nearest_by_owner) to each image's best view: the least
+    distance, the first view on ties."""
     if count == 0:
         return found
     index = np.empty(count, dtype=np.int64)

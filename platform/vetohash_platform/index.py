@@ -1,0 +1,102 @@
+"""A nearest-hash index per signal, with faiss: exact while a list is small, inverted lists above.
+
+Brute force compares each query with every banned hash: about 1,000 queries/s on two cores at 200,000
+hashes, and proportionally slower above (benchmarks/index_speed.py). Above EXACT_MAX hashes a signal gets an
+inverted-file index (faiss IndexBinaryIVF): the hashes are grouped around learned centroids and a query
+compares itself only with the groups of its `nprobe` nearest centroids. That can miss a true match that sits
+in another group; docs/benchmarks.md measures how often, against brute force.
+
+An index is stored as shards of at most SHARD_ROWS hashes (each one faiss file, read memory-mapped), so
+building one holds a shard at a time, and a delta adds a shard instead of rewriting the list. A faiss id is
+the row of the image the hash belongs to (for crop hashes, the image it was cut from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vetohash.matching import Nearest
+
+EXACT_MAX = 200_000  # hashes per shard up to which search is exact (measured: benchmarks/index_speed.py)
+SHARD_ROWS = 32 * 1024 * 1024
+MAX_LISTS = 4096  # inverted lists of the largest shard (training time grows with it)
+NPROBE = 64  # groups searched per query (measured: benchmarks/index_speed.py)
+TRAIN_PER_LIST = 40
+_NEIGHBOURS = 8  # nearest hashes fetched per shard, so that a removed image's hash need not hide another
+
+
+def build_shard(hashes: np.ndarray, rows: np.ndarray, path: Path, *, trained: faiss.IndexBinary | None = None,
+                batch: int = 1 << 20) -> None:
+    """Write the index of (N, bytes) packed `hashes` whose faiss ids are `rows`; `hashes` may be a memmap (it is
+    read `batch` rows at a time). An inverted index is trained on a sample unless `trained` is given."""
+    bits = hashes.shape[1] * 8
+    if len(hashes) <= EXACT_MAX:
+        index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+    else:
+        index = trained if trained is not None else train(hashes)
+    for start in range(0, len(hashes), batch):
+        index.add_with_ids(np.ascontiguousarray(hashes[start:start + batch]),
+                           np.ascontiguousarray(rows[start:start + batch], dtype=np.int64))
+    faiss.write_index_binary(index, str(path))
+
+
+def train(hashes: np.ndarray, seed: int = 0) -> faiss.IndexBinaryIVF:
+    """An empty inverted-file index whose centroids are learned from an evenly spaced sample of `hashes`."""
+    bits = hashes.shape[1] * 8
+    lists = int(min(MAX_LISTS, 2 ** round(np.log2(max(len(hashes), 1) ** 0.5))))
+    sample = np.ascontiguousarray(hashes[np.linspace(0, len(hashes) - 1, min(len(hashes), lists * TRAIN_PER_LIST),
+                                                     dtype=np.int64)])
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+    index.cp.seed = seed  # deterministic centroids
+    index.train(sample)
+    return index
+
+
+class SignalIndex:
+    """The shards of one signal's hashes, searched together; rows listed in `removed` are never returned."""
+
+    def __init__(self, shards: Sequence[faiss.IndexBinary], bits: int, nprobe: int = NPROBE) -> None:
+        self.shards = list(shards)
+        self.bits = bits
+        for shard in self.shards:
+            if isinstance(shard, faiss.IndexBinaryIVF):
+                shard.nprobe = nprobe
+
+    @classmethod
+    def load(cls, paths: Sequence[Path], bits: int, nprobe: int = NPROBE) -> SignalIndex:
+        """Shards read memory-mapped: loading costs no copy of the hashes, and pages come in as they are used."""
+        return cls([faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP) for path in paths], bits, nprobe)
+
+    def __len__(self) -> int:
+        return sum(shard.ntotal for shard in self.shards)
+
+    def nearest(self, queries: np.ndarray, removed: np.ndarray | None = None) -> Nearest:
+        """For each query, the row of its nearest indexed hash that is not in `removed` (sorted) and the
+        distance; row -1 and distance bits + 1 when there is none (an empty index)."""
+        queries = np.ascontiguousarray(queries)
+        best_row = np.full(len(queries), -1, dtype=np.int64)
+        best = np.full(len(queries), self.bits + 1, dtype=np.int32)
+        for shard in self.shards:
+            if shard.ntotal == 0 or len(queries) == 0:
+                continue
+            todo = np.arange(len(queries))
+            k = min(_NEIGHBOURS, shard.ntotal)
+            while len(todo):
+                distances, rows = shard.search(queries[todo], k)
+                live = rows >= 0
+                if removed is not None and len(removed):
+                    live &= ~np.isin(rows, removed)
+                first = np.argmax(live, axis=1)  # results come nearest first
+                found = live[np.arange(len(todo)), first]
+                row, distance = rows[np.arange(len(todo)), first], distances[np.arange(len(todo)), first]
+                better = found & (distance < best[todo])
+                best[todo[better]] = distance[better]
+                best_row[todo[better]] = row[better]
+                # Every fetched hash removed: look further, unless the shard had no more to give.
+                exhausted = ~found & (rows[:, -1] >= 0) & (k < shard.ntotal)
+                todo, k = todo[exhausted], min(k * 4, shard.ntotal)
+        return Nearest(best_row, best)
