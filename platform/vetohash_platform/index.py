@@ -13,11 +13,18 @@ the row of the image the hash belongs to (for crop hashes, the image it was cut 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import faiss
-import numpy as np
+# faiss's OpenMP threads otherwise spin while they wait for work: on a machine whose cores are busy with other
+# processes (or with our own decoding threads) two spinning threads made assigning hashes to their groups 17
+# times slower than one thread (measured: 13.6 s against 0.8 s for 200,000 hashes). Read once, when faiss loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 from vetohash.matching import Nearest
 
@@ -56,20 +63,33 @@ def train(hashes: np.ndarray, seed: int = 0) -> faiss.IndexBinaryIVF:
     return index
 
 
-class SignalIndex:
-    """The shards of one signal's hashes, searched together; rows listed in `removed` are never returned."""
+def _one_thread() -> None:
+    faiss.omp_set_num_threads(1)
 
-    def __init__(self, shards: Sequence[faiss.IndexBinary], bits: int, nprobe: int = NPROBE) -> None:
+
+class SignalIndex:
+    """The shards of one signal's hashes, searched together; rows listed in `removed` are never returned.
+
+    Queries are split across `workers` threads, each running faiss on one thread (faiss releases the GIL):
+    faiss's own OpenMP threads meet at a barrier after every block of queries, which on a busy machine made
+    two threads slower than one (benchmarks/index_speed.py).
+    """
+
+    def __init__(self, shards: Sequence[faiss.IndexBinary], bits: int, nprobe: int = NPROBE,
+                 workers: int | None = None) -> None:
         self.shards = list(shards)
         self.bits = bits
+        self.workers = workers or os.cpu_count() or 1
         for shard in self.shards:
             if isinstance(shard, faiss.IndexBinaryIVF):
                 shard.nprobe = nprobe
 
     @classmethod
-    def load(cls, paths: Sequence[Path], bits: int, nprobe: int = NPROBE) -> SignalIndex:
+    def load(cls, paths: Sequence[Path], bits: int, nprobe: int = NPROBE, workers: int | None = None
+             ) -> SignalIndex:
         """Shards read memory-mapped: loading costs no copy of the hashes, and pages come in as they are used."""
-        return cls([faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP) for path in paths], bits, nprobe)
+        return cls([faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP) for path in paths], bits, nprobe,
+                   workers)
 
     def __len__(self) -> int:
         return sum(shard.ntotal for shard in self.shards)
@@ -77,6 +97,15 @@ class SignalIndex:
     def nearest(self, queries: np.ndarray, removed: np.ndarray | None = None) -> Nearest:
         """For each query, the row of its nearest indexed hash that is not in `removed` (sorted) and the
         distance; row -1 and distance bits + 1 when there is none (an empty index)."""
+        parts = np.array_split(np.arange(len(queries)), min(self.workers, max(1, len(queries) // 16)))
+        if len(parts) == 1:
+            _one_thread()
+            return self._nearest(queries, removed)
+        with ThreadPoolExecutor(len(parts), initializer=_one_thread) as pool:
+            found = list(pool.map(lambda part: self._nearest(queries[part], removed), parts))
+        return Nearest(np.concatenate([f.index for f in found]), np.concatenate([f.distance for f in found]))
+
+    def _nearest(self, queries: np.ndarray, removed: np.ndarray | None) -> Nearest:
         queries = np.ascontiguousarray(queries)
         best_row = np.full(len(queries), -1, dtype=np.int64)
         best = np.full(len(queries), self.bits + 1, dtype=np.int32)

@@ -97,8 +97,9 @@ def test_a_schema_1_database_is_migrated_keeping_its_rows(tmp_path: Path):
     assert (match.hash_id, match.distance, match.signal, match.dct_distance) == ("h1", 4, "neural", None)
     assert (bundle.crop_hashes, bundle.crops_threshold, match.crops_hash_id, match.crops_distance) == \
            (0, None, None, None)
+    assert bundle.chunked == 0  # a bundle stored before version 4 lists is a whole bundle
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     connection.close()
 
 
