@@ -23,6 +23,9 @@ from vetohash.errors import KeyFileError, VetohashError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from vetohash.bundle import Bundle
+    from vetohash.chunked import Chunked
+
     from .sources import Source
 
 PASSPHRASE_ENV = "VETOHASH_PASSPHRASE"
@@ -443,18 +446,28 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help=f"Prompt for the key's passphrase (default: ${PASSPHRASE_ENV}, or a prompt on a terminal).")
 @click.option("--skip-featureless", is_flag=True,
               help="Leave out featureless banned images (flat, near-blank), naming each, instead of refusing.")
+@click.option("--chunked", is_flag=True,
+              help="Write a version 4 bundle: --out is then a new folder holding a signed manifest and "
+                   "content-addressed chunks, which platforms read a chunk at a time (for lists of millions).")
+@click.option("--delta-from", type=PATH,
+              help="Write a version 4 delta against this earlier version 4 bundle (folder) of the same list and "
+                   "model: only the images added since and the ids removed. Implies --chunked.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
             dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool,
             innocent: Path | None, target_fpr: float, list_name: str,
             sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
-            as_json: bool) -> None:
+            chunked: bool, delta_from: Path | None, as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
     hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
     (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
     upload when any is near (below its own threshold). --no-dct and --no-crops leave those out.
+
+    --chunked writes format version 4, a folder (docs/bundle-format.md, section 16); --delta-from OLD
+    writes a version 4 delta on OLD: images whose network and DCT hashes are both in OLD are not resent,
+    OLD's images no longer in IMAGES_DIR are removed. A platform applies it only on top of OLD's sequence.
 
     With --innocent, the thresholds not given by hand are calibrated so that at most --target-fpr of the
     innocent images are flagged by any hash: the DCT threshold alone may flag half of that, the crops
@@ -538,16 +551,28 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     thresholds = Thresholds(threshold, dct_threshold, crops_threshold)
     bundle, data = build_bundle(hasher, sources, key, thresholds=thresholds, authority=authority, list_name=list_name,
                                 sequence=sequence, expires_in=seconds, calibration=calibration, crops=crops, now=now)
-    write_bytes(out, data)
+    base = added = removed = None
+    if chunked or delta_from is not None:
+        from vetohash.chunked import IMAGES, REMOVED
+
+        written = _write_chunked(bundle, key, out, delta_from)
+        size = sum(path.stat().st_size for path in out.iterdir())
+        base = written.manifest.base
+        if base is not None:
+            added, removed = written.manifest.count(IMAGES), written.manifest.count(REMOVED)
+    else:
+        write_bytes(out, data)
+        size = len(data)
     try:
         record_sequence(state, list_name, sequence)
     except OSError as error:
         _warn(f"could not remember the sequence number in {state} ({error.strerror or error}); "
               "give --sequence next time")
     crop_count = 0 if bundle.crops is None else len(bundle.crops.hashes)
-    result = {"bundle": str(out), "bytes": len(data), "hashes": len(bundle.ids), "threshold": threshold,
+    result = {"bundle": str(out), "bytes": size, "hashes": len(bundle.ids), "threshold": threshold,
               "dct_threshold": dct_threshold, "crops_threshold": crops_threshold, "crop_hashes": crop_count,
-              "decision": bundle.decision, "format_version": bundle.version,
+              "decision": bundle.decision, "format_version": 4 if chunked or delta_from else bundle.version,
+              "base": base, "added": added, "removed": removed,
               "list_name": list_name, "sequence": sequence, "authority": authority, "key_id": bundle.key_id,
               "created": _iso(bundle.created), "expires": _iso(bundle.expires),
               "calibration": None if calibration is None else {
@@ -557,8 +582,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         click.echo(json.dumps(result))
         return
     crops_note = f" and {crop_count} crop hashes" if bundle.crops is not None else ""
-    click.echo(f"wrote {out} ({len(data)} bytes): {len(bundle.ids)} hashes{crops_note} of list {list_name!r}, "
-               f"sequence {sequence}")
+    delta_note = "" if base is None else f" (a delta on sequence {base}: {added} added, {removed} removed)"
+    click.echo(f"wrote {out} ({size} bytes): {len(bundle.ids)} hashes{crops_note} of list {list_name!r}, "
+               f"sequence {sequence}{delta_note}")
     calibrated_text = "" if calibration is None else (
         f" (calibrated: {100 * calibration.measured_fpr:.1f}% of {calibration.innocent_images} innocent images "
         f"flagged, target {100 * calibration.target_fpr:.1f}%)")
@@ -567,6 +593,19 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     click.echo(f"match if network distance < {threshold}{crops_text}{dct_text}{calibrated_text}")
     click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")
+
+
+def _write_chunked(bundle: Bundle, key: Ed25519PrivateKey, out: Path, delta_from: Path | None) -> Chunked:
+    """Write the version 4 folder; a delta's base is this authority's own earlier bundle, read with its key
+    (expired or not: it only names what platforms hold)."""
+    from vetohash.chunked import open_chunked
+    from vetohash.keys import public_key_of
+
+    from .publishing import write_chunked_bundle
+
+    own = public_key_of(key)
+    base = None if delta_from is None else open_chunked(delta_from, {own.key_id: own}, check_time=False)
+    return write_chunked_bundle(bundle, key, out, base)
 
 
 def _without_featureless(sources: list[Source], folder: Path, skip: bool) -> list[Source]:

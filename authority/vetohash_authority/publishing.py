@@ -29,6 +29,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vetohash.bundle import Bundle, Calibration, CropSignal, DctSignal, sign_bundle
+from vetohash.chunked import MAX_CHUNK_IMAGES, Chunked, ListHeader, Signals, chunk_images, write_chunked
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
@@ -200,3 +201,60 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.replace(temp, path)
     except OSError as error:
         raise PublishError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def write_chunked_bundle(bundle: Bundle, key: Ed25519PrivateKey, out: Path, base: Chunked | None = None) -> Chunked:
+    """Write `bundle` as a version 4 bundle folder at `out`: the whole list, or with `base` (an earlier version
+    4 bundle of the same list and model) a delta on it.
+
+    A delta matches images by content: a banned image whose network and DCT hashes are both in the base keeps
+    the base's id and is not resent; the base's images missing from `bundle` are removed, the others added.
+    """
+    signals = Signals(bundle.threshold, None if bundle.dct is None else bundle.dct.threshold,
+                      None if bundle.crops is None else bundle.crops.threshold)
+    header = ListHeader(spec=bundle.spec, authority=bundle.authority, list_name=bundle.list_name,
+                        sequence=bundle.sequence, created=bundle.created, expires=bundle.expires, signals=signals,
+                        calibration=bundle.calibration, base=None if base is None else base.manifest.sequence)
+    dct = None if bundle.dct is None else bundle.dct.hashes
+    crops = None if bundle.crops is None else bundle.crops.hashes
+    owners = None if bundle.crops is None else bundle.crops.owners
+    try:
+        if base is None:
+            return write_chunked(out, header, bundle.weights, chunk_images(bundle.ids, bundle.hashes, dct, crops,
+                                                                           owners), key)
+        _check_base(bundle, base, signals)
+        keys = [bundle.hashes[i].tobytes() + (b"" if dct is None else dct[i].tobytes()) for i in range(len(bundle.ids))]
+        kept: dict[bytes, str] = {}
+        for chunk in base.image_chunks():
+            for i, old_id in enumerate(chunk.ids):
+                old = chunk.neural[i].tobytes() + (b"" if chunk.dct is None else chunk.dct[i].tobytes())
+                kept[old] = old_id
+        new_keys = set(keys)
+        removed = [old_id for old, old_id in kept.items() if old not in new_keys]
+        added = np.array([i for i, k in enumerate(keys) if k not in kept], dtype=np.int64)
+        ids = [bundle.ids[i] for i in added]
+        crop_rows = None if owners is None else np.flatnonzero(np.isin(owners, added))
+        images = chunk_images(ids, bundle.hashes[added], None if dct is None else dct[added],
+                              None if crops is None or crop_rows is None else crops[crop_rows],
+                              None if owners is None or crop_rows is None else np.searchsorted(added, owners[crop_rows]))
+        return write_chunked(out, header, bundle.weights, images, key,
+                             removed=[removed[i:i + MAX_CHUNK_IMAGES] for i in range(0, len(removed), MAX_CHUNK_IMAGES)],
+                             total_images=len(bundle.ids))
+    except FileExistsError:
+        raise PublishError(f"{out} already exists; a version 4 bundle is written into a new folder") from None
+    except OSError as error:
+        raise PublishError(f"cannot write {out}: {error.strerror or error}") from None
+
+
+def _check_base(bundle: Bundle, base: Chunked, signals: Signals) -> None:
+    old = base.manifest
+    if (old.list_name, old.key_id) != (bundle.list_name, bundle.key_id):
+        raise PublishError(f"the delta's base is list {old.list_name!r} of key {old.key_id}, not {bundle.list_name!r} "
+                           f"of key {bundle.key_id}")
+    if bundle.sequence <= old.sequence:
+        raise PublishError(f"the delta's sequence {bundle.sequence} is not above its base's {old.sequence}")
+    if old.spec != bundle.spec or base.weights() != bundle.weights:
+        raise PublishError("the model differs from the base's: platforms could not compare the new hashes with the "
+                           "old ones; publish a whole list")
+    if (old.signals.dct is None) != (signals.dct is None) or (old.signals.crops is None) != (signals.crops is None):
+        raise PublishError("the signals differ from the base's (DCT hashes, crop hashes); publish a whole list")

@@ -408,3 +408,65 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     assert (published["threshold"], published["dct_threshold"], published["crops_threshold"]) == \
            (fused["threshold"], fused["dct_threshold"], fused["crops_threshold"])
     assert (published["crop_hashes"], published["format_version"]) == (fused["crop_hashes"], 3)
+
+
+def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """--chunked writes the whole list as a version 4 folder; --delta-from it, after one banned image is
+    replaced by another, resends only that image and removes the old one's id, on the first's sequence."""
+    import shutil
+
+    import numpy as np
+
+    from vetohash.chunked import IMAGES, REMOVED, open_chunked
+    from vetohash.modelfile import read_model
+    from vetohash.preprocess import open_image
+
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    public = read_public_key(tmp_path / "keys" / "authority.pub")
+    trusted = {public.key_id: public}
+    common = ["--key", str(tmp_path / "keys" / "authority.key"), "--innocent", str(work / "innocent"),
+              "--target-fpr", "0.5", "--list-name", "big", "--json"]
+    first = tmp_path / "big-1.vhb4"
+    code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--out", str(first), "--chunked",
+                                   *common], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert (summary["format_version"], summary["base"], summary["hashes"]) == (4, None, 5)
+    whole = open_chunked(first, trusted)
+    chunk, = whole.image_chunks()
+    assert len(chunk.ids) == 5 and chunk.dct is not None and chunk.crops is not None
+    hasher, _ = read_model(model)
+    pictures = sorted((work / "banned").glob("secret-name*"))
+    expected = hasher.hash_images([open_image(path) for path in pictures])
+    assert sorted(h.tobytes() for h in chunk.neural) == sorted(h.tobytes() for h in expected)
+
+    week2 = tmp_path / "banned-2"
+    week2.mkdir()
+    for path in pictures[1:]:
+        shutil.copy(path, week2 / path.name)
+    write_pictures(week2, range(7, 8), prefix="new")
+    second = tmp_path / "big-2.vhb4"
+    code, stdout, err = authority(["publish", str(model), str(week2), "--out", str(second), "--delta-from", str(first),
+                                   *common], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert (summary["format_version"], summary["base"], summary["added"], summary["removed"]) == \
+        (4, whole.manifest.sequence, 1, 1)
+    delta = open_chunked(second, trusted)
+    assert delta.manifest.images == 5 and delta.manifest.count(IMAGES) == delta.manifest.count(REMOVED) == 1
+    added, = delta.image_chunks()
+    new = hasher.hash_images([open_image(path) for path in week2.glob("new*")])
+    np.testing.assert_array_equal(added.neural, new)
+    removed, = delta.removed_ids()
+    # The replaced image's row: its network and DCT hashes both (the tiny model's network hashes can collide).
+    from vetohash.dcthash import dct_hashes
+    first_dct = dct_hashes([open_image(pictures[0])])[0]
+    gone, = [i for i, n, d in zip(chunk.ids, chunk.neural, chunk.dct, strict=True)
+             if n.tobytes() == expected[0].tobytes() and d.tobytes() == first_dct.tobytes()]
+    assert removed == (gone,)
+
+    code, _, err = authority(["publish", str(model), str(week2), "--out", str(tmp_path / "again.vhb4"),
+                              "--delta-from", str(first), "--key", str(tmp_path / "keys" / "authority.key"),
+                              "--list-name", "other"], capsys)
+    assert code == 2 and "the delta's base is list 'big'" in err
