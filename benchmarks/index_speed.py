@@ -88,17 +88,19 @@ def write_lists(work: Path, size: int, key_bytes: bytes) -> tuple[Path, Path]:
     return whole, delta
 
 
-def planted_queries(size: int) -> dict[str, np.ndarray]:
-    """For each signal, near copies of the first PLANTED images' hashes (crops: one crop of each)."""
+def planted_queries(size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For each signal, near copies of the first PLANTED images' hashes (crops: one crop of each), and how
+    many bits each has flipped."""
     first = next(chunks(min(size, CHUNK_IMAGES), 0, SEED + size))
     rng = np.random.default_rng(SEED)
     out = {}
     for signal, hashes in ((NEURAL, first.neural), (DCT, first.dct), (CROPS, first.crops[::CROPS_PER_IMAGE])):
         queries = hashes[:PLANTED].copy()
-        for row in queries:
-            flips = rng.choice(WIDTH[signal] * 8, rng.integers(0, THRESHOLDS[signal]), replace=False)
+        flipped = rng.integers(0, THRESHOLDS[signal], len(queries))
+        for row, count in zip(queries, flipped, strict=True):
+            flips = rng.choice(WIDTH[signal] * 8, count, replace=False)
             np.bitwise_xor.at(row, flips // 8, (1 << (7 - flips % 8)).astype(np.uint8))
-        out[signal] = queries
+        out[signal] = (queries, flipped)
     return out
 
 
@@ -155,7 +157,7 @@ def measure(size: int, work: Path, nprobes: list[int]) -> None:
           + f", ids {ids / size:.0f}; total {(sum(disk.values()) + ids) / size:.0f} (memory-mapped)")
     queries = planted_queries(size)
     for signal in (NEURAL, DCT, CROPS):
-        big.nearest(signal, queries[signal][:10])  # load the shards
+        big.nearest(signal, queries[signal][0][:10])  # load the shards
     for nprobe in nprobes:
         for index in big._indexes.values():
             for shard in index.shards:
@@ -166,9 +168,9 @@ def measure(size: int, work: Path, nprobes: list[int]) -> None:
                 index.workers = threads
             seconds, hits = {}, {}
             for signal in (NEURAL, DCT, CROPS):
-                big.nearest(signal, queries[signal][:200])  # warm the pages these queries touch
+                big.nearest(signal, queries[signal][0][:200])  # warm the pages these queries touch
                 start = time.perf_counter()
-                found = big.nearest(signal, queries[signal])
+                found = big.nearest(signal, queries[signal][0])
                 seconds[signal] = time.perf_counter() - start
                 hits[signal] = found.distance < THRESHOLDS[signal]
             per_query = sum(seconds.values()) / PLANTED
@@ -177,6 +179,14 @@ def measure(size: int, work: Path, nprobes: list[int]) -> None:
                   f"(" + ", ".join(f"{s} {PLANTED / t:,.0f}/s" for s, t in seconds.items()) + "); recall "
                   + ", ".join(f"{s} {100 * r:.2f} %" for s, r in recall.items())
                   + " (anchor: 1,000 queries/s on 2 cores, 99.9 %)", flush=True)
+        bands = []
+        for signal in (NEURAL, DCT, CROPS):
+            flipped, limit = queries[signal][1], THRESHOLDS[signal]
+            edges = [0, limit // 2, 3 * limit // 4, limit]
+            bands.append(f"{signal} " + ", ".join(
+                f"[{low},{high}) {100 * hits[signal][(flipped >= low) & (flipped < high)].mean():.1f} %"
+                for low, high in zip(edges, edges[1:])))
+        print(f"  recall by bits flipped, nprobe {nprobe}: " + "; ".join(bands), flush=True)
 
 
 def main() -> None:

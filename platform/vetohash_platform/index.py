@@ -30,7 +30,7 @@ from vetohash.matching import Nearest
 
 EXACT_MAX = 200_000  # hashes per shard up to which search is exact (measured: benchmarks/index_speed.py)
 SHARD_ROWS = 32 * 1024 * 1024
-MAX_LISTS = 4096  # inverted lists of the largest shard (training time grows with it)
+MAX_LISTS = 1024  # inverted lists of the largest shard (training time grows with their square)
 NPROBE = 64  # groups searched per query (measured: benchmarks/index_speed.py)
 TRAIN_PER_LIST = 40
 _NEIGHBOURS = 8  # nearest hashes fetched per shard, so that a removed image's hash need not hide another
