@@ -146,6 +146,7 @@ class Engine:
         self.screener: Screener | None = None
         self.found: list[StoredBundle] = []
         self.problem = "loading bundles"
+        self.loaded = False  # set by the first refresh, from the engine thread
 
     async def call(self, work: Callable[[], Any]) -> Any:
         """Run `work` on the engine thread."""
@@ -174,6 +175,7 @@ class Engine:
         self._seen = seen
         self._next_expiry = min((s.row.expires for s in active), default=float("inf"))
         self.metrics.loaded(found, self.screener is not None)
+        self.loaded = True
 
     def screen(self, uploads: Sequence[Upload]) -> list[ImageResult]:
         """Screen images with the bundles in force now, logging matches as `platform screen` does."""
@@ -378,6 +380,8 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(await engine.call(engine.bundles))
 
     async def healthz(_request: Request) -> Response:
+        if not engine.loaded:  # answer a probe at once rather than after the models load
+            return JSONResponse({"status": "not ready", "reason": engine.problem}, status_code=503)
         ready, body = await engine.call(engine.health)
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -387,7 +391,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        loading = asyncio.create_task(engine.call(engine.refresh))  # /healthz says "loading" until it is done
+        loading = asyncio.create_task(engine.call(engine.refresh))  # the first load, while requests come in
         try:
             yield
         finally:
