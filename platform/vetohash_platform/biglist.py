@@ -195,7 +195,7 @@ def _removed_rows(chunked: Chunked, base: BigList) -> np.ndarray:
 
 def _build_segment(chunked: Chunked, folder: Path, first_row: int) -> _Segment:
     """Stream the images chunks into flat files (one chunk in memory at a time), then index each signal from
-    those files, memory-mapped, a shard at a time."""
+    those files a shard at a time."""
     folder.mkdir()
     signals = chunked.manifest.signals
     width = chunked.manifest.spec.hash_bytes
@@ -214,41 +214,51 @@ def _build_segment(chunked: Chunked, folder: Path, first_row: int) -> _Segment:
     finally:
         for file in files.values():
             file.close()
-    ids = np.fromfile(folder / "ids.raw", dtype=f"S{ID_WIDTH}")
-    order = np.argsort(ids, kind="stable")
-    if len(ids) > 1 and np.any(ids[order[1:]] == ids[order[:-1]]):
-        raise BundleContentError("the list's ids are not unique across its chunks")
-    np.save(folder / "ids.npy", ids)
-    np.save(folder / "order.npy", order)
-    rows = np.arange(first_row, first_row + count, dtype=np.int64)
-    _index_signal(folder, NEURAL, folder / f"{NEURAL}.raw", width, rows)
+    _save_ids(folder)
+    _index_signal(folder, NEURAL, folder / f"{NEURAL}.raw", width, None, first_row)
     if signals.dct is not None:
-        _index_signal(folder, DCT, folder / f"{DCT}.raw", DCT_BITS // 8, rows)
+        _index_signal(folder, DCT, folder / f"{DCT}.raw", DCT_BITS // 8, None, first_row)
     if signals.crops is not None:
-        crop_rows = np.fromfile(folder / "rows.raw", dtype=np.int64)
-        _index_signal(folder, CROPS, folder / f"{CROPS}.raw", width, crop_rows)
+        _index_signal(folder, CROPS, folder / f"{CROPS}.raw", width, folder / "rows.raw", first_row)
     crop_hashes = (folder / f"{CROPS}.raw").stat().st_size // width
     for name in (NEURAL, DCT, CROPS, "rows", "ids"):
         (folder / f"{name}.raw").unlink()
-    return _Segment(folder, first_row, ids, order, crop_hashes)
+    return _Segment(folder, first_row, np.load(folder / "ids.npy", mmap_mode="r"),
+                    np.load(folder / "order.npy", mmap_mode="r"), crop_hashes)
 
 
-def _index_signal(folder: Path, signal: str, raw: Path, width: int, rows: np.ndarray) -> None:
-    size = raw.stat().st_size
-    if size == 0:
+def _save_ids(folder: Path, block: int = 1 << 20) -> None:
+    """ids.npy and their sorted order, order.npy; refuses ids that are not unique across the chunks. Compared a
+    block at a time, so only the ids and their order are held whole."""
+    ids = np.fromfile(folder / "ids.raw", dtype=f"S{ID_WIDTH}")
+    order = np.argsort(ids, kind="stable")
+    for start in range(0, max(len(ids) - 1, 0), block):
+        run = ids[order[start:start + block + 1]]
+        if np.any(run[1:] == run[:-1]):
+            raise BundleContentError("the list's ids are not unique across its chunks")
+    np.save(folder / "ids.npy", ids)
+    np.save(folder / "order.npy", order)
+
+
+def _index_signal(folder: Path, signal: str, raw: Path, width: int, rows_file: Path | None, first_row: int) -> None:
+    """Index one signal's flat file a shard at a time, each shard read whole (not memory-mapped, so that pages
+    already indexed leave memory); faiss ids are the file's `rows_file` (int64 rows) or consecutive rows."""
+    count = raw.stat().st_size // width
+    if count == 0:
         return
-    hashes = np.memmap(raw, dtype=np.uint8, mode="r", shape=(size // width, width))
     trained = None
-    for number, start in enumerate(range(0, len(hashes), index.SHARD_ROWS)):
-        shard = hashes[start:start + index.SHARD_ROWS]
-        if len(shard) > index.EXACT_MAX and trained is None:
-            trained = index.train(hashes)
-        template = None
-        if trained is not None and len(shard) > index.EXACT_MAX:
-            template = index.faiss.clone_binary_index(trained)
-        index.build_shard(shard, rows[start:start + index.SHARD_ROWS], folder / f"{signal}.{number}.faiss",
-                          trained=template)
-    del hashes
+    if count > index.EXACT_MAX:
+        sample = np.memmap(raw, dtype=np.uint8, mode="r", shape=(count, width))
+        trained = index.train(sample)
+        del sample
+    for number, start in enumerate(range(0, count, index.SHARD_ROWS)):
+        n = min(index.SHARD_ROWS, count - start)
+        hashes = np.fromfile(raw, dtype=np.uint8, count=n * width, offset=start * width).reshape(n, width)
+        rows = (np.arange(first_row + start, first_row + start + n, dtype=np.int64) if rows_file is None
+                else np.fromfile(rows_file, dtype=np.int64, count=n, offset=start * 8))
+        template = index.faiss.clone_binary_index(trained) if trained is not None and n > index.EXACT_MAX else None
+        index.build_shard(hashes, rows, folder / f"{signal}.{number}.faiss", trained=template)
+        del hashes, rows
 
 
 def _segments(folder: Path) -> list[_Segment]:

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from vetohash.matching import Nearest
 
 EXACT_MAX = 200_000  # hashes per shard up to which search is exact (measured: benchmarks/index_speed.py)
-SHARD_ROWS = 32 * 1024 * 1024
+SHARD_ROWS = 16 * 1024 * 1024  # about 0.8 GB while a shard of 160-bit hashes is built
 MAX_LISTS = 1024  # inverted lists of the largest shard (training time grows with their square)
 NPROBE = 64  # groups searched per query (measured: benchmarks/index_speed.py)
 TRAIN_PER_LIST = 40

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vetohash.chunked import ListHeader, Signals, chunk_images, write_chunked
 from vetohash.hasher import Hasher
+from vetohash_platform import index
 
 from .helpers import THRESHOLD, dct_of, file_digest, hash_files, records
 
@@ -88,10 +89,12 @@ def test_a_whole_list_is_ingested_and_screened_through_its_index(platform, trust
     assert sorted(p.name for p in (db.with_name(db.name + ".lists")).iterdir()) == [f"{listed['key_id']}-big"]
 
 
-def test_the_index_gives_the_brute_force_distances(platform, trusted, whole, images, make_bundle,
-                                                   tmp_path) -> None:
+@pytest.mark.parametrize("shard_rows", [index.SHARD_ROWS, 3])
+def test_the_index_gives_the_brute_force_distances(platform, trusted, whole, images, make_bundle, tmp_path,
+                                                   monkeypatch, shard_rows) -> None:
     """The same images screened against the same hashes as a version 1 bundle (brute force) and as a version 4
-    list (its index) get the same nearest ids and distances."""
+    list (its index, in one shard or in shards of 3 hashes) get the same nearest ids and distances."""
+    monkeypatch.setattr(index, "SHARD_ROWS", shard_rows)
     v1 = tmp_path / "v1.vhb"
     v1.write_bytes(make_bundle(ids=tuple(BANNED)))
     assert platform("ingest", whole).code == 0 and platform("ingest", v1).code == 0
