@@ -484,12 +484,13 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
       authority publish banned.model banned/ --key keys/authority.key --out banned.vhb \\
           --innocent unrelated/ --target-fpr 0.01 --list-name csam --expires-in 7d
     """
+    from vetohash.files import make_folder, write_atomic
     from vetohash.modelfile import read_model
 
     from .cropviews import crop_hashes
     from .evaluation import PAPER_THRESHOLD, Thresholds
-    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, CropHashes, build_bundle, calibrate,
-                             next_sequence, parse_duration, record_sequence, split_featureless, write_bytes)
+    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, CropHashes, PublishError, build_bundle, calibrate,
+                             next_sequence, parse_duration, record_sequence, split_featureless)
     from .sources import load_sources
 
     if no_dct and dct_threshold is not None:
@@ -561,13 +562,13 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         if base is not None:
             added, removed = written.manifest.count(IMAGES), written.manifest.count(REMOVED)
     else:
-        write_bytes(out, data)
+        make_folder(out.parent, PublishError)
+        write_atomic(out, data, PublishError)
         size = len(data)
     try:
         record_sequence(state, list_name, sequence)
-    except OSError as error:
-        _warn(f"could not remember the sequence number in {state} ({error.strerror or error}); "
-              "give --sequence next time")
+    except PublishError as error:
+        _warn(f"could not remember the sequence number ({error}); give --sequence next time")
     crop_count = 0 if bundle.crops is None else len(bundle.crops.hashes)
     result = {"bundle": str(out), "bytes": size, "hashes": len(bundle.ids), "threshold": threshold,
               "dct_threshold": dct_threshold, "crops_threshold": crops_threshold, "crop_hashes": crop_count,

@@ -16,10 +16,8 @@ network keeps most of it; docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from vetohash.bundle import Bundle, Calibration, CropSignal, DctSignal, sign_bun
 from vetohash.chunked import MAX_CHUNK_IMAGES, Chunked, ListHeader, Signals, chunk_images, write_chunked
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
+from vetohash.files import write_atomic
 from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
 from vetohash.matching import nearest
@@ -141,10 +140,7 @@ def record_sequence(state_path: Path, list_name: str, sequence: int) -> None:
     lists = read_state(state_path)
     lists[list_name] = max(sequence, lists.get(list_name, sequence))
     text = json.dumps({"last_sequence": dict(sorted(lists.items()))}, indent=2) + "\n"
-    fd, temp = tempfile.mkstemp(dir=state_path.parent, prefix=f".{state_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temp, state_path)
+    write_atomic(state_path, text.encode("utf-8"), PublishError)
 
 
 def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Source]]:
@@ -189,18 +185,6 @@ def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateK
                     key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
                     expires=created + expires_in, calibration=calibration, dct=dct, crops=crop_signal)
     return bundle, sign_bundle(bundle, key)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write a file atomically (temporary file beside it, then rename)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except OSError as error:
-        raise PublishError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def write_chunked_bundle(bundle: Bundle, key: Ed25519PrivateKey, out: Path, base: Chunked | None = None) -> Chunked:

@@ -65,7 +65,10 @@ class Upload:
 def uploads(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], None]) -> list[Upload]:
     """Files as given, image files under folders (recursive, sorted), and `-` for image bytes on stdin (once).
 
-    A folder without any image file is worth a warning: it is often a wrong path, yet screens as clean.
+    A path given directly is kept whatever it is: a missing one, a FIFO or a link to a device becomes that
+    entry's error result while every other image is screened (so one odd path never hides a match). Odd
+    entries inside a folder, and a folder without any image file (often a wrong path, yet it screens as
+    clean), are worth a warning.
     """
     if arguments.count(STDIN) > 1:
         raise VetohashError("`-` (stdin) can be given only once")
@@ -74,7 +77,7 @@ def uploads(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
         if argument == STDIN:
             out.append(Upload("<stdin>", data=stdin.read(MAX_FILE_BYTES + 1)))
         else:
-            found = image_files([Path(argument)])
+            found = image_files([Path(argument)], warn)
             if not found:
                 warn(f"{argument}: no image files found")
             out.extend(Upload(str(path), path=path) for path in found)

@@ -37,6 +37,7 @@ from .errors import (
     SpecError,
     WeightsError,
 )
+from .files import read_bounded
 from .hasher import Hasher
 from .keys import PublicKey, public_key_of
 from .specs import ModelSpec
@@ -326,15 +327,8 @@ def open_envelope(data: bytes, trusted: Mapping[str, PublicKey], versions: tuple
 
 def read_bundle_file(path: Path, trusted: Mapping[str, PublicKey], now: float | None = None
                      ) -> tuple[Bundle, bytes]:
-    """Read and verify a bundle file, refusing an oversized one before reading it; also return its bytes."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_BUNDLE_BYTES:
-            raise BundleTooLargeError(f"{path} is {size} bytes, more than the {MAX_BUNDLE_BYTES} a bundle may be")
-        with path.open("rb") as file:
-            data = file.read(MAX_BUNDLE_BYTES + 1)  # bounded even if the file grew since stat
-    except OSError as error:
-        raise BundleError(f"cannot read bundle {path}: {error.strerror or error}") from None
+    """Read and verify a bundle file (a regular file of at most MAX_BUNDLE_BYTES); also return its bytes."""
+    data = read_bounded(path, MAX_BUNDLE_BYTES, "bundle", BundleError, too_large=BundleTooLargeError)
     return read_bundle(data, trusted, now=now), data
 
 

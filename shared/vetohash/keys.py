@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import KeyFileError
+from .files import make_folder, read_bounded, write_atomic
 
 PUBLIC_PREFIX = "vetohash-ed25519:"
 PRIVATE_KEY_NAME = "authority.key"
 PUBLIC_KEY_NAME = "authority.pub"
 MAX_KEY_FILE_BYTES = 64 * 1024  # far above any PEM key; refuses to slurp a wrong, huge file
+KEY_FOLDER_MODE = 0o700  # a folder keygen creates holds the private key
 _PUBLIC_BODY = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, unpadded URL-safe base64
 
 
@@ -85,7 +86,6 @@ def write_keypair(out_dir: Path, key: Ed25519PrivateKey, passphrase: bytes | Non
     """Write `authority.key` (PKCS8 PEM, mode 0600 from creation) and `authority.pub`; never overwrite a key."""
     if passphrase is not None and not passphrase:
         raise KeyFileError("the passphrase is empty; give a real one or none")
-    out_dir.mkdir(parents=True, exist_ok=True)
     private_path, public_path = out_dir / PRIVATE_KEY_NAME, out_dir / PUBLIC_KEY_NAME
     for path in (private_path, public_path):
         if path.exists():
@@ -93,15 +93,11 @@ def write_keypair(out_dir: Path, key: Ed25519PrivateKey, passphrase: bytes | Non
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
                   else serialization.NoEncryption())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    try:
-        # O_EXCL: also refuse a key that appeared since the check above; 0600 from the first byte on.
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{private_path} already exists; refusing to overwrite a key") from None
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-    with public_path.open("x", encoding="ascii") as file:
-        file.write(public_key_of(key).to_text() + "\n")
+    make_folder(out_dir, KeyFileError, KEY_FOLDER_MODE)
+    # Linked into place, not renamed: a key that appeared since the check above is refused, never replaced.
+    write_atomic(private_path, pem, KeyFileError, mode=0o600, overwrite=False)
+    write_atomic(public_path, (public_key_of(key).to_text() + "\n").encode("ascii"), KeyFileError,
+                 overwrite=False)
     return private_path, public_path
 
 
@@ -138,14 +134,5 @@ def read_public_key(source: str | Path) -> PublicKey:
 
 
 def _read_small(path: Path, what: str) -> bytes:
-    """A key file's bytes, refusing missing, unreadable and implausibly large files."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_KEY_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise KeyFileError(f"no {what} file at {path}") from None
-    except OSError as error:
-        raise KeyFileError(f"cannot read {what} file {path}: {error.strerror or error}") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"{path} is too large to be a {what} file")
-    return data
+    """A key file's bytes, refusing missing, unreadable, odd and implausibly large files."""
+    return read_bounded(path, MAX_KEY_FILE_BYTES, f"{what} file", KeyFileError)

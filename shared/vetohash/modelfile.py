@@ -6,8 +6,6 @@ a model file is easily swapped, downloaded or truncated, and a bad one must fail
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import msgpack
 
 from . import codec
 from .errors import ModelFileError, SpecError, WeightsError
+from .files import read_bounded, write_atomic
 from .hasher import Hasher
 from .specs import ModelSpec
 
@@ -26,36 +25,15 @@ MODEL_KEYS = frozenset({"format", "version", "spec", "weights", "meta"})
 
 
 def write_model(path: Path, hasher: Hasher, meta: Mapping[str, Any]) -> None:
-    """Write the model file atomically (temporary file in the same folder, then rename over `path`)."""
+    """Write the model file atomically (vetohash.files.write_atomic)."""
     data = codec.pack({"format": FORMAT_NAME, "version": FORMAT_VERSION, "spec": hasher.spec.to_dict(),
                        "weights": hasher.encoded_weights(), "meta": dict(meta)})
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise ModelFileError(f"cannot write model file {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise ModelFileError(f"cannot write model file {path}: {error.strerror or error}") from None
+    write_atomic(path, data, ModelFileError)
 
 
 def read_model(path: Path) -> tuple[Hasher, dict[str, Any]]:
     """Load a model file into a ready Hasher and its metadata; any flaw is one ModelFileError."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise ModelFileError(f"{path} is {size} bytes, more than a model file may be ({MAX_MODEL_BYTES})")
-        with path.open("rb") as file:
-            data = file.read(MAX_MODEL_BYTES + 1)  # bounded even if the file grew since stat
-    except FileNotFoundError:
-        raise ModelFileError(f"no model file at {path}") from None
-    except OSError as error:
-        raise ModelFileError(f"cannot read model file {path}: {error.strerror or error}") from None
+    data = read_bounded(path, MAX_MODEL_BYTES, "model file", ModelFileError)
     try:
         model = codec.unpack(data, max_bin=MAX_MODEL_BYTES, max_str=1 << 20, max_items=len(data))
     except (ValueError, TypeError, msgpack.UnpackException):

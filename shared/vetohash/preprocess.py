@@ -20,14 +20,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vetohash.errors import ImageError, ImageTooLargeError, SpecError
+from vetohash.files import IMAGE_FORMATS, read_bounded
 from vetohash.upright import upright_views
 
 MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
-
-# Formats Pillow may try. Others are refused as unreadable: each extra plugin is attack surface, and
-# some hand the bytes to outside programs (EPS runs Ghostscript).
-FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
 
 _CHANNELS = {"L": 1, "RGB": 3}
 _FILTERS = {
@@ -176,9 +173,9 @@ def open_image(
     if not data:
         raise ImageError(f"{label}: not a readable image (empty).")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{label}: file is larger than {MAX_FILE_BYTES} bytes.")
+        raise ImageError(f"{label}: over the {MAX_FILE_BYTES}-byte limit for image files")
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
@@ -189,7 +186,7 @@ def open_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: too many pixels ({_one_line(exc)}).") from exc
     except UnidentifiedImageError as exc:  # Pillow's text names its BytesIO object: noise, and new each run
-        raise ImageError(f"{label}: not a readable image (unknown image format; {', '.join(FORMATS)} are "
+        raise ImageError(f"{label}: not a readable image (unknown image format; {', '.join(IMAGE_FORMATS)} are "
                          f"read).") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{label}: not a readable image ({_one_line(exc)}).") from exc
@@ -276,16 +273,10 @@ def load_array(
 
 
 def read_image_file(path: str | os.PathLike[str], label: str) -> bytes:
-    """An image file's bytes, refusing files over MAX_FILE_BYTES before reading them (ImageError naming
-    `label`); for callers that need the bytes themselves, e.g. to digest them, before `open_image`."""
-    try:
-        if os.stat(path).st_size > MAX_FILE_BYTES:
-            raise ImageError(f"{label}: file is larger than {MAX_FILE_BYTES} bytes.")
-        with open(path, "rb") as f:
-            # One byte over the limit refuses a file that grew, or a device that never ends.
-            return f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot read file ({_one_line(exc)}).") from exc
+    """An image file's bytes, at most MAX_FILE_BYTES, refusing anything but a regular file before reading it
+    (ImageError naming `label`); for callers that need the bytes themselves, e.g. to digest them, before
+    `open_image`."""
+    return read_bounded(path, MAX_FILE_BYTES, "image file", ImageError, label)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

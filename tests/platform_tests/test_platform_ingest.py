@@ -135,7 +135,7 @@ def test_hashes_of_the_wrong_width_are_refused_even_when_signed(platform, stored
 
 
 def test_a_missing_file_and_a_non_bundle_are_refused(platform, stored, tmp_path, db):
-    refused(platform, db, tmp_path / "nope.vhb", f"error: cannot read bundle {tmp_path / 'nope.vhb'}: No such file")
+    refused(platform, db, tmp_path / "nope.vhb", f"error: {tmp_path / 'nope.vhb'}: no such bundle")
     refused(platform, db, write(tmp_path, b"hello\n", "text.vhb"), "not well-formed")
 
 

@@ -238,7 +238,7 @@ def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: by
     path.write_bytes(tiny_data)
     bundle, data = read_bundle_file(path, TRUSTED, now=NOW)
     assert data == tiny_data and bundle.ids == ("alpha", "beta", "gamma")
-    with pytest.raises(BundleError, match="cannot read"):
+    with pytest.raises(BundleError, match="no such bundle"):
         read_bundle_file(tmp_path / "missing.bundle", TRUSTED, now=NOW)
 
 

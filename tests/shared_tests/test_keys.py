@@ -80,14 +80,18 @@ def test_verify() -> None:
     assert not public_key_of(generate_private_key()).verify(signature, b"message")
 
 
-def test_private_key_is_0600_from_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The private key file is created 0600 even under umask 0, and never chmod-ed after the fact."""
+def test_modes_are_explicit_under_umask_0_and_key_bytes_never_sit_in_a_wider_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under umask 0 the folders keygen creates are 0700, authority.pub 0644 and authority.key 0600 (was: 0777
+    and 0666 for the first two); every mode is set while the file is still empty, so no byte of the key is
+    ever readable by others, not even for a moment."""
+    real_fchmod = os.fchmod
 
-    def no_chmod(*args: object, **kwargs: object) -> None:
-        raise AssertionError("chmod after creation leaves a window where the key is readable")
+    def fchmod_of_empty_files_only(fd: int, mode: int) -> None:
+        assert os.fstat(fd).st_size == 0, "a mode was changed after bytes were written"
+        real_fchmod(fd, mode)
 
-    monkeypatch.setattr(os, "chmod", no_chmod)
-    monkeypatch.setattr(os, "fchmod", no_chmod)
+    monkeypatch.setattr(os, "fchmod", fchmod_of_empty_files_only)
     old = os.umask(0)
     try:
         private, public = write_keypair(tmp_path / "new" / "dir", KEY)
@@ -95,6 +99,10 @@ def test_private_key_is_0600_from_creation(tmp_path: Path, monkeypatch: pytest.M
         os.umask(old)
     assert private.name == "authority.key" and public.name == "authority.pub"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "new" / "dir").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert sorted(p.name for p in private.parent.iterdir()) == ["authority.key", "authority.pub"]
     assert public.read_text() == PUB.to_text() + "\n"
     assert read_public_key(public) == PUB
     assert read_private_key(private).private_bytes_raw() == KEY.private_bytes_raw()
@@ -141,7 +149,7 @@ def test_empty_passphrase_is_refused(tmp_path: Path) -> None:
 
 def test_unreadable_private_keys(tmp_path: Path) -> None:
     """Missing, non-key, huge, folder and non-Ed25519 key files each give their own KeyFileError."""
-    with pytest.raises(KeyFileError, match="no private key file"):
+    with pytest.raises(KeyFileError, match="no such private key file"):
         read_private_key(tmp_path / "missing.key")
     garbage = tmp_path / "garbage.key"
     garbage.write_bytes(b"\x00\xff not a key")
@@ -149,9 +157,9 @@ def test_unreadable_private_keys(tmp_path: Path) -> None:
         read_private_key(garbage)
     huge = tmp_path / "huge.key"
     huge.write_bytes(b"-" * 100_000)
-    with pytest.raises(KeyFileError, match="too large"):
+    with pytest.raises(KeyFileError, match="over the 65536-byte limit for private key files"):
         read_private_key(huge)
-    with pytest.raises(KeyFileError, match="cannot read"):
+    with pytest.raises(KeyFileError, match="a folder, not a regular file"):
         read_private_key(tmp_path)
     ec_key = tmp_path / "ec.key"
     ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -172,9 +180,9 @@ def test_read_public_key_from_text_or_file(tmp_path: Path) -> None:
     assert read_public_key(PUB.to_text()) == PUB
     assert read_public_key(path) == PUB
     assert read_public_key(str(path)) == PUB
-    with pytest.raises(KeyFileError, match="no public key file"):
+    with pytest.raises(KeyFileError, match="no such public key file"):
         read_public_key(tmp_path / "missing.pub")
-    with pytest.raises(KeyFileError, match="no public key file"):
+    with pytest.raises(KeyFileError, match="no such public key file"):
         read_public_key("not-a-key-and-not-a-file")
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(KeyFileError, match="not a vetohash public key"):

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import vetohash
-from vetohash import preprocess
+from vetohash import files, preprocess
 from vetohash.errors import ImageError, ImageTooLargeError, SpecError
 from vetohash.preprocess import Preprocess, load_array, open_image, to_array
 
@@ -427,9 +427,10 @@ def test_file_byte_limit_is_checked_before_reading(
     path = tmp_path / "big.png"
     path.write_bytes(data)
     monkeypatch.setattr(preprocess, "MAX_FILE_BYTES", len(data) - 1)
-    monkeypatch.setattr(preprocess, "open", lambda *a: pytest.fail("opened"), raising=False)
-    assert "larger than" in str(_refused(path))
-    assert "larger than" in str(_refused(data, name="big.png"))
+    with monkeypatch.context() as patched:
+        patched.setattr(files.os, "open", lambda *a: pytest.fail("opened"))
+        assert f"over the {len(data) - 1}-byte limit for image files" in str(_refused(path))
+    assert f"over the {len(data) - 1}-byte limit for image files" in str(_refused(data, name="big.png"))
 
 
 def test_bytes_without_a_name_are_labelled() -> None:
