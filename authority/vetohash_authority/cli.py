@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import vetohash
-from vetohash.console import Group, run
+from vetohash.console import Group, printable, run
 from vetohash.errors import KeyFileError, VetohashError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ PATH = click.Path(path_type=Path)
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {printable(message)}", err=True)
 
 
 def _info(message: str) -> None:

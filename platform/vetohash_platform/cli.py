@@ -15,7 +15,7 @@ import click
 from tqdm import tqdm
 
 import vetohash
-from vetohash.console import ExitCode, Group, run
+from vetohash.console import ExitCode, Group, printable, run
 from vetohash.errors import VetohashError
 
 from .records import bundle_record, hash_record, iso, screen_record, verdict
@@ -67,7 +67,7 @@ def _store() -> Store:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {printable(message)}", err=True)
 
 
 def _day(seconds: float) -> str:
@@ -350,23 +350,31 @@ def _image_options(command: F) -> F:
 
 
 def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_threshold: int | None = None,
-              crops_threshold: int | None = None) -> Screener:
+              crops_threshold: int | None = None) -> tuple[Screener, list[str]]:
+    """The screener over every active bundle, and a warning for each trusted list that is stored but no longer
+    in force (expired, or its stored bytes no longer verify): it matches nothing, which `clean` would hide."""
     from .active import Status, stored_bundles
     from .screening import Screener
 
-    active = [s for s in stored_bundles(_store()) if s.status is Status.ACTIVE]
+    found = stored_bundles(_store())
+    lapsed = [f"{_list_label(s.row.authority, s.row.list_name, s.row.sequence, s.row.key_id)} is not used, so "
+              f"nothing is matched against it: {s.reason}" for s in found
+              if s.status in (Status.EXPIRED, Status.INVALID)]
+    active = [s for s in found if s.status is Status.ACTIVE]
     return Screener(active, threshold=threshold, workers=workers, batch=batch_size, dct_threshold=dct_threshold,
-                    crops_threshold=crops_threshold)
+                    crops_threshold=crops_threshold), lapsed
 
 
 def _with_progress(items: Sequence[Upload], results: Iterable[ImageResult], show: bool | None
                    ) -> Iterator[tuple[ImageResult, Callable[[str, bool], None]]]:
-    """Results paired with a printer that keeps a progress bar (if shown) intact."""
+    """Results paired with a printer that keeps a progress bar (if shown) intact and escapes what is not
+    printable (a file name may hold CR, LF or terminal escapes; JSON lines are ASCII already)."""
     if show is None:
         show = sys.stderr.isatty() and len(items) >= PROGRESS_MIN
     with tqdm(total=len(items), file=sys.stderr, unit="img", disable=not show, leave=False) as bar:
 
         def echo(line: str, err: bool) -> None:
+            line = printable(line)
             if show:
                 tqdm.write(line, file=sys.stderr if err else sys.stdout)
             else:
@@ -398,8 +406,9 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     threshold; the verdict says which matched (neural, dct or both). A bundle with crop hashes (the
     network's hashes of crops of each banned image) also matches when the image's network hash is below
     their own threshold from the nearest one, a neural match naming the image the crop was cut from.
-    Matches are logged (see `platform log`), never the image itself. A file that cannot be read is
-    reported and the rest go on. An image with too little detail to hash (flat colour, near-blank) is
+    Matches are logged (see `platform log`), never the image itself. A file that cannot be read (missing,
+    a FIFO, a device) is reported and the rest go on. A stored list that expired, or no longer verifies,
+    matches nothing: every screen names it in a warning (in JSON, each record's "warnings"). An image with too little detail to hash (flat colour, near-blank) is
     reported as featureless and never matches: its hash would be close to that of any other blank image.
 
     \b
@@ -416,7 +425,9 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
     """
     from .screening import MatchLog, uploads
 
-    screener = _screener(threshold, workers, batch_size, dct_threshold, crops_threshold)
+    screener, lapsed = _screener(threshold, workers, batch_size, dct_threshold, crops_threshold)
+    for warning in lapsed:
+        _warn(warning)
     items = uploads(paths, sys.stdin.buffer, _warn)
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0}
     with MatchLog(_store()) as log:
@@ -424,7 +435,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
             counts[verdict(result)] += 1
             log.add(result)
             if as_json:
-                echo(json.dumps(screen_record(result)), False)
+                echo(json.dumps(screen_record(result) | {"warnings": lapsed}), False)
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
@@ -465,7 +476,14 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
             detail += "".join(f"  {name} nearest {found}  distance {distance} {_compared(distance, limit)}"
                               for name, found, distance, limit in sides)
             detail += f"  by {v.signal}" if sides and v.signal else ""
-        yield f"{verdict}  {result.name}  {v.authority}/{v.list_name}#{v.sequence}  {detail}  hash {v.hash}"
+        yield f"{verdict}  {result.name}  {_list_label(v.authority, v.list_name, v.sequence, v.key_id)}  {detail}  " \
+              f"hash {v.hash}"
+
+
+def _list_label(authority: str, list_name: str, sequence: int, key_id: str) -> str:
+    """How text output names a bundle: the authority's name is only what the signer claims, so the key id that
+    signed it (the one the operator trusted) is part of the name; two keys can claim one authority and list."""
+    return f"{authority}/{list_name}#{sequence} (key {key_id})"
 
 
 def _compared(distance: int, threshold: int) -> str:
@@ -494,7 +512,7 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 
     from .screening import uploads
 
-    screener = _screener(None, workers, batch_size)
+    screener, _ = _screener(None, workers, batch_size)
     items = uploads(paths, sys.stdin.buffer, _warn)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
@@ -689,7 +707,8 @@ def log(limit: int | None, as_json: bool) -> None:
     if not rows:
         click.echo("no matches logged", err=True)
         return
-    _table([(iso(r.time), f"{r.authority}/{r.list_name}#{r.sequence}", r.signal, r.hash_id, r.distance,
+    _table([(iso(r.time), _list_label(r.authority, r.list_name, r.sequence, r.key_id), r.signal, r.hash_id,
+             r.distance,
              r.threshold, _or_dash(r.crops_hash_id), _or_dash(r.crops_distance), _or_dash(r.crops_threshold),
              _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold), r.image_sha256)
             for r in rows],

@@ -23,9 +23,18 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
 
 
+def printable(text: str) -> str:
+    """`text` for a terminal: every character that is not printable (control characters such as CR, LF and
+    ESC, bidirectional overrides, the surrogates an undecodable file name carries) written as its Python
+    escape, so a hostile file name can neither break a line nor rewrite what is already on screen."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def fail(message: str, code: ExitCode = ExitCode.ERROR) -> NoReturn:
-    """Print `error: message` on stderr and exit."""
-    click.echo(f"error: {message}", err=True)
+    """Print `error: message` on stderr (non-printable characters escaped) and exit."""
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(int(code))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vetohash.keys import public_key_of
 from vetohash.bundle import CropSignal, DctSignal
 from vetohash.hasher import Hasher
 from vetohash.preprocess import open_image
@@ -87,10 +88,11 @@ def test_a_cropped_copy_matches_by_its_crop_hash_as_a_neural_match_naming_the_cr
     assert unrelated["match"] is False and unrelated["crops_distance"] >= CROPS_THRESHOLD
 
 
-def test_the_text_line_shows_the_crop_side_and_the_signal(platform, with_crops, crops: Crops, images):
+def test_the_text_line_shows_the_crop_side_and_the_signal(platform, with_crops, crops: Crops, images, key):
     """`screen` shows the nearest crop's owner, its distance against the crops threshold, and `by neural`."""
     cropped, clean = platform("screen", crops.upload, images["unrelated-0"]).stdout.splitlines()
-    assert cropped.startswith(f"MATCH  {crops.upload}  Test Authority/test-list#5  nearest b-")
+    label = f"Test Authority/test-list#5 (key {public_key_of(key).key_id})"
+    assert cropped.startswith(f"MATCH  {crops.upload}  {label}  nearest b-")
     assert f" >= {THRESHOLD}  crops nearest b-000  distance 0 < {CROPS_THRESHOLD}  by neural  hash " in cropped
     assert clean.startswith("clean  ") and f" >= {CROPS_THRESHOLD}  hash " in clean and " by " not in clean
 

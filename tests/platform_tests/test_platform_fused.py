@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from vetohash.keys import public_key_of
 from vetohash.bundle import DctSignal
 from vetohash.hashes import Hash
 
@@ -56,10 +57,11 @@ def test_the_verdict_says_which_signal_matched_with_both_distances(platform, fus
     assert clean["distance"] >= THRESHOLD and clean["dct_distance"] >= DCT_THRESHOLD
 
 
-def test_text_lines_show_both_distances_and_the_signal(platform, fused, images):
+def test_text_lines_show_both_distances_and_the_signal(platform, fused, images, key):
     result = platform("screen", images["unrelated-0"], images["unrelated-1"])
     dct_only, clean = result.stdout.splitlines()
-    assert dct_only.startswith(f"MATCH  {images['unrelated-0']}  Test Authority/test-list#9  nearest b-")
+    label = f"Test Authority/test-list#9 (key {public_key_of(key).key_id})"
+    assert dct_only.startswith(f"MATCH  {images['unrelated-0']}  {label}  nearest b-")
     assert f"  dct nearest b-000  distance 0 < {DCT_THRESHOLD}  by dct  hash " in dct_only
     assert clean.startswith("clean  ") and f">= {DCT_THRESHOLD}  hash " in clean and " by " not in clean
 

@@ -34,18 +34,20 @@ def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
     return bundle
 
 
-def test_a_banned_image_matches_with_exit_1(platform, active, images):
+def test_a_banned_image_matches_with_exit_1(platform, active, images, key):
     result = platform("screen", images["banned-2"])
     assert result.code == 1, result.stderr
-    assert result.stdout.startswith(f"MATCH  {images['banned-2']}  Test Authority/test-list#7  nearest b-002  "
+    label = f"Test Authority/test-list#7 (key {public_key_of(key).key_id})"
+    assert result.stdout.startswith(f"MATCH  {images['banned-2']}  {label}  nearest b-002  "
                                     f"distance 0 < {THRESHOLD}  hash ")
     assert "1 matched, 0 clean, 0 error(s)" in result.stderr
 
 
-def test_an_unrelated_image_is_clean_with_exit_0(platform, active, images):
+def test_an_unrelated_image_is_clean_with_exit_0(platform, active, images, key):
     result = platform("screen", images["unrelated-0"])
     assert result.code == 0, result.stderr
-    assert result.stdout.startswith(f"clean  {images['unrelated-0']}  Test Authority/test-list#7  nearest b-")
+    label = f"Test Authority/test-list#7 (key {public_key_of(key).key_id})"
+    assert result.stdout.startswith(f"clean  {images['unrelated-0']}  {label}  nearest b-")
     assert f">= {THRESHOLD}" in result.stdout
 
 
@@ -128,7 +130,7 @@ def test_each_bad_file_gets_its_own_error_and_the_batch_goes_on(platform, active
     assert len(errors) == len(bad_files)
     expected = {"corrupt": "not a readable image", "random": "not a readable image", "empty": "(empty)",
                 "text": "not a readable image", "bomb": "more than the limit",
-                "oversized": f"larger than {MAX_FILE_BYTES} bytes"}
+                "oversized": f"over the {MAX_FILE_BYTES}-byte limit for image files"}
     for name, path in bad_files.items():
         [line] = [e for e in errors if e.startswith(f"error: {path}:")]
         assert expected[name] in line, line
@@ -139,7 +141,7 @@ def test_a_match_wins_over_errors_in_the_exit_status(platform, active, images, b
     result = platform("screen", "--json", bad_files["empty"], images["banned-0"])
     assert result.code == 1
     error, match = records(result.stdout)
-    assert error == {"path": str(bad_files["empty"]), "verdict": "error", "error": error["error"]}
+    assert error == {"path": str(bad_files["empty"]), "verdict": "error", "error": error["error"], "warnings": []}
     assert match["verdict"] == "match"
 
 
@@ -154,9 +156,9 @@ def test_screening_without_active_bundles_is_an_error(platform, images):
     assert result.code == 2 and result.stderr.startswith("error: no active bundles")
 
 
-def test_a_missing_path_is_an_error(platform, active, tmp_path):
+def test_a_missing_path_is_an_error_of_its_own(platform, active, tmp_path):
     result = platform("screen", tmp_path / "nope")
-    assert result.code == 2 and result.stderr == f"error: {tmp_path / 'nope'}: no such file or folder\n"
+    assert result.code == 2 and result.stderr.startswith(f"error: {tmp_path / 'nope'}: no such image file\n")
 
 
 def test_hash_prints_the_hex_of_the_library_hash(platform, active, images, hasher):
@@ -232,7 +234,7 @@ def test_batch_size_and_worker_count_do_not_change_any_result(platform, active, 
 
 
 def test_lists_sharing_a_model_build_it_once_and_each_gives_a_verdict(platform, active, make_bundle, tmp_path,
-                                                                      images, db):
+                                                                      images, db, key):
     second = tmp_path / "second.vhb"
     second.write_bytes(make_bundle(list_name="second", hashes=np.zeros((0, 16), np.uint8), ids=()))
     assert platform("ingest", second).code == 0
@@ -242,7 +244,7 @@ def test_lists_sharing_a_model_build_it_once_and_each_gives_a_verdict(platform, 
     result = platform("screen", images["banned-0"])
     assert result.code == 1
     assert sorted(line.split("  ")[2] for line in result.stdout.splitlines()) == [
-        "Test Authority/second#1", "Test Authority/test-list#7"]
+        f"Test Authority/{name} (key {public_key_of(key).key_id})" for name in ("second#1", "test-list#7")]
     assert "clean  " in result.stdout and "empty list" in result.stdout  # nothing is banned in an empty list
 
 
@@ -279,13 +281,14 @@ def blank_list(platform, pubkey_file: Path, make_bundle, hasher, tmp_path: Path)
     return {"upload": upload}
 
 
-def test_a_featureless_upload_is_reported_never_matched_and_exits_0(platform, blank_list, images, db):
+def test_a_featureless_upload_is_reported_never_matched_and_exits_0(platform, blank_list, images, db, key):
     # A flat image's hash is near-arbitrary and near every other flat image's: a "match" would mean nothing.
     upload = blank_list["upload"]
     result = platform("screen", upload, images["unrelated-0"])
     assert result.code == 0, result.stderr
     first, second = result.stdout.splitlines()
-    assert first.startswith(f"featureless  {upload}  Test Authority/test-list#1  detail 0.")
+    label = f"Test Authority/test-list#1 (key {public_key_of(key).key_id})"
+    assert first.startswith(f"featureless  {upload}  {label}  detail 0.")
     assert "never a match (nearest b-blank  distance " in first
     assert second.startswith(f"clean  {images['unrelated-0']}  ")
     assert "0 matched, 1 clean, 1 featureless, 0 error(s)" in result.stderr

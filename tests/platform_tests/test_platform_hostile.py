@@ -1,0 +1,132 @@
+"""Hostile input at the platform's command line: odd paths, FIFOs, names that would rewrite the terminal.
+
+Each test pins one hole an audit found (issue 16); what was wrong is said in its comment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from vetohash.keys import public_key_of
+
+from .helpers import records
+
+
+@pytest.fixture
+def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
+    """A trusted key and one ingested bundle whose banned list is banned-0..3."""
+    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
+    bundle = tmp_path / "list.vhb"
+    bundle.write_bytes(make_bundle(sequence=7))
+    assert platform("ingest", bundle).code == 0
+    return bundle
+
+
+@pytest.fixture
+def odd_paths(tmp_path: Path) -> list[Path]:
+    """A FIFO, a link loop, a dangling link and a link to /dev/zero, each named like an image."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.png")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "dangling.jpg").symlink_to(folder / "nowhere.jpg")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    return sorted(folder.iterdir())
+
+
+def test_odd_paths_given_directly_are_errors_of_their_own_and_the_match_is_still_reported_and_logged(
+        platform, active, images, odd_paths):
+    # Was: `screen banned.jpg fifo.png` failed as a whole ("no such file or folder"), exit 2, nothing logged.
+    result = platform("screen", images["banned-1"], *odd_paths)
+    assert result.code == 1, result.stderr
+    assert result.stdout.startswith(f"MATCH  {images['banned-1']}  ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(errors) == sorted(f"error: {path}: {why}" for path, why in zip(odd_paths, [
+        "no such image file", "a FIFO, not a regular file", "cannot read the image file (Too many levels of "
+        "symbolic links)", "a character device, not a regular file"], strict=True))
+    assert "1 matched, 0 clean, 4 error(s)" in result.stderr
+    logged = records(platform("log", "--json").stdout)
+    assert [row["hash_id"] for row in logged] == ["b-001"]
+
+
+def test_odd_paths_give_json_error_records_beside_the_match(platform, active, images, odd_paths):
+    found = records(platform("screen", "--json", *odd_paths, images["banned-0"]).stdout)
+    assert [r["verdict"] for r in found] == ["error"] * 4 + ["match"]
+    assert [r["path"] for r in found[:4]] == [str(p) for p in odd_paths]
+
+
+def test_odd_entries_inside_a_folder_are_warned_about_not_skipped_silently(platform, active, images, odd_paths):
+    # Was: 51 entries, 44 screened, no word about the other 7.
+    folder = odd_paths[0].parent
+    os.link(images["banned-2"], folder / "banned.jpg")
+    result = platform("screen", folder)
+    assert result.code == 1, result.stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 4 and all("skipped" in line for line in warned)
+    assert "screened 1 image(s)" in result.stderr
+
+
+def test_ingest_and_trust_add_refuse_a_fifo_at_once(platform, active, tmp_path, db):
+    # Was: both blocked forever, waiting for a writer.
+    fifo = tmp_path / "bundle.vhb"
+    os.mkfifo(fifo)
+    before = db.read_bytes()
+    for args in (("ingest", fifo), ("trust", "add", fifo)):
+        result = platform(*args)
+        assert result.code == 2
+        assert result.stderr == f"error: {fifo}: a FIFO, not a regular file\n"
+    assert db.read_bytes() == before
+
+
+def test_every_screen_warns_while_a_trusted_list_is_expired(platform, active, make_bundle, images, tmp_path,
+                                                           monkeypatch):
+    # Was: with another list still in force, an expired list stopped matching without a word (clean, exit 0).
+    lasting = tmp_path / "lasting.vhb"
+    now = int(time.time())
+    lasting.write_bytes(make_bundle(list_name="lasting", sequence=1, created=now - 60, expires=now + 5 * 86_400))
+    assert platform("ingest", lasting).code == 0
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 2 * 86_400)  # test-list lives one day
+    text = platform("screen", images["unrelated-0"])
+    assert text.code == 0
+    [warning] = [line for line in text.stderr.splitlines() if line.startswith("warning: ")]
+    assert "Test Authority/test-list#7" in warning and "expired on" in warning
+    as_json = platform("screen", "--json", images["unrelated-0"], images["banned-0"])
+    assert as_json.code == 1  # the list still in force matches
+    assert [record["warnings"] for record in records(as_json.stdout)] == [[warning.removeprefix("warning: ")]] * 2
+    assert warning in as_json.stderr
+
+
+@pytest.mark.parametrize("name", ["evil\rMATCH.png", "two\nlines.png", "esc\x1b[2Jape.png", "rtl\u202egnp.png"])
+def test_file_names_are_printed_with_non_printable_characters_escaped(platform, active, images, tmp_path, name):
+    # Was: a name with CR could overwrite its own verdict on screen; escapes could rewrite the terminal.
+    path = tmp_path / name
+    os.link(images["banned-0"], path)
+    result = platform("screen", path, tmp_path / f"missing-{name}")
+    assert result.code == 1
+    assert result.stdout.startswith(f"MATCH  {tmp_path}/{ascii(name)[1:-1]}  ")
+    assert result.stdout.count("\n") == 1 and "\r" not in result.stdout and "\x1b" not in result.stdout
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error.isprintable() and ascii(name)[1:-1] in error
+    assert "\u202e" not in result.stdout + result.stderr
+    found = records(platform("screen", "--json", path).stdout)
+    assert found[0]["path"] == str(path)  # JSON keeps the exact name (escaped by JSON itself)
+
+
+def test_two_keys_claiming_one_authority_and_list_are_told_apart_in_text(platform, active, make_bundle, images,
+                                                                        other_key, key, tmp_path):
+    # Was: `Test Authority/test-list#1 MATCH` beside `Test Authority/test-list#7 clean`, the key id only in JSON.
+    assert platform("trust", "add", public_key_of(other_key).to_text()).code == 0
+    impostor = tmp_path / "impostor.vhb"
+    impostor.write_bytes(make_bundle(signer=other_key, sequence=1))  # same authority and list names
+    assert platform("ingest", impostor).code == 0
+    lines = platform("screen", images["banned-0"]).stdout.splitlines()
+    labels = sorted(line.split("  ")[2] for line in lines)
+    assert labels == sorted([f"Test Authority/test-list#1 (key {public_key_of(other_key).key_id})",
+                             f"Test Authority/test-list#7 (key {public_key_of(key).key_id})"])
+    logged = platform("log").stdout
+    assert f"(key {public_key_of(other_key).key_id})" in logged and f"(key {public_key_of(key).key_id})" in logged
