@@ -435,7 +435,7 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
             counts[verdict(result)] += 1
             log.add(result)
             if as_json:
-                echo(json.dumps(screen_record(result) | {"warnings": lapsed}), False)
+                echo(json.dumps(screen_record(result, lapsed)), False)
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
