@@ -12,7 +12,7 @@ from .hashes import pack_signs
 from .matching import Nearest, nearest_by_owner
 from .preprocess import to_array
 from .specs import ModelSpec
-from .weights import decode_arrays, encode_arrays, load_arrays, module_arrays
+from .weights import decode_arrays, encode_arrays, layout, load_arrays, module_arrays
 
 BATCH = 256
 
@@ -26,9 +26,17 @@ class Hasher:
 
     @classmethod
     def from_encoded(cls, spec: ModelSpec, encoded_weights: object) -> Hasher:
-        """Build the spec's network and load weights given in their encoded (bundle or model file) form."""
+        """Build the spec's network and load weights given in their encoded (bundle or model file) form.
+
+        The weights are checked against the shapes the spec implies before the network is built: a signed but
+        absurd spec (in range, yet gigabytes of parameters) is refused without allocating them, and a spec
+        that passes costs no more memory than its weights, which the file's size already bounds.
+        """
+        with torch.device("meta"):
+            skeleton = spec.build()
+        arrays = decode_arrays(encoded_weights, layout(skeleton))
         network = spec.build()
-        load_arrays(network, decode_arrays(encoded_weights, module_arrays(network)))
+        load_arrays(network, arrays)
         return cls(spec, network)
 
     def encoded_weights(self) -> dict[str, dict[str, object]]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from .architectures import build_network
@@ -46,7 +47,8 @@ class ModelSpec:
         if type(bits) is not int or not 8 <= bits <= MAX_BITS or bits % 8:
             raise SpecError(f"spec 'bits' must be a multiple of 8 in [8, {MAX_BITS}], got {bits!r}")
         spec = cls(name=name, arch=dict(arch), preprocess=Preprocess.from_dict(data["preprocess"]), bits=bits)
-        spec.build()  # validates the architecture parameters
+        with torch.device("meta"):  # validates the architecture parameters, allocating nothing
+            spec.build()
         return spec
 
     def to_dict(self) -> dict[str, Any]:

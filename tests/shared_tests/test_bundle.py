@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vetohash import bundle as bundle_module
@@ -627,3 +628,23 @@ def test_constructing_an_inconsistent_crops_bundle_fails() -> None:
         CropSignal(hashes=np.zeros((2, 2), np.uint8), owners=np.zeros(3, np.int64), threshold=1)
     with pytest.raises(BundleFormatError, match="crops threshold"):
         make_bundle(TINY, crops=crop_signal(threshold=17))
+
+
+def test_an_absurd_signed_spec_is_refused_before_its_network_is_built(tiny_data: bytes,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validly signed spec in range but absurd (copy-cnn, width 128, 5 stages: 1.5 GB of parameters) with
+    weights that do not fit is refused from shapes alone; only a meta-device network, which allocates
+    nothing, is ever built (was: the real network first, then the refusal)."""
+    built_on: list[str] = []
+    real_build = ModelSpec.build
+
+    def build(spec: ModelSpec) -> torch.nn.Module:
+        built_on.append(torch.empty(0).device.type)  # the device factories default to inside the build
+        return real_build(spec)
+
+    monkeypatch.setattr(ModelSpec, "build", build)
+    fields = payload_of(tiny_data)
+    fields["spec"] = fields["spec"] | {"arch": {"type": "copy-cnn", "width": 128, "stages": 5, "mirror": False}}
+    with pytest.raises(BundleContentError, match="weights do not match the spec"):
+        read_bundle(seal_fields(fields), TRUSTED, now=NOW)
+    assert built_on and set(built_on) == {"meta"}
