@@ -484,6 +484,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
       authority publish banned.model banned/ --key keys/authority.key --out banned.vhb \\
           --innocent unrelated/ --target-fpr 0.01 --list-name csam --expires-in 7d
     """
+    from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S
     from vetohash.files import make_folder, write_atomic
     from vetohash.modelfile import read_model
 
@@ -498,6 +499,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if no_crops and crops_threshold is not None:
         raise VetohashError("--crops-threshold and --no-crops contradict each other: give one of them")
     seconds = parse_duration(expires_in)
+    if seconds > MAX_VALIDITY_S:
+        raise VetohashError(f"--expires-in {expires_in} is more than the {MAX_VALIDITY_S // 86_400} days of validity "
+                            "a platform accepts")
     key = _read_key(key_path, ask)
     hasher, meta = read_model(model)
     if crops_threshold is not None and crops_threshold > hasher.spec.bits:
@@ -548,6 +552,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     state = key_path.parent / STATE_NAME
     if sequence is None:
         sequence = next_sequence(state, list_name, now)
+    elif sequence > now + MAX_SEQUENCE_STEP:
+        raise VetohashError(f"--sequence {sequence} runs more than {MAX_SEQUENCE_STEP} ahead of the current Unix time; "
+                            "platforms refuse it (it could freeze the list for good)")
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
     thresholds = Thresholds(threshold, dct_threshold, crops_threshold)
     bundle, data = build_bundle(hasher, sources, key, thresholds=thresholds, authority=authority, list_name=list_name,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vetohash.bundle import Bundle, read_bundle_file
+from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S, Bundle, read_bundle_file
 from vetohash.chunked import IMAGES, REMOVED, Manifest, open_chunked, read_manifest
 from vetohash.errors import BundleError, BundleSignatureError
 
@@ -25,6 +25,10 @@ from .trust import trusted_map
 
 class BundleReplayError(BundleError):
     """A validly signed bundle whose sequence is not above the last one ingested for its authority and list."""
+
+
+class BundleLimitError(BundleError):
+    """A validly signed bundle beyond this platform's limits: valid for too long, or a sequence too far ahead."""
 
 
 class Outcome(enum.Enum):
@@ -57,6 +61,8 @@ def ingest_file(store: Store, path: Path, now: float | None = None) -> Ingested:
         previous = store.bundle(bundle.key_id, bundle.list_name)
         if previous is not None and previous.sha256 == digest:
             return Ingested(bundle, digest, Outcome.UNCHANGED, previous.sequence)
+        _check_limits(f"{path}: refused: list {bundle.list_name!r} from {bundle.authority!r} (key {bundle.key_id})",
+                      bundle.expires, bundle.sequence, previous.sequence if previous else None, now)
         if previous is not None and bundle.sequence <= previous.sequence:
             raise BundleReplayError(
                 f"{path}: refused as a replay or rollback: sequence {bundle.sequence} of list "
@@ -89,6 +95,8 @@ def ingest_chunked(store: Store, path: Path, now: float | None = None) -> Ingest
         previous = store.bundle(m.key_id, m.list_name)
         if previous is not None and previous.sha256 == chunked.sha256:
             return IngestedList(m, chunked.sha256, Outcome.UNCHANGED, previous.sequence)
+        _check_limits(f"refused: list {m.list_name!r} from {m.authority!r} (key {m.key_id})", m.expires, m.sequence,
+                      previous.sequence if previous else None, now)
         if previous is not None and m.sequence <= previous.sequence:
             raise BundleReplayError(f"refused as a replay or rollback: sequence {m.sequence} of list "
                                     f"{m.list_name!r} from {m.authority!r} (key {m.key_id}) is not above "
@@ -123,6 +131,19 @@ def ingest_chunked(store: Store, path: Path, now: float | None = None) -> Ingest
     prune(store, m.key_id, m.list_name, keep=m.sequence)
     return IngestedList(m, chunked.sha256, Outcome.REPLACED if previous else Outcome.ADDED,
                         previous.sequence if previous else None)
+
+
+def _check_limits(what: str, expires: int, sequence: int, previous: int | None, now: float | None) -> None:
+    """BundleLimitError (its message starting with `what`) for a validly signed list beyond this platform's
+    limits: valid for more than MAX_VALIDITY_S from now, or a sequence more than MAX_SEQUENCE_STEP above both
+    the clock and the `previous` sequence ingested (one such bundle would freeze its list for good)."""
+    now = time.time() if now is None else now
+    if expires > now + MAX_VALIDITY_S:
+        raise BundleLimitError(f"{what} is valid for {(expires - now) / 86_400:,.0f} days, more than the "
+                               f"{MAX_VALIDITY_S // 86_400} a platform accepts")
+    if sequence > max(int(now), previous or 0) + MAX_SEQUENCE_STEP:
+        raise BundleLimitError(f"{what}: sequence {sequence} runs more than {MAX_SEQUENCE_STEP} ahead of both the "
+                               "current time and the last sequence ingested (it could freeze the list for good)")
 
 
 def _located(error: BundleError, path: Path, trusted: bool) -> BundleError:

@@ -53,6 +53,14 @@ MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
 MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: every allowed time has an ISO form
 SIGNATURE_BYTES = 64
+# Platform limits on validly signed bundles (vetohash_platform.ingest); `authority publish` keeps within them.
+# A bundle may be valid for at most about a year from its ingestion, so a stolen or mistaken one does not
+# stay in force until 9999...
+MAX_VALIDITY_S = 366 * 86_400
+# ...and its sequence may run at most this far above both the current Unix time and the last one ingested,
+# so one bundle (sequence 2**63 - 1) cannot freeze its list for good. Sequences that count seconds, as
+# `authority publish` writes them, and sequences that count up from 1 both pass.
+MAX_SEQUENCE_STEP = 366 * 86_400
 
 ENVELOPE_KEYS = frozenset({"format", "version", "key_id", "payload", "signature"})
 PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "threshold", "authority", "key_id",

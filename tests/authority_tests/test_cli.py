@@ -316,7 +316,7 @@ def test_publish_skip_featureless_leaves_them_out_naming_each(with_featureless, 
 
 
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "only corrupt", "not a model", "missing key",
-                                  "bad duration", "bad config"])
+                                  "bad duration", "too long a validity", "bad config"])
 def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, tmp_path: Path, capsys,
                                             monkeypatch) -> None:
     monkeypatch.delenv("VETOHASH_DEBUG", raising=False)
@@ -335,6 +335,9 @@ def test_bad_input_gets_one_line_and_exit_2(case: str, work: Path, model: Path, 
                          "--out", str(tmp_path / "b")], "no such private key file"),
         "bad duration": (["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "none.key"),
                           "--out", str(tmp_path / "b"), "--expires-in", "soon"], "cannot read the duration"),
+        # Platforms refuse a bundle valid for more than 366 days (issue 16 item 8): refused before any work.
+        "too long a validity": (["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "none.key"),
+                                 "--out", str(tmp_path / "b"), "--expires-in", "367d"], "more than the 366 days"),
         "bad config": (["train", str(work / "banned"), "--recipe", "paper", "--out", out, "--config", str(tmp_path / "bad.toml")],
                        "epochs must be"),
     }[case]

@@ -130,3 +130,33 @@ def test_two_keys_claiming_one_authority_and_list_are_told_apart_in_text(platfor
                              f"Test Authority/test-list#7 (key {public_key_of(key).key_id})"])
     logged = platform("log").stdout
     assert f"(key {public_key_of(other_key).key_id})" in logged and f"(key {public_key_of(key).key_id})" in logged
+
+
+def test_a_sequence_far_ahead_is_refused_so_no_bundle_can_freeze_a_list(platform, active, make_bundle, tmp_path,
+                                                                        db):
+    # Was: sequence 2**63 - 1 was accepted, and then no later bundle of the list could ever be ingested.
+    frozen = tmp_path / "frozen.vhb"
+    frozen.write_bytes(make_bundle(sequence=2**63 - 1))
+    before = db.read_bytes()
+    result = platform("ingest", frozen)
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert "list 'test-list'" in result.stderr and f"sequence {2**63 - 1} runs more than" in result.stderr
+    assert db.read_bytes() == before
+    # Sequences that count seconds (as `authority publish` writes them) still pass.
+    timely = tmp_path / "timely.vhb"
+    timely.write_bytes(make_bundle(sequence=int(time.time()) + 3600))
+    assert platform("ingest", timely).code == 0
+
+
+def test_a_bundle_valid_for_more_than_a_year_is_refused(platform, active, make_bundle, tmp_path, db):
+    # Was: an expiry in the year 9999 was accepted.
+    now = int(time.time())
+    lasting = tmp_path / "lasting.vhb"
+    lasting.write_bytes(make_bundle(sequence=8, created=now - 60, expires=253_402_300_799))
+    before = db.read_bytes()
+    result = platform("ingest", lasting)
+    assert result.code == 2 and "more than the 366 a platform accepts" in result.stderr
+    assert db.read_bytes() == before
+    within = tmp_path / "within.vhb"
+    within.write_bytes(make_bundle(sequence=8, created=now - 60, expires=now + 365 * 86_400))
+    assert platform("ingest", within).code == 0
