@@ -26,7 +26,6 @@ from vetohash.hasher import Hasher
 from vetohash.preprocess import Preprocess, query_arrays, to_array
 
 from .config import AlterationPlan, TrainingConfig
-from . import native
 from .fastpath import paper_embedder
 from .losses import contrastive_loss, contrastive_terms
 from .pairs import Copies, PairSets, Pairs, draw_edit, make_pairs, plan_copies
@@ -214,9 +213,9 @@ def _train(sources: Sequence[Source], config: TrainingConfig, seed: int, device:
 
 
 def _embedder(network: torch.nn.Module, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The fastest CPU path that computes this network: native C, then torch operations, then the module."""
+    """The fastest CPU path that computes this network: fused torch operations (fastpath), else the module."""
     rng = np.random.default_rng([seed, 0xD20])
-    return native.paper_embedder(network, rng) or paper_embedder(network, rng) or network
+    return paper_embedder(network, rng) or network
 
 
 def _batch_loss(embed: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, pairs: Pairs,

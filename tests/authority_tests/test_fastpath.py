@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import vetohash_authority
 from vetohash.specs import preset
-from vetohash_authority import native
 from vetohash_authority.fastpath import dropout_scale, paper_embedder
 
 from .fixtures import one_thread  # noqa: F401  (autouse)
@@ -47,46 +49,12 @@ def test_dropout_drops_the_given_share_and_keeps_the_mean() -> None:
     assert float(scale.mean()) == pytest.approx(1.0, abs=0.02)
 
 
-native_only = pytest.mark.skipif(native.library() is None, reason="no C compiler here: training uses fastpath.py")
-
-
-@native_only
-@pytest.mark.parametrize("flat", [False, True])
-def test_native_block_gives_the_modules_outputs_and_gradients(flat: bool) -> None:
-    torch.manual_seed(2)
-    network = preset("paper-cnn").build().eval()
-    x = torch.randn(6, 1, 32, 32, dtype=torch.float32)
-    if flat:
-        x[:3] = -1.0
-        x[3:, :, :16] = 0.25
-    embed = native.paper_embedder(network, np.random.default_rng(0))
-    assert embed is not None
-    with torch.no_grad():
-        assert torch.allclose(embed(x), network(x), atol=1e-5)
-    for fast, slow in zip(gradients(network, embed, x), gradients(network, network, x)):
-        assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-4)
-
-
-@native_only
-def test_native_dropout_is_seeded_and_unbiased() -> None:
-    torch.manual_seed(3)
-    network = preset("paper-cnn").build()
-    conv = network[1]
-    x = torch.randn(4, 1, 32, 32)
-    with torch.no_grad():
-        one = native._Block.apply(x, conv.weight, conv.bias, 0.25, 11)
-        assert torch.equal(one, native._Block.apply(x, conv.weight, conv.bias, 0.25, 11))
-        assert not torch.equal(one, native._Block.apply(x, conv.weight, conv.bias, 0.25, 12))
-        plain = native._Block.apply(x, conv.weight, conv.bias, 0.0, 0)
-        average = torch.stack([native._Block.apply(x, conv.weight, conv.bias, 0.25, s) for s in range(300)]).mean(0)
-    assert torch.allclose(average, plain, rtol=0.03, atol=1e-3)
-
-
-def test_native_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VETOHASH_NATIVE", "0")
-    native.library.cache_clear()
-    try:
-        assert native.paper_embedder(preset("paper-cnn").build(), np.random.default_rng(0)) is None
-    finally:
-        monkeypatch.delenv("VETOHASH_NATIVE")
-        native.library.cache_clear()
+def test_training_never_compiles_or_loads_native_code() -> None:
+    """The authority process holds the signing key: it compiles nothing and loads no shared library (the C
+    block it once compiled was loaded from a folder others could plant a library in; issue 16 item 2)."""
+    package = Path(vetohash_authority.__file__).parent
+    assert not list(package.glob("*.c"))
+    for module in package.glob("*.py"):
+        text = module.read_text(encoding="utf-8")
+        for forbidden in ("import ctypes", "import subprocess", "CDLL"):
+            assert forbidden not in text, f"{module.name}: {forbidden}"
