@@ -353,9 +353,12 @@ def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_t
               crops_threshold: int | None = None) -> tuple[Screener, list[str]]:
     """The screener over every active bundle, and a warning for each trusted list that is stored but no longer
     in force (expired, or its stored bytes no longer verify): it matches nothing, which `clean` would hide."""
+    from vetohash.preprocess import route_warnings
+
     from .active import Status, stored_bundles
     from .screening import Screener
 
+    route_warnings()  # Pillow's warnings go into each file's result, not loose on stderr
     found = stored_bundles(_store())
     lapsed = [f"{_list_label(s.row.authority, s.row.list_name, s.row.sequence, s.row.key_id)} is not used, so "
               f"nothing is matched against it: {s.reason}" for s in found
@@ -439,6 +442,8 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
             elif result.error:
                 echo(f"error: {result.error}", True)
             else:
+                for text in result.warnings:
+                    echo(f"warning: {result.name}: {text}", True)
                 for line in _screen_lines(result):
                     echo(line, False)
     if not as_json:
@@ -522,6 +527,8 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
         elif result.error:
             echo(f"error: {result.error}", True)
         else:
+            for text in result.warnings:
+                echo(f"warning: {result.name}: {text}", True)
             if result.featureless:
                 echo(f"warning: {result.name} is featureless (detail {result.detail:.1f}): its hash says little "
                      "about it, and `platform screen` never matches it", True)

@@ -26,10 +26,12 @@ def verdict(result: ImageResult) -> str:
 
 def screen_record(result: ImageResult, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """What `platform screen --json` prints for one image: its verdict and, per bundle, the distances; and the
-    `warnings` that hold for the whole screen (such as a trusted list that expired and so matches nothing)."""
+    `warnings` that hold for the whole screen (such as a trusted list that expired and so matches nothing),
+    then what the decoder warned about this image."""
     if result.error:
         return {"path": result.name, "verdict": "error", "error": result.error, "warnings": list(warnings)}
-    return {"path": result.name, "sha256": result.sha256, "verdict": verdict(result), "warnings": list(warnings),
+    return {"path": result.name, "sha256": result.sha256, "verdict": verdict(result),
+            "warnings": list(warnings) + [f"{result.name}: {text}" for text in result.warnings],
             "detail": _rounded(result.detail), "results": [
         {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
          "bundle_sha256": v.bundle_sha256, "hash": v.hash, "nearest_id": v.nearest_id, "distance": v.distance,

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,7 +39,8 @@ from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.hashes import Hash
 from vetohash.matching import best_by_owner, nearest, nearest_by_owner
-from vetohash.preprocess import MAX_FILE_BYTES, Preprocess, open_image, query_arrays, read_image_file
+from vetohash.preprocess import (MAX_FILE_BYTES, Preprocess, collected_warnings, header_pixels, open_image,
+                                 query_arrays, read_image_file)
 from vetohash.specs import ModelSpec
 
 from .active import StoredBundle
@@ -45,6 +48,11 @@ from .biglist import BigList
 from .store import MatchRow, Store
 
 BATCH = 256
+# Decoded pixels the decoding threads may hold at once, whatever their number: eight 7000x7000 JPEGs took
+# 4.5 GB on eight threads. An image costs about DECODE_BYTES_PER_PIXEL while it is decoded and turned into
+# its inputs (the RGB image and its copies; measured about 19 for large JPEGs), counted from its header.
+DECODE_BUDGET_BYTES = 1 << 30
+DECODE_BYTES_PER_PIXEL = 20
 STDIN = "-"
 
 
@@ -155,6 +163,7 @@ class ImageResult:
     detail: float | None = None
     dct: str | None = None  # the DCT hash (hex), when some active bundle carries a DCT signal
     error_type: type[ImageError] | None = None  # the kind of `error`, for callers that answer by it (HTTP)
+    warnings: tuple[str, ...] = ()  # what the decoder warned about this file, one line each
 
     @property
     def matched(self) -> bool:
@@ -198,6 +207,31 @@ class _Decoded:
     arrays: dict[Preprocess, np.ndarray]  # (views, C, S, S) per preprocessing: preprocess.query_arrays
     detail: float
     dct: np.ndarray | None
+    warnings: tuple[str, ...]
+
+
+class DecodeBudget:
+    """Bytes that decoding threads may hold together: each waits until its image fits. An image larger than
+    the whole budget waits until it is alone, so any image the pixel limit admits is still decoded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        """Hold `amount` bytes (at most the whole budget) while the block runs."""
+        amount = min(amount, self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self.held + amount <= self.limit)
+            self.held += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= amount
+                self._changed.notify_all()
 
 
 class Screener:
@@ -205,7 +239,7 @@ class Screener:
 
     def __init__(self, active: Sequence[StoredBundle], threshold: int | None = None,
                  workers: int | None = None, batch: int = BATCH, dct_threshold: int | None = None,
-                 crops_threshold: int | None = None) -> None:
+                 crops_threshold: int | None = None, decode_budget: int = DECODE_BUDGET_BYTES) -> None:
         """`threshold`, `dct_threshold` and `crops_threshold` replace every bundle's own (the latter two only
         where a bundle carries a DCT signal, crop hashes)."""
         if not active:
@@ -238,6 +272,7 @@ class Screener:
         self.dct = dct_any
         self.workers = workers or default_workers()
         self.batch = batch
+        self.budget = DecodeBudget(decode_budget)  # shared by all decoding threads
 
     def run(self, images: Iterable[Upload], compare: bool = True) -> Iterator[ImageResult]:
         """One result per image, in input order; with `compare=False`, hashes only (no verdicts)."""
@@ -257,7 +292,7 @@ class Screener:
         queue: deque[tuple[Upload, Future[_Decoded | ImageError]]] = deque()
         try:
             for upload in images:
-                queue.append((upload, pool.submit(_decode, upload, pres, self.dct)))
+                queue.append((upload, pool.submit(_decode, upload, pres, self.dct, self.budget)))
                 if len(queue) >= 2 * self.batch:
                     upload, future = queue.popleft()
                     yield upload, future.result()
@@ -294,7 +329,8 @@ class Screener:
                 for m in self.models)
             found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
             dct_hex = Hash(decoded.dct.tobytes()).hex if decoded.dct is not None else None
-            yield ImageResult(upload.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex)
+            yield ImageResult(upload.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex,
+                              warnings=decoded.warnings)
             row += 1
 
 
@@ -391,20 +427,24 @@ def _searchable(stored: StoredBundle) -> _Searchable:
                         None if bundle.crops is None else bundle.crops.threshold))
 
 
-def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool) -> _Decoded | ImageError:
-    try:
-        if upload.data is not None:
-            data = upload.data
-        elif upload.path is not None:
-            data = read_image_file(upload.path, upload.name)
-        else:
-            raise ValueError(f"{upload.name}: an Upload needs a path or data")
-        image = open_image(data, name=upload.name)
-        return _Decoded(hashlib.sha256(data).hexdigest(), {pre: query_arrays(image, pre) for pre in pres},
-                        detail(image),
-                        dct_hashes([image])[0] if dct else None)
-    except ImageError as error:
-        return error
+def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool, budget: DecodeBudget) -> _Decoded | ImageError:
+    """One image's inputs, decoded within the pool's memory budget, with what the decoder warned about it (on
+    an error, the warnings end its message)."""
+    with collected_warnings() as caught:
+        try:
+            if upload.data is not None:
+                data = upload.data
+            elif upload.path is not None:
+                data = read_image_file(upload.path, upload.name)
+            else:
+                raise ValueError(f"{upload.name}: an Upload needs a path or data")
+            with budget.hold(len(data) + header_pixels(data) * DECODE_BYTES_PER_PIXEL):
+                image = open_image(data, name=upload.name)
+                return _Decoded(hashlib.sha256(data).hexdigest(), {pre: query_arrays(image, pre) for pre in pres},
+                                detail(image), dct_hashes([image])[0] if dct else None,
+                                tuple(dict.fromkeys(caught)))  # Pillow repeats one per pass over the header
+        except ImageError as error:
+            return type(error)(f"{error} (warned: {'; '.join(dict.fromkeys(caught))})") if caught else error
 
 
 class MatchLog:

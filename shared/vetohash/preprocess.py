@@ -12,7 +12,10 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +165,8 @@ def open_image(
     Raises ImageTooLargeError above `max_pixels` (checked from the header, before any pixel is
     decoded; Pillow's own global bomb limit still caps it) and ImageError for anything unreadable.
     The process's warning filters are left alone (changing them is not thread-safe, and files are
-    decoded on threads): Pillow's warnings print as usual, or refuse the file where they are errors.
+    decoded on threads): Pillow's warnings print as usual, go to the file's result (route_warnings,
+    collected_warnings), or refuse the file where they are errors.
     """
     if isinstance(source, bytes):
         label = name or "<bytes>"
@@ -190,6 +194,55 @@ def open_image(
                          f"read).") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{label}: not a readable image ({_one_line(exc)}).") from exc
+
+
+def header_pixels(data: bytes) -> int:
+    """Width times height from an image's header, decoding no pixel; 0 when the header cannot be read
+    (open_image then says why). For callers that budget memory before decoding."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            width, height = im.size
+            return int(width) * int(height)
+    except (Image.DecompressionBombError, *_DECODE_ERRORS):
+        return 0
+
+
+# Warnings shown while a thread decodes inside collected_warnings() go to that thread's list (see route_warnings).
+_collecting = threading.local()
+
+
+def route_warnings() -> None:
+    """Send each warning shown while a thread is inside `collected_warnings()` to that thread's list, not to
+    stderr, and show every one of Pillow's (not only the first from each line of its code), so each file's
+    warnings can be reported with that file. Process-wide, so for command lines and services, before any
+    decoding thread starts; once is enough. Warnings that are errors still raise, and refuse the file."""
+    if getattr(warnings.showwarning, "routes_vetohash", False):
+        return
+    shown = warnings.showwarning
+
+    def route(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: Any = None, line: str | None = None) -> None:
+        caught = getattr(_collecting, "caught", None)
+        if caught is None:
+            shown(message, category, filename, lineno, file, line)
+        else:
+            caught.append(f"{category.__name__}: {' '.join(str(message).split())}")
+
+    route.routes_vetohash = True  # type: ignore[attr-defined]
+    warnings.showwarning = route
+    warnings.filterwarnings("always", module=r"PIL(\.|$)")
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[str]]:
+    """The warnings this thread shows meanwhile, one line each (`Category: text`), once route_warnings() is
+    in force; without it they print as usual and the list stays empty."""
+    caught: list[str] = []
+    _collecting.caught = caught
+    try:
+        yield caught
+    finally:
+        _collecting.caught = None
 
 
 def to_array(image: Image.Image, pre: Preprocess) -> np.ndarray:
