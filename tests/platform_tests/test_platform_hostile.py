@@ -5,18 +5,25 @@ Each test pins one hole an audit found (issue 16); what was wrong is said in its
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from vetohash.console import printable
+from vetohash.errors import ImageError
 from vetohash.keys import public_key_of
+from vetohash.preprocess import read_image_file
 from vetohash_platform.active import Status, stored_bundles
-from vetohash_platform.screening import Screener
+from vetohash_platform.screening import Screener, uploads
 from vetohash_platform.store import Store
 
 from .helpers import console_script, encode, photo_like, records
@@ -219,3 +226,45 @@ def test_decoding_threads_together_stay_within_the_pools_memory_budget(active, i
     results = list(screener.run([screening.Upload(str(path), path=path) for path in paths]))
     assert [r.error for r in results] == [None] * 16
     assert most[0] == 2
+
+
+_NAMES = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1,
+                 max_size=30).filter(lambda name: name not in (".", ".."))
+_KINDS = ["image", "missing", "fifo", "loop", "dangling", "folder"]
+
+
+@settings(max_examples=60, deadline=5000, derandomize=True)
+@given(st.lists(st.tuples(_NAMES, st.sampled_from(_KINDS)), min_size=1, max_size=5, unique_by=lambda e: e[0]))
+def test_any_paths_give_one_entry_each_one_line_each_and_never_an_exception(entries):
+    """Whatever the names (control characters, escapes, any script) and whatever the paths are, each path given
+    directly is one entry that reads as an image or fails with one ImageError naming it; a folder's odd entries
+    are one warning each; every line is printable."""
+    with tempfile.TemporaryDirectory() as root:
+        arguments, expected = [], []
+        for name, kind in entries:
+            path = Path(root) / name
+            if kind == "image":
+                path.write_bytes(encode(photo_like(1, 24), "PNG"))
+            elif kind == "fifo":
+                os.mkfifo(path)
+            elif kind == "loop":
+                path.symlink_to(path)
+            elif kind == "dangling":
+                path.symlink_to(Path(root) / "nowhere")
+            elif kind == "folder":
+                path.mkdir()
+                os.mkfifo(path / "inside.png")
+                (path / "inside.jpg").write_bytes(encode(photo_like(2, 24), "JPEG"))
+            arguments.append(str(path))
+            expected += [str(path / "inside.jpg")] if kind == "folder" else [str(path)]
+        warned: list[str] = []
+        found = uploads(arguments, io.BytesIO(), warned.append)
+        assert [upload.name for upload in found] == expected
+        assert len(warned) == sum(kind == "folder" for _, kind in entries)
+        for upload in found:
+            try:
+                read_image_file(upload.path, upload.name)
+            except ImageError as error:
+                line = printable(f"error: {error}")
+                assert line.isprintable() and str(error).startswith(upload.name)
+        assert all(printable(line).isprintable() for line in warned + expected)
