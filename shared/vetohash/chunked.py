@@ -49,6 +49,7 @@ from .errors import (
     BundleTooLargeError,
     SpecError,
 )
+from .files import read_bounded
 from .keys import PublicKey, public_key_of
 from .specs import ModelSpec
 
@@ -157,12 +158,7 @@ class Chunked:
     def chunk_bytes(self, ref: ChunkRef) -> bytes:
         """The chunk's bytes, read with its signed size as the bound and refused unless they hash to its
         signed SHA-256."""
-        path = self.folder / ref.name
-        try:
-            with path.open("rb") as file:
-                data = file.read(ref.size + 1)
-        except OSError as error:
-            raise BundleError(f"cannot read chunk {path}: {error.strerror or error}") from None
+        data = read_bounded(self.folder / ref.name, ref.size, "chunk", BundleError, too_large=BundleContentError)
         if len(data) != ref.size:
             raise BundleContentError(f"chunk {ref.name} is {'longer' if len(data) > ref.size else 'shorter'} than "
                                      f"the {ref.size} bytes the manifest signs")
@@ -213,12 +209,8 @@ def open_chunked(path: Path, trusted: Mapping[str, PublicKey], *, now: float | N
                  check_time: bool = True) -> Chunked:
     """The verified manifest of the version 4 bundle in folder `path` (or `path` is its manifest file)."""
     folder = path if path.is_dir() else path.parent
-    manifest_path = folder / MANIFEST_NAME
-    try:
-        with manifest_path.open("rb") as file:
-            data = file.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as error:
-        raise BundleError(f"cannot read {manifest_path}: {error.strerror or error}") from None
+    data = read_bounded(folder / MANIFEST_NAME, MAX_MANIFEST_BYTES, "manifest", BundleError,
+                        too_large=BundleTooLargeError)
     return Chunked(read_manifest(data, trusted, now=now, check_time=check_time), folder, data)
 
 
