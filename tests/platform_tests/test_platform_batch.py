@@ -97,7 +97,7 @@ def test_parquet_results_from_a_csv_column_with_an_unreadable_file(ray_instance,
     assert sorted(table.column("path").to_pylist()) == sorted(paths)
     found = by_path([json.loads(r) for r in table.column("record").to_pylist()])
     gone = found.pop(str(uploads / "gone.jpg"))
-    assert gone["verdict"] == "error" and "cannot read file" in gone["error"]
+    assert gone["verdict"] == "error" and "no such image file" in gone["error"]
     assert found == by_path(records(platform("--db", db, "screen", "--json", *paths[:-1]).stdout))
 
 
