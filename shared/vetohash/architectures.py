@@ -1,46 +1,60 @@
-"""Registry of network architectures, each built from the plain parameters a spec carries.
+"""Registry of network architectures: each one's parameters checked, and its weights' names and shapes,
+from the plain values a spec carries, without building a network.
 
-A spec names its architecture by `type`; the builder validates its own parameters and returns a torch module
-that maps a (N, channels, size, size) float tensor to a (N, bits) embedding. Adding an architecture means
-registering one more builder here: preprocessing, hashing, matching and bundles do not change.
+A spec names its architecture by `type`. Parsing a spec or a bundle needs only this module (no torch, no
+inference engine): the parameters are validated and the weights checked against the shapes listed here.
+Running the network is a separate step: vetohash.networks builds the torch module (training, and hashing
+where ONNX Runtime is not installed) and vetohash.graphs the equivalent ONNX graph (hashing).
+Adding an architecture means registering it here and in those two modules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-import torch
-from torch import nn
 
 from .errors import SpecError
 
-Builder = Callable[[Mapping[str, Any], int, int], nn.Module]
-ARCHITECTURES: dict[str, tuple[Builder, frozenset[str]]] = {}
+# A weight's little-endian dtype string and shape.
+Shape = tuple[str, tuple[int, ...]]
+Shapes = Callable[[Mapping[str, Any], int, int], dict[str, Shape]]
 
 
-def register(name: str, keys: set[str]) -> Callable[[Builder], Builder]:
-    """Register `builder` under `name`; `keys` is the exact parameter set it accepts besides `type`."""
+@dataclass(frozen=True)
+class Architecture:
+    """An architecture's exact parameter names (besides `type`) and the function listing its weights."""
 
-    def wrap(builder: Builder) -> Builder:
-        ARCHITECTURES[name] = (builder, frozenset(keys))
-        return builder
+    keys: frozenset[str]
+    shapes: Shapes
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(name: str, keys: set[str]) -> Callable[[Shapes], Shapes]:
+    """Register `shapes` under `name`; `keys` is the exact parameter set it accepts besides `type`. The
+    function validates the parameters (SpecError) and returns every weight's dtype and shape by name."""
+
+    def wrap(shapes: Shapes) -> Shapes:
+        ARCHITECTURES[name] = Architecture(frozenset(keys), shapes)
+        return shapes
 
     return wrap
 
 
-def build_network(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
-    """Build the network an architecture mapping describes, after checking its parameter names."""
+def weight_shapes(arch: Mapping[str, Any], channels: int, bits: int) -> dict[str, Shape]:
+    """The weights the described network holds, by state-dict name, after checking its parameters."""
     kind = arch.get("type")
     if not isinstance(kind, str) or kind not in ARCHITECTURES:
         raise SpecError(f"unknown architecture type {kind!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    builder, keys = ARCHITECTURES[kind]
+    known = ARCHITECTURES[kind]
     given = set(arch) - {"type"}
-    if given != keys:
-        missing, extra = sorted(keys - given), sorted(given - keys)
+    if given != known.keys:
+        missing, extra = sorted(known.keys - given), sorted(given - known.keys)
         raise SpecError(f"architecture {kind!r}: missing parameters {missing}, unexpected {extra}")
-    return builder(arch, channels, bits)
+    return known.shapes(arch, channels, bits)
 
 
 def param_int(arch: Mapping[str, Any], key: str, low: int, high: int) -> int:
@@ -67,82 +81,78 @@ def param_choice(arch: Mapping[str, Any], key: str, choices: tuple[str, ...]) ->
     return str(value)
 
 
-@register("paper-cnn", {"filters", "kernel", "pool", "dropout"})
-def paper_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
+def param_bool(arch: Mapping[str, Any], key: str) -> bool:
+    """A true/false parameter (1 and 0 are refused)."""
+    value = arch[key]
+    if type(value) is not bool:
+        raise SpecError(f"architecture parameter {key!r} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PaperParams:
     """The paper's network (Fig. 6): conv 'same' + ReLU, 2x2 pooling, dropout, global average pool, dense."""
-    filters = param_int(arch, "filters", 1, 1024)
-    kernel = param_int(arch, "kernel", 1, 15)
-    pool = nn.MaxPool2d(2) if param_choice(arch, "pool", ("max", "avg")) == "max" else nn.AvgPool2d(2)
-    before = (kernel - 1) // 2  # 'same' padding as Keras does it: the extra row/column goes after
-    after = kernel - 1 - before
-    return nn.Sequential(
-        # Explicit padding: torch's padding="same" warns for even kernels (the paper's is 2x2).
-        nn.ZeroPad2d((before, after, before, after)),
-        nn.Conv2d(channels, filters, kernel),
-        nn.ReLU(),
-        pool,
-        nn.Dropout(param_float(arch, "dropout", 0.0, 0.9)),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(filters, bits),
-    )
+
+    filters: int
+    kernel: int
+    pool: str
+    dropout: float
+
+    @classmethod
+    def of(cls, arch: Mapping[str, Any]) -> PaperParams:
+        return cls(param_int(arch, "filters", 1, 1024), param_int(arch, "kernel", 1, 15),
+                   param_choice(arch, "pool", ("max", "avg")), param_float(arch, "dropout", 0.0, 0.9))
 
 
-class _Block(nn.Module):
-    """Residual block: two 3x3 convolutions with batch norm; a 1x1 projection when the shape changes."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
-        )
-        self.skip = (nn.Identity() if stride == 1 and cin == cout
-                     else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return torch.relu(self.body(x) + self.skip(x))
+@register("paper-cnn", {"filters", "kernel", "pool", "dropout"})
+def paper_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> dict[str, Shape]:
+    """Layer 1 is the convolution and layer 7 the dense head (vetohash.networks.paper_cnn's Sequential)."""
+    p = PaperParams.of(arch)
+    return {"1.weight": ("<f4", (p.filters, channels, p.kernel, p.kernel)), "1.bias": ("<f4", (p.filters,)),
+            "7.weight": ("<f4", (bits, p.filters)), "7.bias": ("<f4", (bits,))}
 
 
-class _GeM(nn.Module):
-    """Generalised-mean pooling (p = 3): between average and max, the usual choice for retrieval."""
+@dataclass(frozen=True)
+class CopyParams:
+    """vetohash's copy detector: a residual CNN, GeM pooling and a linear head, optionally mirror-averaged."""
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return x.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1.0 / 3)
+    width: int
+    stages: int
+    mirror: bool
+
+    @classmethod
+    def of(cls, arch: Mapping[str, Any]) -> CopyParams:
+        return cls(param_int(arch, "width", 4, 128), param_int(arch, "stages", 1, 5), param_bool(arch, "mirror"))
+
+    def stage_channels(self) -> list[tuple[int, int]]:
+        """(input, output) channels of each residual stage; each halves the resolution."""
+        return [(self.width * 2 ** stage, self.width * 2 ** (stage + 1)) for stage in range(self.stages)]
 
 
-class CopyNet(nn.Module):
-    """Residual CNN, GeM pooling and a linear head; with `mirror`, features of the image and of its
-    left-right mirror are averaged before the head, so a mirrored copy has exactly the same hash."""
-
-    def __init__(self, channels: int, width: int, stages: int, bits: int, mirror: bool) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                   nn.ReLU(inplace=True)]
-        cin = width
-        for stage in range(stages):
-            cout = width * 2 ** (stage + 1)
-            layers.append(_Block(cin, cout, 2))
-            cin = cout
-        self.features = nn.Sequential(*layers, _GeM())
-        self.head = nn.Linear(cin, bits)
-        self.mirror = mirror
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled features the head reads (mirror-averaged when `mirror`)."""
-        if not self.mirror:
-            return self.features(x)
-        both = self.features(torch.cat([x, x.flip(3)]))
-        return (both[: len(x)] + both[len(x):]) / 2
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.head(self.pooled(x))
+def _batch_norm(prefix: str, channels: int) -> dict[str, Shape]:
+    out: dict[str, Shape] = {f"{prefix}.{name}": ("<f4", (channels,))
+                             for name in ("weight", "bias", "running_mean", "running_var")}
+    # A 0-d counter in torch, stored with shape [1] since the first model files (numpy's ascontiguousarray
+    # makes 0-d arrays 1-d); it is unused outside training.
+    out[f"{prefix}.num_batches_tracked"] = ("<i8", (1,))
+    return out
 
 
 @register("copy-cnn", {"width", "stages", "mirror"})
-def copy_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> nn.Module:
-    """vetohash's copy-detection network (see CopyNet)."""
-    mirror = arch["mirror"]
-    if type(mirror) is not bool:
-        raise SpecError(f"architecture parameter 'mirror' must be true or false, got {mirror!r}")
-    return CopyNet(channels, param_int(arch, "width", 4, 128), param_int(arch, "stages", 1, 5), bits, mirror)
+def copy_cnn(arch: Mapping[str, Any], channels: int, bits: int) -> dict[str, Shape]:
+    """Stem convolution and batch norm (features.0, .1), one residual block per stage (features.3...), the
+    head; every block halves the resolution, so each has a 1x1 projection on its skip path."""
+    p = CopyParams.of(arch)
+    out: dict[str, Shape] = {"features.0.weight": ("<f4", (p.width, channels, 3, 3)),
+                             **_batch_norm("features.1", p.width)}
+    for stage, (cin, cout) in enumerate(p.stage_channels()):
+        block = f"features.{3 + stage}"
+        out[f"{block}.body.0.weight"] = ("<f4", (cout, cin, 3, 3))
+        out.update(_batch_norm(f"{block}.body.1", cout))
+        out[f"{block}.body.3.weight"] = ("<f4", (cout, cout, 3, 3))
+        out.update(_batch_norm(f"{block}.body.4", cout))
+        out[f"{block}.skip.0.weight"] = ("<f4", (cout, cin, 1, 1))
+        out.update(_batch_norm(f"{block}.skip.1", cout))
+    features = p.stage_channels()[-1][1]
+    out.update({"head.weight": ("<f4", (bits, features)), "head.bias": ("<f4", (bits,))})
+    return out

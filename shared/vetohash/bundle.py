@@ -203,7 +203,7 @@ class Bundle:
         if self.crops is not None:
             self._check_crops(self.crops)
         try:
-            hasher = Hasher.from_encoded(self.spec, self.weights)
+            hasher = Hasher.from_encoded(self.spec, self.weights)  # checks the weights; builds no network
         except WeightsError as error:
             raise BundleContentError(f"bundle weights: {error}") from None
         object.__setattr__(self, "_hasher", hasher)
@@ -222,7 +222,8 @@ class Bundle:
         _check_int("crops threshold", crops.threshold, 0, self.spec.bits)
 
     def hasher(self) -> Hasher:
-        """The hasher built (once, at construction) from the spec and weights."""
+        """The hasher of the spec and weights (checked at construction; its network is built on its first hash,
+        so parsing, listing and re-verifying bundles never builds one)."""
         return self._hasher
 
     @property

@@ -3,54 +3,79 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
+from .engines import Engine, engine
 from .hashes import pack_signs
 from .matching import Nearest, nearest_by_owner
 from .preprocess import to_array
 from .specs import ModelSpec
-from .weights import decode_arrays, encode_arrays, layout, load_arrays, module_arrays
+from .weights import decode_arrays, encode_arrays
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BATCH = 256
 
 
 class Hasher:
-    """Hashes images with a spec's network in evaluation mode on the CPU, in fixed-size batches."""
+    """Hashes images with a spec's network on the CPU, in fixed-size batches, by the engine vetohash.engines
+    picks. It holds the weights as plain arrays: the engine is built on the first hash, not before, so
+    reading a bundle or a model file costs no network."""
 
-    def __init__(self, spec: ModelSpec, network: torch.nn.Module) -> None:
+    def __init__(self, spec: ModelSpec, network: nn.Module) -> None:
+        """A hasher of the torch network's current weights (copied: training it later changes nothing here)."""
+        from .weights import module_arrays
+
         self.spec = spec
-        self.network = network.eval()
+        self._arrays = module_arrays(network)
+        self._engine: Engine | None = None
+        self.threads = 0
+
+    @classmethod
+    def from_arrays(cls, spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> Hasher:
+        """A hasher of weight arrays already checked against the spec (vetohash.weights.decode_arrays)."""
+        hasher = cls.__new__(cls)
+        hasher.spec, hasher._arrays, hasher._engine, hasher.threads = spec, dict(arrays), None, 0
+        return hasher
 
     @classmethod
     def from_encoded(cls, spec: ModelSpec, encoded_weights: object) -> Hasher:
-        """Build the spec's network and load weights given in their encoded (bundle or model file) form.
+        """Check weights given in their encoded (bundle or model file) form against the spec; no network is
+        built (WeightsError on any mismatch)."""
+        return cls.from_arrays(spec, decode_arrays(encoded_weights, spec.weight_shapes()))
 
-        The weights are checked against the shapes the spec implies before the network is built: a signed but
-        absurd spec (in range, yet gigabytes of parameters) is refused without allocating them, and a spec
-        that passes costs no more memory than its weights, which the file's size already bounds.
-        """
-        with torch.device("meta"):
-            skeleton = spec.build()
-        arrays = decode_arrays(encoded_weights, layout(skeleton))
-        network = spec.build()
-        load_arrays(network, arrays)
-        return cls(spec, network)
+    def with_threads(self, threads: int) -> Hasher:
+        """The same hasher running its engine on `threads` threads (0: one per core)."""
+        copy = Hasher.from_arrays(self.spec, self._arrays)
+        copy.threads = threads
+        return copy
 
     def encoded_weights(self) -> dict[str, dict[str, object]]:
         """The weights in their encoded form, for model files and bundles."""
-        return encode_arrays(module_arrays(self.network))
+        return encode_arrays(self._arrays)
 
     def arrays(self) -> Mapping[str, np.ndarray]:
         """The weights as numpy arrays by state-dict name."""
-        return module_arrays(self.network)
+        return self._arrays
 
-    @torch.no_grad()
+    @property
+    def network(self) -> nn.Module:
+        """A torch module holding these weights, in evaluation mode (a new one each time: for training)."""
+        from .weights import load_arrays
+
+        network = self.spec.build().eval()
+        load_arrays(network, self._arrays)
+        return network
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, S, S) float32 preprocessed images -> (N, bits) float32 embeddings."""
-        out = [self.network(torch.from_numpy(batch[i:i + BATCH])).numpy() for i in range(0, len(batch), BATCH)]
+        if self._engine is None:
+            self._engine = engine(self.spec, self._arrays, self.threads)
+        out = [self._engine(batch[i:i + BATCH]) for i in range(0, len(batch), BATCH)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.bits), np.float32)
 
     def hash_arrays(self, batch: np.ndarray) -> np.ndarray:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from .architectures import build_network
+from .architectures import Shape, weight_shapes
 from .errors import SpecError
 from .preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SPEC_KEYS = frozenset({"name", "arch", "preprocess", "bits"})
 MAX_BITS = 1024
@@ -47,8 +47,7 @@ class ModelSpec:
         if type(bits) is not int or not 8 <= bits <= MAX_BITS or bits % 8:
             raise SpecError(f"spec 'bits' must be a multiple of 8 in [8, {MAX_BITS}], got {bits!r}")
         spec = cls(name=name, arch=dict(arch), preprocess=Preprocess.from_dict(data["preprocess"]), bits=bits)
-        with torch.device("meta"):  # validates the architecture parameters, allocating nothing
-            spec.build()
+        spec.weight_shapes()  # validates the architecture parameters
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,8 +55,14 @@ class ModelSpec:
         return {"name": self.name, "arch": dict(self.arch), "preprocess": self.preprocess.to_dict(),
                 "bits": self.bits}
 
+    def weight_shapes(self) -> dict[str, Shape]:
+        """The dtype and shape of every weight this spec's network holds, by name (no network is built)."""
+        return weight_shapes(self.arch, self.preprocess.channels, self.bits)
+
     def build(self) -> nn.Module:
-        """A freshly initialised network for this spec (seed torch first for reproducible weights)."""
+        """A freshly initialised torch network for this spec (seed torch first for reproducible weights)."""
+        from .networks import build_network  # torch is imported only by what trains or runs torch
+
         return build_network(self.arch, self.preprocess.channels, self.bits)
 
     @property

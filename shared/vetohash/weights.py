@@ -6,19 +6,19 @@ and nothing else may be; all problems are reported together before anything is l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from .architectures import Shape
 from .errors import WeightsError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 ALLOWED_DTYPES: dict[str, np.dtype[Any]] = {"<f4": np.dtype("<f4"), "<i8": np.dtype("<i8")}
 ENTRY_KEYS = frozenset({"dtype", "shape", "data"})
-_TORCH_DTYPES = {torch.float32: ALLOWED_DTYPES["<f4"], torch.int64: ALLOWED_DTYPES["<i8"]}
 
 
 def module_arrays(module: nn.Module) -> dict[str, np.ndarray]:
@@ -42,23 +42,9 @@ def encode_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]
     return encoded
 
 
-def layout(module: nn.Module) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
-    """Each state-dict name's little-endian dtype and shape. It reads no values, so it works on a network built
-    on the meta device, which allocates nothing: weights are checked against a spec before it is built."""
-    out = {}
-    for name, tensor in module.state_dict().items():
-        dtype = _TORCH_DTYPES.get(tensor.dtype)
-        if dtype is None:
-            raise WeightsError(f"weight {name!r} has unsupported dtype {tensor.dtype}")
-        # A scalar (BatchNorm's num_batches_tracked) is stored with shape [1], as module_arrays writes it.
-        out[name] = (dtype, tuple(int(size) for size in tensor.shape) or (1,))
-    return out
-
-
-def decode_arrays(encoded: Any, expected: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]
-                  ) -> dict[str, np.ndarray]:
-    """Check `encoded` against the expected dtypes and shapes (`layout`) and return copies of the decoded
-    arrays."""
+def decode_arrays(encoded: Any, expected: Mapping[str, Shape]) -> dict[str, np.ndarray]:
+    """Check `encoded` against the expected dtype and shape of each weight (a spec's weight_shapes) and return
+    copies of the decoded arrays."""
     if not isinstance(encoded, Mapping):
         raise WeightsError("weights must be a mapping of name to array")
     missing = sorted(set(expected) - set(encoded))
@@ -69,18 +55,18 @@ def decode_arrays(encoded: Any, expected: Mapping[str, tuple[np.dtype[Any], tupl
     arrays = {}
     for name in sorted(set(expected) & set(encoded)):
         entry, (want_dtype, want_shape) = encoded[name], expected[name]
-        want_bytes = want_dtype.itemsize * math.prod(want_shape)
+        nbytes = ALLOWED_DTYPES[want_dtype].itemsize * int(np.prod(want_shape, dtype=np.int64))
         if not isinstance(entry, Mapping) or set(entry) != ENTRY_KEYS:
             problems.append(f"{name}: entry needs exactly {sorted(ENTRY_KEYS)}")
             continue
         dtype, shape, data = entry["dtype"], entry["shape"], entry["data"]
-        if dtype != want_dtype.str:
-            problems.append(f"{name}: dtype {dtype!r}, expected {want_dtype.str!r}")
+        if dtype != want_dtype:
+            problems.append(f"{name}: dtype {dtype!r}, expected {want_dtype!r}")
         elif not isinstance(shape, list) or list(want_shape) != shape:
             problems.append(f"{name}: shape {shape!r}, expected {list(want_shape)}")
-        elif not isinstance(data, bytes) or len(data) != want_bytes:
+        elif not isinstance(data, bytes) or len(data) != nbytes:
             problems.append(f"{name}: {len(data) if isinstance(data, bytes) else 'no'} data bytes, "
-                            f"expected {want_bytes}")
+                            f"expected {nbytes}")
         else:
             array = np.frombuffer(data, dtype=ALLOWED_DTYPES[dtype]).reshape(want_shape).copy()
             if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -93,5 +79,6 @@ def decode_arrays(encoded: Any, expected: Mapping[str, tuple[np.dtype[Any], tupl
 
 def load_arrays(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     """Copy checked arrays into the module in place (strict: every name must match)."""
+    import torch
     state = {name: torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="))) for name, array in arrays.items()}
     module.load_state_dict(state, strict=True)

@@ -38,10 +38,9 @@ def hasher() -> Hasher:
     spec = PRESETS["paper-cnn"]
     network = spec.build()
     calibration = np.stack([to_array(photo_like(1000 + i), spec.preprocess) for i in range(64)])
-    hasher = Hasher(spec, network)
     with torch.no_grad():
-        network[-1].bias -= torch.from_numpy(hasher.embed(calibration).mean(axis=0))
-    return hasher
+        network[-1].bias -= torch.from_numpy(Hasher(spec, network).embed(calibration).mean(axis=0))
+    return Hasher(spec, network)
 
 
 @pytest.fixture(scope="session")
