@@ -50,6 +50,9 @@ class ListFitConfig:
     max_edits: int = 2  # edits chained per view
     trim: bool = True  # cut flat margins before hashing (preprocess.trim_margins): borders and shifts
     upright: bool = True  # queries whose corners show a rotation are also hashed upright (vetohash.upright)
+    # Images are decoded reduced, each side kept at least this long (preprocess.Preprocess.draft): a photo of
+    # several megapixels decodes several times faster, and every step after it works on a small image.
+    draft: int = 256
 
 
 def _outputs(network: torch.nn.Module, hasher: Hasher, images: Sequence[Image.Image],
@@ -92,7 +95,8 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
     if config.bits > head.in_features:
         raise SpecError(f"cannot fit {config.bits} bits from {head.in_features} features")
     tick = progress or (lambda _n: None)
-    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim, upright=config.upright)
+    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim, upright=config.upright,
+                                     draft=config.draft)
     source = Hasher(dataclasses.replace(base.spec, preprocess=preprocess), network)
     rng = random.Random(seed)
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS], config.max_edits)

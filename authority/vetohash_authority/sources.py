@@ -28,8 +28,8 @@ class Source:
     """One of the authority's own images, banned or innocent (on the platform, an image to screen is an
     Upload): where it was read, its content digest, a working copy to alter, its model inputs as a query
     (the image as it is first, then any upright views: preprocess.query_arrays), its detail score and its DCT
-    hash (vetohash.detail and vetohash.dcthash, from the full decoded image, as the platform computes them for
-    its queries)."""
+    hash (vetohash.detail and vetohash.dcthash, from the image decoded as the spec says, Preprocess.draft, as
+    the platform computes them for its queries)."""
 
     path: Path
     digest: str
@@ -61,7 +61,7 @@ def working_copy(image: Image.Image, work_size: int) -> Image.Image:
 def read_one(path: Path, pre: Preprocess, work_size: int) -> Source:
     """Read, digest and decode one file; ImageError (naming the file) when it is unreadable."""
     data = read_image_file(path, str(path))
-    image = open_image(data, name=str(path))
+    image = open_image(data, name=str(path), draft=pre.draft)  # decoded as platforms decode it for this spec
     return Source(path, hashlib.sha256(data).hexdigest(), working_copy(image, work_size), query_arrays(image, pre),
                   detail(image), dct_hashes([image])[0])
 

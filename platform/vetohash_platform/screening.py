@@ -205,8 +205,10 @@ class _Model:
 class _Decoded:
     sha256: str
     arrays: dict[Preprocess, np.ndarray]  # (views, C, S, S) per preprocessing: preprocess.query_arrays
-    detail: float
-    dct: np.ndarray | None
+    # By Preprocess.draft, the side the image was decoded at for it (a list's DCT hashes and detail guard were
+    # computed by its authority from the image decoded as its spec says).
+    detail: dict[int, float]
+    dct: dict[int, np.ndarray] | None
     warnings: tuple[str, ...]
 
 
@@ -304,13 +306,13 @@ class Screener:
 
     def _finish(self, items: list[tuple[Upload, _Decoded | ImageError]], compare: bool) -> Iterator[ImageResult]:
         good = [(upload, decoded) for upload, decoded in items if isinstance(decoded, _Decoded)]
-        featureless = [decoded.detail < MIN_DETAIL for _, decoded in good]
-        dct = (np.stack([decoded.dct for _, decoded in good]) if self.dct and good
-               else np.zeros((0, HASH_BYTES), np.uint8))
         hashes: dict[str, np.ndarray] = {}
         verdicts: dict[str, list[list[ListVerdict]]] = {}
         for model in self.models:
             pre = model.hasher.spec.preprocess
+            featureless = [decoded.detail[pre.draft] < MIN_DETAIL for _, decoded in good]
+            dct = np.stack([decoded.dct[pre.draft] for _, decoded in good if decoded.dct is not None]) \
+                if self.dct and good else np.zeros((0, HASH_BYTES), np.uint8)
             every, owners = model.hasher.hash_queries([decoded.arrays[pre] for _, decoded in good])
             # An image's hash is that of its first view, the image as it is; matching uses all its views.
             firsts = np.searchsorted(owners, np.arange(len(good)))
@@ -328,9 +330,11 @@ class Screener:
                           Hash(hashes[m.model_id][row].tobytes()).hex)
                 for m in self.models)
             found = tuple(per_list[row] for m in self.models for per_list in verdicts.get(m.model_id, []))
-            dct_hex = Hash(decoded.dct.tobytes()).hex if decoded.dct is not None else None
-            yield ImageResult(upload.name, decoded.sha256, model_hashes, found, detail=decoded.detail, dct=dct_hex,
-                              warnings=decoded.warnings)
+            # The detail and DCT hash reported are those of the image as the first model decodes it.
+            first = self.models[0].hasher.spec.preprocess.draft
+            dct_hex = Hash(decoded.dct[first].tobytes()).hex if decoded.dct is not None else None
+            yield ImageResult(upload.name, decoded.sha256, model_hashes, found, detail=decoded.detail[first],
+                              dct=dct_hex, warnings=decoded.warnings)
             row += 1
 
 
@@ -439,9 +443,12 @@ def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool, budget: Decod
             else:
                 raise ValueError(f"{upload.name}: an Upload needs a path or data")
             with budget.hold(len(data) + header_pixels(data) * DECODE_BYTES_PER_PIXEL):
-                image = open_image(data, name=upload.name)
-                return _Decoded(hashlib.sha256(data).hexdigest(), {pre: query_arrays(image, pre) for pre in pres},
-                                detail(image), dct_hashes([image])[0] if dct else None,
+                images = {draft: open_image(data, name=upload.name, draft=draft)
+                          for draft in dict.fromkeys(pre.draft for pre in pres)}
+                return _Decoded(hashlib.sha256(data).hexdigest(),
+                                {pre: query_arrays(images[pre.draft], pre) for pre in pres},
+                                {draft: detail(image) for draft, image in images.items()},
+                                {draft: dct_hashes([image])[0] for draft, image in images.items()} if dct else None,
                                 tuple(dict.fromkeys(caught)))  # Pillow repeats one per pass over the header
         except ImageError as error:
             return type(error)(f"{error} (warned: {'; '.join(dict.fromkeys(caught))})") if caught else error

@@ -38,8 +38,12 @@ _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _MIN_SIZE, _MAX_SIZE = 8, 1024
-_FIELDS = ("mode", "size", "resample", "mean", "std", "trim", "upright")
-_OPTIONAL = {"trim": False, "upright": False}  # fields older model files and bundles lack, with the value they meant
+_FIELDS = ("mode", "size", "resample", "mean", "std", "trim", "upright", "draft")
+# Fields older model files and bundles lack, with the value they meant.
+_OPTIONAL: dict[str, bool | int] = {"trim": False, "upright": False, "draft": 0}
+# Decoding reduced (see draft_factor) divides each side by one of these, the scales libjpeg decodes at.
+DRAFT_FACTORS = (8, 4, 2)
+_MAX_DRAFT = 4096
 
 # Flat-margin trimming (see trim_margins): margins are found on a copy at most this many pixels on a side...
 TRIM_WORK_SIDE = 256
@@ -76,6 +80,7 @@ class Preprocess:
     std: tuple[float, ...]
     trim: bool = False  # cut flat margins (borders, letterboxing, the band a shift leaves) before resizing
     upright: bool = False  # also hash a query turned back upright when its corners show a rotation
+    draft: int = 0  # decode reduced, each side kept at least this long (draft_factor); 0: at full size
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in _CHANNELS:
@@ -106,9 +111,12 @@ class Preprocess:
                     raise SpecError(f"preprocess.{field} must hold finite floats, not {v!r}.")
         if any(s <= 0.0 for s in self.std):
             raise SpecError(f"preprocess.std must be positive, not {self.std!r}.")
-        for flag in _OPTIONAL:
+        for flag in ("trim", "upright"):
             if type(getattr(self, flag)) is not bool:
                 raise SpecError(f"preprocess.{flag} must be true or false, not {getattr(self, flag)!r}.")
+        if type(self.draft) is not int or not (self.draft == 0 or _MIN_SIZE <= self.draft <= _MAX_DRAFT):
+            raise SpecError(f"preprocess.draft must be 0 or an int from {_MIN_SIZE} to {_MAX_DRAFT}, "
+                            f"not {self.draft!r}.")
 
     @property
     def channels(self) -> int:
@@ -138,6 +146,7 @@ class Preprocess:
             std=tuple(d["std"]),
             trim=d.get("trim", _OPTIONAL["trim"]),
             upright=d.get("upright", _OPTIONAL["upright"]),
+            draft=d.get("draft", _OPTIONAL["draft"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,13 +163,29 @@ class Preprocess:
         return out
 
 
+def draft_factor(size: tuple[int, int], draft: int) -> int:
+    """By how much an image of `size` is reduced as it is decoded for a spec with this `draft` side: the
+    largest of DRAFT_FACTORS that keeps both sides at least `draft` long (rounding up), else 1. This is
+    the rule Pillow's `Image.draft` applies to JPEG (libjpeg scales by 1/2, 1/4 or 1/8 while decoding)."""
+    if draft <= 0:
+        return 1
+    fits = min(size[0] // draft, size[1] // draft)
+    return next((factor for factor in DRAFT_FACTORS if fits >= factor), 1)
+
+
 def open_image(
     source: bytes | str | os.PathLike[str],
     *,
     max_pixels: int = MAX_PIXELS,
     name: str | None = None,
+    draft: int = 0,
 ) -> Image.Image:
     """Decode untrusted bytes or a file into a fully loaded RGB image, upright, first frame only.
+
+    With `draft` (a spec's Preprocess.draft), the image is decoded reduced by draft_factor: a JPEG by its
+    decoder (Image.draft: the DCT scaled down, several times cheaper than a full decode), any other format,
+    or a JPEG its decoder cannot scale, by Image.reduce (box averaging) once made RGB. The same bytes give the
+    same pixels wherever the same Pillow runs, as without `draft`.
 
     Raises ImageTooLargeError above `max_pixels` (checked from the header, before any pixel is
     decoded; Pillow's own global bomb limit still caps it) and ImageError for anything unreadable.
@@ -185,8 +210,14 @@ def open_image(
                 raise ImageTooLargeError(
                     f"{label}: {width}x{height} pixels is more than the limit of {max_pixels}."
                 )
+            factor = draft_factor(im.size, draft)
+            if factor > 1 and im.format == "JPEG":
+                im.draft(im.mode, (draft, draft))
             im.load()  # the first frame: Image.open leaves an animation at frame 0
-            return _to_rgb(ImageOps.exif_transpose(im))
+            if im.size != (width, height):  # the decoder reduced it
+                factor = 1
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+            return rgb.reduce(factor) if factor > 1 else rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: too many pixels ({_one_line(exc)}).") from exc
     except UnidentifiedImageError as exc:  # Pillow's text names its BytesIO object: noise, and new each run
@@ -321,8 +352,8 @@ def load_array(
     max_pixels: int = MAX_PIXELS,
     name: str | None = None,
 ) -> np.ndarray:
-    """`to_array(open_image(source))`: the tensor for one untrusted image."""
-    return to_array(open_image(source, max_pixels=max_pixels, name=name), pre)
+    """`to_array(open_image(source))`, decoded as `pre` says: the tensor for one untrusted image."""
+    return to_array(open_image(source, max_pixels=max_pixels, name=name, draft=pre.draft), pre)
 
 
 def read_image_file(path: str | os.PathLike[str], label: str) -> bytes:
