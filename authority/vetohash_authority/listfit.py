@@ -50,9 +50,9 @@ class ListFitConfig:
     max_edits: int = 2  # edits chained per view
     trim: bool = True  # cut flat margins before hashing (preprocess.trim_margins): borders and shifts
     upright: bool = True  # queries whose corners show a rotation are also hashed upright (vetohash.upright)
-    # Images are decoded reduced, each side kept at least this long (preprocess.Preprocess.draft): a photo of
+    # Images are decoded reduced, the shorter side kept at least this long (preprocess.Preprocess.draft): a photo of
     # several megapixels decodes several times faster, and every step after it works on a small image.
-    draft: int = 256
+    draft: int = 128
 
 
 def _outputs(network: torch.nn.Module, hasher: Hasher, images: Sequence[Image.Image],

@@ -338,7 +338,7 @@ def _image_options(command: F) -> F:
     for option in reversed([
         click.argument("paths", nargs=-1, required=True),
         json_option,
-        click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: CPUs, max 16]."),
+        click.option("--workers", type=click.IntRange(min=1), help="Threads for decoding, and for the network [default: CPUs, max 16]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
                      help="Images per inference batch."),
         click.option("--progress/--no-progress", default=None,

@@ -57,7 +57,8 @@ STDIN = "-"
 
 
 def default_workers() -> int:
-    """Decoding threads: one per CPU, at most 16 (Pillow releases the GIL while it decodes)."""
+    """Threads for decoding and for the network: one per CPU, at most 16 (Pillow and ONNX Runtime release the
+    GIL while they work)."""
     return max(1, min(16, os.cpu_count() or 1))
 
 
@@ -249,6 +250,7 @@ class Screener:
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
         if dct_threshold is not None and not 0 <= dct_threshold <= DCT_BITS:
             raise VetohashError(f"the DCT threshold {dct_threshold} is outside 0..{DCT_BITS}")
+        self.workers = workers or default_workers()
         groups: dict[str, list[_List]] = {}
         hashers: dict[str, Hasher] = {}
         dct_any = False
@@ -264,7 +266,7 @@ class Screener:
                                     f"the {spec.bits}-bit hashes of list {stored.row.list_name!r}")
             model_id = hashlib.sha256(codec.pack([spec.to_dict(), weights])).hexdigest()[:16]
             if model_id not in hashers:
-                hashers[model_id] = found.hasher()
+                hashers[model_id] = found.hasher().with_threads(self.workers)
             groups.setdefault(model_id, []).append(
                 _List(stored, found.bundle, own_neural if threshold is None else threshold,
                       own_dct if dct_threshold is None or own_dct is None else dct_threshold,
@@ -272,7 +274,6 @@ class Screener:
             dct_any = dct_any or own_dct is not None
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
         self.dct = dct_any
-        self.workers = workers or default_workers()
         self.batch = batch
         self.budget = DecodeBudget(decode_budget)  # shared by all decoding threads
 

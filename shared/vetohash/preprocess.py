@@ -41,8 +41,6 @@ _MIN_SIZE, _MAX_SIZE = 8, 1024
 _FIELDS = ("mode", "size", "resample", "mean", "std", "trim", "upright", "draft")
 # Fields older model files and bundles lack, with the value they meant.
 _OPTIONAL: dict[str, bool | int] = {"trim": False, "upright": False, "draft": 0}
-# Decoding reduced (see draft_factor) divides each side by one of these, the scales libjpeg decodes at.
-DRAFT_FACTORS = (8, 4, 2)
 _MAX_DRAFT = 4096
 
 # Flat-margin trimming (see trim_margins): margins are found on a copy at most this many pixels on a side...
@@ -80,7 +78,7 @@ class Preprocess:
     std: tuple[float, ...]
     trim: bool = False  # cut flat margins (borders, letterboxing, the band a shift leaves) before resizing
     upright: bool = False  # also hash a query turned back upright when its corners show a rotation
-    draft: int = 0  # decode reduced, each side kept at least this long (draft_factor); 0: at full size
+    draft: int = 0  # decode reduced, the shorter side kept at least this long (open_image); 0: at full size
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in _CHANNELS:
@@ -163,16 +161,6 @@ class Preprocess:
         return out
 
 
-def draft_factor(size: tuple[int, int], draft: int) -> int:
-    """By how much an image of `size` is reduced as it is decoded for a spec with this `draft` side: the
-    largest of DRAFT_FACTORS that keeps both sides at least `draft` long (rounding up), else 1. This is
-    the rule Pillow's `Image.draft` applies to JPEG (libjpeg scales by 1/2, 1/4 or 1/8 while decoding)."""
-    if draft <= 0:
-        return 1
-    fits = min(size[0] // draft, size[1] // draft)
-    return next((factor for factor in DRAFT_FACTORS if fits >= factor), 1)
-
-
 def open_image(
     source: bytes | str | os.PathLike[str],
     *,
@@ -182,10 +170,12 @@ def open_image(
 ) -> Image.Image:
     """Decode untrusted bytes or a file into a fully loaded RGB image, upright, first frame only.
 
-    With `draft` (a spec's Preprocess.draft), the image is decoded reduced by draft_factor: a JPEG by its
-    decoder (Image.draft: the DCT scaled down, several times cheaper than a full decode), any other format,
-    or a JPEG its decoder cannot scale, by Image.reduce (box averaging) once made RGB. The same bytes give the
-    same pixels wherever the same Pillow runs, as without `draft`.
+    With `draft` (a spec's Preprocess.draft), the image is reduced so its shorter side is from `draft` to
+    2 * `draft` - 1 pixels (when it is longer): a JPEG is first decoded at 1/2, 1/4 or 1/8 of its size by
+    libjpeg (Pillow's Image.draft: the largest scale keeping both sides at least `draft`; several times
+    cheaper than a full decode); then, made RGB and upright, the image is box-averaged (Image.reduce) by the
+    whole factor shorter side // `draft`, when that is 2 or more. The same bytes give the same pixels wherever
+    the same Pillow runs, as without `draft`.
 
     Raises ImageTooLargeError above `max_pixels` (checked from the header, before any pixel is
     decoded; Pillow's own global bomb limit still caps it) and ImageError for anything unreadable.
@@ -210,13 +200,11 @@ def open_image(
                 raise ImageTooLargeError(
                     f"{label}: {width}x{height} pixels is more than the limit of {max_pixels}."
                 )
-            factor = draft_factor(im.size, draft)
-            if factor > 1 and im.format == "JPEG":
+            if draft and im.format == "JPEG":
                 im.draft(im.mode, (draft, draft))
             im.load()  # the first frame: Image.open leaves an animation at frame 0
-            if im.size != (width, height):  # the decoder reduced it
-                factor = 1
             rgb = _to_rgb(ImageOps.exif_transpose(im))
+            factor = min(rgb.size) // draft if draft else 1
             return rgb.reduce(factor) if factor > 1 else rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{label}: too many pixels ({_one_line(exc)}).") from exc

@@ -1,5 +1,6 @@
-"""Decoding reduced (Preprocess.draft): the factor rule, the same pixels every time, JPEG scaled by its
-decoder and other formats reduced alike, small images untouched, and specs without the field unchanged."""
+"""Decoding reduced (Preprocess.draft): the shorter side ends from draft to 2 * draft - 1, the same pixels every
+time, JPEG scaled by its decoder first, other formats box-reduced, small images untouched, and specs without
+the field unchanged."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vetohash.errors import SpecError
-from vetohash.preprocess import Preprocess, draft_factor, open_image
+from vetohash.preprocess import Preprocess, open_image
 
 COPY_PRE = dict(mode="RGB", size=64, resample="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
 
@@ -28,38 +29,36 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("size,draft,factor", [
-    ((4000, 3000), 256, 8),  # 3000 // 256 = 11: the largest factor, 8
-    ((1200, 900), 256, 2),  # 900 // 256 = 3: 2, as libjpeg scales by 1/2, 1/4 or 1/8 only
-    ((2048, 1024), 256, 4),
-    ((511, 2000), 256, 1),  # the short side would fall below 256
-    ((4000, 3000), 0, 1),  # no draft: full size
+@pytest.mark.parametrize("size,expected", [
+    ((4100, 2100), (257, 132)),  # 1/8 by libjpeg (513 x 263), then box-averaged by 263 // 128 = 2, rounding up
+    ((1200, 900), (300, 225)),  # 1/4 by libjpeg (900 // 128 = 7: 4 is the largest scale it has), then nothing
+    ((700, 300), (350, 150)),  # 1/2 by libjpeg
+    ((255, 2000), (255, 2000)),  # the shorter side is under 2 * 128: as without draft
 ])
-def test_the_factor_keeps_both_sides_at_least_the_draft_side(size, draft, factor):
-    assert draft_factor(size, draft) == factor
+def test_a_jpeg_is_scaled_by_its_decoder_then_box_averaged(size, expected):
+    data = encode(photo(*size), "JPEG")
+    image = open_image(data, draft=128)
+    assert image.size == expected and image.mode == "RGB"
+    assert np.array_equal(np.asarray(image), np.asarray(open_image(data, draft=128)))  # the same pixels again
 
 
-def test_a_large_jpeg_decodes_reduced_by_its_decoder_and_identically_each_time():
+def test_the_reduced_decode_is_close_to_the_full_decode_box_averaged():
     data = encode(photo(4100, 2100), "JPEG")
-    image = open_image(data, draft=256)
-    assert image.size == (513, 263) and image.mode == "RGB"  # 2100 // 256 = 8: 1/8, rounded up
-    assert np.array_equal(np.asarray(image), np.asarray(open_image(data, draft=256)))
-    # Close to the full decode box-reduced by 8: the decoder's scaling is a low-pass too.
-    full = np.asarray(open_image(data).reduce(8), dtype=np.int16)
-    assert np.abs(full - np.asarray(image, dtype=np.int16)).mean() < 3
+    full = np.asarray(open_image(data).reduce(16), dtype=np.int16)
+    assert np.abs(full - np.asarray(open_image(data, draft=128), dtype=np.int16)).mean() < 3
 
 
-def test_other_formats_are_decoded_then_box_reduced_by_the_same_factor():
+def test_other_formats_are_decoded_then_box_averaged_by_the_whole_factor():
     image = photo(1100, 600)
-    reduced = open_image(encode(image, "PNG"), draft=256)
-    assert reduced.size == (550, 300)
-    assert np.array_equal(np.asarray(reduced), np.asarray(image.reduce(2)))
+    reduced = open_image(encode(image, "PNG"), draft=128)
+    assert reduced.size == (275, 150)  # by 600 // 128 = 4
+    assert np.array_equal(np.asarray(reduced), np.asarray(image.reduce(4)))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_an_image_under_twice_the_draft_side_decodes_as_without_it(fmt):
-    data = encode(photo(500, 400), fmt)
-    assert np.array_equal(np.asarray(open_image(data, draft=256)), np.asarray(open_image(data)))
+    data = encode(photo(500, 255), fmt)
+    assert np.array_equal(np.asarray(open_image(data, draft=128)), np.asarray(open_image(data)))
 
 
 def test_the_exif_orientation_is_applied_to_the_reduced_image():
@@ -67,7 +66,7 @@ def test_the_exif_orientation_is_applied_to_the_reduced_image():
     exif[0x0112] = 6  # rotated 90 degrees clockwise
     out = io.BytesIO()
     photo(1600, 1000).save(out, "JPEG", exif=exif)
-    assert open_image(out.getvalue(), draft=256).size == (500, 800)  # 1/2, then turned
+    assert open_image(out.getvalue(), draft=128).size == (250, 400)  # 1/4 by libjpeg, turned, then halved
 
 
 def test_a_spec_without_draft_keeps_its_bytes_and_one_with_it_round_trips():
