@@ -177,14 +177,16 @@ def _pdq_chunk(paths: Sequence[Path]) -> None:
         pdq(path)
 
 
-def best_rate(run: Callable[[], object], count: int, repeats: int) -> float:
-    """Images per second of the best of `repeats` timed runs (the least disturbed by other jobs)."""
-    times = []
+def best_rates(runs: dict[str, Callable[[], object]], count: int, repeats: int) -> dict[str, float]:
+    """Images per second of each run, the best of `repeats` timings (the least disturbed by other jobs); the
+    runs take turns, so a busy spell on a shared machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return count / min(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: count / min(spent) for name, spent in times.items()}
 
 
 def measure(paths: list[Path], db: Path, workers: int, repeats: int) -> dict[str, float]:
@@ -221,8 +223,8 @@ def measure(paths: list[Path], db: Path, workers: int, repeats: int) -> dict[str
     screen()  # warm-ups: the engine is built on the first batch, the PDQ processes start
     list(processes.map(_pdq_chunk, [paths[:1]] * workers))
     try:
-        return {"decode": best_rate(each(full_decode), n, repeats), "draft": best_rate(each(draft_decode), n, repeats),
-                "pdq": best_rate(pdq_all, n, repeats), "screen": best_rate(screen, n, repeats)}
+        return best_rates({"decode": each(full_decode), "draft": each(draft_decode), "pdq": pdq_all,
+                           "screen": screen}, n, repeats)
     finally:
         threads.shutdown()
         processes.shutdown()
