@@ -253,6 +253,23 @@ def hash_moves(paths: Sequence[Path], db: Path) -> dict[str, float]:
     return out
 
 
+def network_rates(db: Path, repeats: int) -> dict[str, float]:
+    """Images/s of the bundle's network alone on 256 preprocessed inputs, one thread, by each engine."""
+    from vetohash.engines import onnx_engine, torch_engine
+    from vetohash_platform.active import stored_bundles
+    from vetohash_platform.store import Store
+
+    store = Store.open(db)
+    [stored] = stored_bundles(store)
+    hasher = stored.bundle.hasher()
+    store.close()
+    pre = hasher.spec.preprocess
+    batch = np.random.default_rng(0).normal(size=(256, pre.channels, pre.size, pre.size)).astype(np.float32)
+    engines = {"onnxruntime": onnx_engine(hasher.spec, hasher.arrays(), 1),
+               "torch": torch_engine(hasher.spec, hasher.arrays(), 1)}
+    return best_rates({name: lambda run=run: run(batch) for name, run in engines.items()}, len(batch), repeats)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measurement run in this process (pinned to one CPU when --workers is 1); JSON on stdout."""
     if args.workers == 1:
@@ -316,6 +333,7 @@ def main() -> None:
                 results[name][workers] = json.loads(done.stdout.splitlines()[-1])
         started = startup(db, sets["128 px JPEG crops"][0])
         moves = hash_moves(sets["JPEG photos, 1-12 MP"], db)
+        networks = network_rates(db, args.repeats)
 
     import onnxruntime
 
@@ -338,6 +356,8 @@ def main() -> None:
                   f"{r['screen']:>7,.1f} | {r['screen'] / r['pdq']:>9.2f}x | {r['screen'] / r['draft']:>11.2f}x |")
     print()
     print(f"`platform screen` start-up (one 128 px file, one worker): {started:.2f} s")
+    print(f"the network alone, one thread, 256 inputs: {networks['onnxruntime']:,.0f} images/s by ONNX Runtime, "
+          f"{networks['torch']:,.0f} by torch")
     print(f"decoding the photos reduced to >= {draft} px a side instead of at full size moves the network hash by "
           f"{moves['network_mean']:.1f} bits on average (at most {moves['network_max']:.0f}) and the DCT hash by "
           f"{moves['dct_mean']:.1f} (at most {moves['dct_max']:.0f})")
