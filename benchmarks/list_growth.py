@@ -9,7 +9,9 @@ same list with more images, as when deltas add to it without a new model. For ea
 banned images): the share of unrelated images flagged by the default rule (any signal below its threshold)
 at the thresholds calibrated for 1 % at the smallest size, and the recall of altered copies of the first
 --altered banned images at those thresholds; then the same with thresholds recalibrated for 1 % at N (what
-`authority publish --innocent` does, seeing the whole list).
+`authority publish --innocent` does, seeing the whole list: vetohash_authority.calibration.choose, every
+threshold chosen together to catch the most altered copies while the group-bootstrap bound on the share flagged,
+each unrelated image its own group, stays within the target).
 
 Extrapolation: for an unrelated image and one banned image, q(T) is the share of such pairs flagged by any
 signal at thresholds T (network and DCT distance to the image's hash, network distance to its nearest crop
@@ -17,8 +19,8 @@ hash). If each banned image flags an innocent image independently with probabili
 1 - (1 - q)^N of innocent images; the printout compares that with the measured shares. At 10 million, q must
 be about 1e-9 for 1 %: far below what a few million measured pairs resolve, so each signal's pair distances
 are modelled as a normal distribution with their measured mean and standard deviation, and each threshold is
-the largest whose modelled tail keeps that signal's share of q (the DCT hash a half, crop hashes a quarter, as
-publishing splits the budget; the network the rest).
+the largest whose modelled tail keeps that signal's share of q (a fixed split: the DCT hash a half, crop hashes
+a quarter, the network the rest, as publishing split the budget before the joint calibration).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from quality import altered_copies, hasher_queries  # noqa: E402
 
 from edits import EDITS  # noqa: E402
 from vetohash.dcthash import dct_hashes  # noqa: E402
+from vetohash.signals import CROPS, DCT, NETWORK, flagged  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
 from vetohash_authority.cropviews import crop_hashes  # noqa: E402
-from vetohash_authority.evaluation import Thresholds, fused_thresholds  # noqa: E402
+from vetohash_authority.calibration import Innocents, choose  # noqa: E402
 from vetohash_authority.listfit import BASE_MODEL, ListFitConfig, fit_to_list  # noqa: E402
 
 TARGET = 0.01
@@ -70,20 +73,30 @@ def distances(queries: np.ndarray, query_of: np.ndarray, banned: np.ndarray, ban
     return out
 
 
-def flagged(d: dict[str, np.ndarray], t: Thresholds, n: int) -> np.ndarray:
-    """Per query: flagged by any signal against the first n banned images."""
-    hit = d["neural"][:, :n].min(axis=1) < t.neural
-    hit |= d["dct"][:, :n].min(axis=1) < t.dct
-    return hit | (d["crops"][:, :n].min(axis=1) < t.crops)
+def nearest(d: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Per query and signal: the distance to the nearest of the first n banned images."""
+    return {name: values[:, :n].min(axis=1) for name, values in d.items()}
 
 
-def calibrated(d: dict[str, np.ndarray], n: int) -> Thresholds:
-    return fused_thresholds(d["neural"][:, :n].min(axis=1), TARGET, 160, dct=d["dct"][:, :n].min(axis=1),
-                            crops=d["crops"][:, :n].min(axis=1))
+def flagged_at(d: dict[str, np.ndarray], t: dict[str, int], n: int) -> np.ndarray:
+    """Per query: flagged by any signal (vetohash.signals.flagged) against the first n banned images."""
+    return flagged(nearest(d, n), t)
 
 
-def pair_rate(d: dict[str, np.ndarray], t: Thresholds, n: int) -> float:
-    return float(((d["neural"][:, :n] < t.neural) | (d["dct"][:, :n] < t.dct) | (d["crops"][:, :n] < t.crops)).mean())
+def calibrated(innocent: dict[str, np.ndarray], altered: dict[str, np.ndarray], n: int, bits: int) -> dict[str, int]:
+    """The thresholds `authority publish --innocent` would choose for a list of the first n banned images."""
+    found = nearest(innocent, n)
+    choice = choose(Innocents(found, np.arange(len(found[NETWORK]))), nearest(altered, n), TARGET,
+                    {NETWORK: bits, CROPS: bits, DCT: 256})
+    return choice.thresholds
+
+
+def pair_rate(d: dict[str, np.ndarray], t: dict[str, int], n: int) -> float:
+    return float(flagged({name: values[:, :n] for name, values in d.items()}, t).mean())
+
+
+def text(t: dict[str, int]) -> str:
+    return f"{t[NETWORK]}|{t[DCT]}|{t[CROPS]}"
 
 
 def normal_threshold(pairs: np.ndarray, rate: float) -> tuple[int, float]:
@@ -125,39 +138,40 @@ def main() -> None:
     for name, images in (("innocent", unrelated), ("altered", [image for _, _, image in altered])):
         views, view_of = queries(images)
         dct = dct_hashes(images)
-        d[name] = {"neural": distances(views, view_of, list_neural, own, len(banned)),
-                   "crops": distances(views, view_of, list_crops, crop_of, len(banned)),
-                   "dct": distances(dct, np.arange(len(images)), list_dct, own, len(banned))}
+        d[name] = {NETWORK: distances(views, view_of, list_neural, own, len(banned)),
+                   CROPS: distances(views, view_of, list_crops, crop_of, len(banned)),
+                   DCT: distances(dct, np.arange(len(images)), list_dct, own, len(banned))}
     print(f"hashed and compared in {time.time() - start:.0f} s; {len(list_crops)} crop hashes", flush=True)
-    fixed = calibrated(d["innocent"], args.sizes[0])
+    bits = hasher.spec.bits
+    fixed = calibrated(d["innocent"], d["altered"], args.sizes[0], bits)
     q_fixed = pair_rate(d["innocent"], fixed, args.banned)
     print(f"\nthresholds calibrated for {TARGET:.0%} at {args.sizes[0]} banned images, then held: network "
-          f"{fixed.neural}, DCT {fixed.dct}, crops {fixed.crops}; pair flag rate q = {q_fixed:.2e}")
+          f"{fixed[NETWORK]}, DCT {fixed[DCT]}, crops {fixed[CROPS]}; pair flag rate q = {q_fixed:.2e}")
     print(f"{'banned':>8} {'flagged (fixed)':>16} {'1-(1-q)^N':>10} {'recall (fixed)':>15} "
           f"{'thresholds at N':>16} {'flagged':>8} {'recall':>7}")
     for n in args.sizes:
-        t = calibrated(d["innocent"], n)
-        print(f"{n:>8,} {flagged(d['innocent'], fixed, n).mean():>16.2%} {1 - (1 - q_fixed) ** n:>10.2%} "
-              f"{flagged(d['altered'], fixed, n).mean():>15.2%} {f'{t.neural}|{t.dct}|{t.crops}':>16} "
-              f"{flagged(d['innocent'], t, n).mean():>8.2%} {flagged(d['altered'], t, n).mean():>7.2%}")
+        t = calibrated(d["innocent"], d["altered"], n, bits)
+        print(f"{n:>8,} {flagged_at(d['innocent'], fixed, n).mean():>16.2%} {1 - (1 - q_fixed) ** n:>10.2%} "
+              f"{flagged_at(d['altered'], fixed, n).mean():>15.2%} {text(t):>16} "
+              f"{flagged_at(d['innocent'], t, n).mean():>8.2%} {flagged_at(d['altered'], t, n).mean():>7.2%}")
     print(f"{FAR:>8,} {1 - (1 - q_fixed) ** FAR:>16.2%} (extrapolated at the fixed thresholds)")
     rate = 1 - (1 - TARGET) ** (1 / FAR)
-    shares = {"dct": rate / 2, "crops": rate / 4, "neural": rate / 4}
+    shares = {DCT: rate / 2, CROPS: rate / 4, NETWORK: rate / 4}
     chosen = {}
     for signal, share in shares.items():
         pairs = d["innocent"][signal].ravel()
         chosen[signal], modelled = normal_threshold(pairs, share)
-        measured = {t: float((pairs < t).mean()) for t in (chosen[signal], fixed._asdict()[signal])}
+        measured = {t: float((pairs < t).mean()) for t in (chosen[signal], fixed[signal])}
         print(f"{signal}: pair distances mean {pairs.mean():.1f}, sd {pairs.std():.1f}; at 10 million a share of "
               f"{share:.1e} needs threshold {chosen[signal]} (modelled share {modelled:.1e}; measured share below "
-              f"it {measured[chosen[signal]]:.1e} of {pairs.size:,} pairs; at the fixed {fixed._asdict()[signal]}: "
-              f"measured {measured[fixed._asdict()[signal]]:.1e})")
-    far = Thresholds(chosen["neural"], chosen["dct"], chosen["crops"])
-    own_recall = flagged({k: v[np.arange(len(altered)), [i for i, _, _ in altered]][:, None]
-                          for k, v in d["altered"].items()}, far, 1).mean()
-    print(f"at those thresholds ({far.neural}|{far.dct}|{far.crops}) the altered copies are caught (by their own "
-          f"source) in {own_recall:.1%} of cases, against {flagged(d['altered'], calibrated(d['innocent'], args.sizes[-1]), args.sizes[-1]).mean():.1%} "
-          f"at {args.sizes[-1]:,} banned images")
+              f"it {measured[chosen[signal]]:.1e} of {pairs.size:,} pairs; at the fixed {fixed[signal]}: "
+              f"measured {measured[fixed[signal]]:.1e})")
+    own_recall = flagged_at({k: v[np.arange(len(altered)), [i for i, _, _ in altered]][:, None]
+                             for k, v in d["altered"].items()}, chosen, 1).mean()
+    last = args.sizes[-1]
+    recall_last = flagged_at(d["altered"], calibrated(d["innocent"], d["altered"], last, bits), last).mean()
+    print(f"at those thresholds ({text(chosen)}) the altered copies are caught (by their own source) in "
+          f"{own_recall:.1%} of cases, against {recall_last:.1%} at {last:,} banned images")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,15 @@
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
 ("vetohash+dct": flagged when either hash is near) and with crop hashes besides ("vetohash+crops+dct", what
-`authority publish` writes by default: the network's hashes of 17 crops of each banned image,
-vetohash_authority.cropviews), every threshold set on the unrelated images by exactly the rule `authority
-publish` uses (vetohash_authority.evaluation.fused_thresholds).
+`authority publish` writes by default: the network's hashes of 17 crops of each banned image), every threshold
+chosen together on the unrelated images as `authority publish` chooses them (vetohash_authority.calibration:
+the most of the authority's own altered copies caught while a group-bootstrap bound on unrelated images flagged
+stays within the rate).
+
+Then the check that matters for a bundle: its thresholds calibrated by that rule on the unrelated crops of some
+source photos, the share they flag among the crops of the other source photos (which calibration never saw),
+and what they catch of the benchmark's altered copies, beside the oracle: thresholds chosen together on the
+benchmark's own copies and held-out crops at that same flagged share.
 
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
@@ -39,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from baselines import BASELINES  # noqa: E402
-from make_example_images import BANNED_SEED, UNRELATED_SEED, crops, source_photos  # noqa: E402
+from make_example_images import BANNED_SEED, UNRELATED_SEED, crop_specs, crops, source_photos  # noqa: E402
 from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
 from edits import EDITS, Edit  # noqa: E402
@@ -48,11 +54,13 @@ from vetohash.hasher import Hasher  # noqa: E402
 from vetohash.matching import hamming_matrix, nearest_by_owner, nearest_own  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
 from vetohash.preprocess import query_arrays  # noqa: E402
+from vetohash.signals import CROPS, DCT, NETWORK, flagged  # noqa: E402
+from vetohash_authority import calibration  # noqa: E402
 from vetohash_authority.cropviews import crop_hashes  # noqa: E402
-from vetohash_authority.evaluation import fused_thresholds  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)
+HELD_OUT_TARGET = 0.01
 PAIR_FPRS = (1e-4, 1e-3)
 
 
@@ -71,6 +79,7 @@ class Method:
     list_variants: Callable[[Image.Image], list[Image.Image]] | None = None
     queries: QueryFn | None = None
     crops: QueryFn | None = None
+    hasher: Hasher | None = None
 
     def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if self.queries is None:
@@ -96,7 +105,7 @@ def vetohash_method(path: Path, variants: Callable[[Image.Image], list[Image.Ima
     hasher, meta = read_model(path)
     name = path.stem + ("+variants" if variants else "")
     return Method(name, hasher.hash_images, hasher.spec.bits, variants, hasher_queries(hasher),
-                  None if variants else (lambda images: crop_hashes(hasher, images)))
+                  None if variants else (lambda images: crop_hashes(hasher, images)), hasher)
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -160,29 +169,103 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
     return report, Distances(innocent, caught.distance), to_crops
 
 
-def evaluate_fused(name: str, neural: Distances, dct: Distances, crops: Distances | None, bits: int,
-                   list_size: int, altered) -> dict:
+def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int) -> dict[str, np.ndarray]:
+    """The authority's own altered copies of the banned images (calibration.positives: every alteration kind,
+    `per_kind` each, from the calibration's own seed stream, none of them a benchmark copy), as distances to
+    each signal's nearest hash of a default bundle."""
+    lists = calibration.Lists({NETWORK: hasher.hash_images(banned), CROPS: crop_hashes(hasher, banned)[0],
+                               DCT: dct_hashes(banned)})
+    digests = [f"benchmark-{i}" for i in range(len(banned))]
+    return calibration.positives(hasher, lists, banned, digests, per_kind=per_kind)
+
+
+def signal_distances(neural: Distances, dct: Distances, crops: Distances | None) -> tuple[dict, dict]:
+    """(unrelated images', altered copies') distances by signal name."""
+    innocent = {NETWORK: neural.innocent, DCT: dct.innocent}
+    caught = {NETWORK: neural.altered, DCT: dct.altered}
+    if crops is not None:
+        innocent[CROPS], caught[CROPS] = crops
+    return innocent, caught
+
+
+def by_group(hit: np.ndarray, altered) -> dict[str, dict[str, float]]:
+    """Recall per kind, severity and family of edit."""
+    groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
+    for (_, edit, _), h in zip(altered, hit):
+        groups["kind"].setdefault(edit.kind, []).append(bool(h))
+        groups["severity"].setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
+        groups["family"].setdefault(edit.family, []).append(bool(h))
+    return {group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()}
+
+
+def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
+                   list_size: int, altered, confidence: float) -> dict:
     """The figures of the fused decision (flagged when any distance is below its threshold), with every
-    threshold chosen per false-positive rate as `authority publish` chooses them."""
+    threshold chosen per false-positive rate as `authority publish` chooses them, on all unrelated images
+    (each source photo a group)."""
     report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
               "pairwise": {}}
-    crops_innocent, crops_altered = (None, None) if crops is None else crops
+    bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
     for fpr in IMAGE_FPRS:
-        chosen = fused_thresholds(neural.innocent, fpr, bits, dct=dct.innocent, crops=crops_innocent)
-        hit = chosen.flags(neural.altered, dct.altered, crops_altered)
-        groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
-        for (_, edit, _), h in zip(altered, hit):
-            groups["kind"].setdefault(edit.kind, []).append(bool(h))
-            groups["severity"].setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
-            groups["family"].setdefault(edit.family, []).append(bool(h))
+        chosen = calibration.choose(calibration.Innocents(innocent, sources), {k: own[k] for k in innocent}, fpr,
+                                    bits_by, confidence=confidence)
+        hit = flagged(caught, chosen.thresholds)
         report["image_level"][str(fpr)] = {
-            "threshold": "|".join(str(t) for t in chosen if t is not None), "dct_threshold": chosen.dct,
-            "crops_threshold": chosen.crops,
-            "measured_fpr": float(np.mean(chosen.flags(neural.innocent, dct.innocent, crops_innocent))),
-            "recall": float(hit.mean()),
-            **{group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()},
-        }
+            "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds),
+            "thresholds": chosen.thresholds, "measured_fpr": chosen.share, "bound_fpr": chosen.bound,
+            "recall": float(hit.mean()), **by_group(hit, altered)}
     return report
+
+
+def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
+             altered, target: float, confidence: float, seed: int) -> list[dict]:
+    """The bundle's own thresholds, calibrated by `authority publish`'s rule on the unrelated crops of half the
+    source photos, measured on the crops of the other half, beside the oracle at that same flagged share;
+    once for each half held out."""
+    bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
+    order = np.random.default_rng(seed).permutation(np.unique(sources))
+    out = []
+    for fold in range(2):
+        held = np.isin(sources, order[fold::2])
+        fit = calibration.Innocents({k: v[~held] for k, v in innocent.items()}, sources[~held])
+        test = calibration.Innocents({k: v[held] for k, v in innocent.items()}, sources[held])
+        bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence)
+        share = float(np.mean(flagged(test.distances, bundle.thresholds)))
+        hit = flagged(caught, bundle.thresholds)
+        oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, rounds=0))
+        oracle_hit = flagged(caught, oracle.thresholds)
+        out.append({
+            "calibrated_on": sorted(names[g] for g in np.unique(fit.groups)), "calibration_images": fit.count,
+            "held_out": sorted(names[g] for g in np.unique(test.groups)), "held_out_images": test.count,
+            "target": target, "confidence": confidence, "thresholds": bundle.thresholds,
+            "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
+            "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, altered),
+            "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
+                       "recall": float(oracle_hit.mean()), **by_group(oracle_hit, altered)}})
+    return out
+
+
+def print_held_out(folds: Sequence[dict]) -> None:
+    print()
+    print(f"Bundle thresholds on held-out source photos (target {folds[0]['target']:.1%}, bound at "
+          f"{folds[0]['confidence']:.0%} confidence; the oracle chooses on the held-out crops and the benchmark's "
+          f"own copies at the same flagged share):")
+    for fold in folds:
+        oracle = fold["oracle"]
+        print(f"  calibrated on {fold['calibration_images']} crops of {', '.join(fold['calibrated_on'])}")
+        print(f"    bundle thresholds {fold['thresholds']}: {fold['calibration_fpr']:.2%} flagged there (bound "
+              f"{fold['bound_fpr']:.2%}); held out ({fold['held_out_images']} crops of "
+              f"{', '.join(fold['held_out'])}): {fold['held_out_fpr']:.2%} flagged = "
+              f"{fold['held_out_fpr'] / fold['target']:.2f}x the target")
+        print(f"    recall at the bundle's thresholds {fold['recall']:.1%} (paper edits "
+              f"{fold['family'].get('paper', float('nan')):.1%}, common {fold['family'].get('common', float('nan')):.1%}); "
+              f"oracle {oracle['thresholds']} at {oracle['held_out_fpr']:.2%}: {oracle['recall']:.1%} (paper "
+              f"{oracle['family'].get('paper', float('nan')):.1%}, common "
+              f"{oracle['family'].get('common', float('nan')):.1%}); gap {100 * (oracle['recall'] - fold['recall']):.1f} points")
+    shares = [fold["held_out_fpr"] / fold["target"] for fold in folds]
+    gaps = [100 * (fold["oracle"]["recall"] - fold["recall"]) for fold in folds]
+    print(f"  mean over folds: held-out flagged {np.mean(shares):.2f}x the target, gap to the oracle "
+          f"{np.mean(gaps):.1f} points")
 
 
 def speed(method: Method, files: Sequence[bytes]) -> float:
@@ -234,14 +317,27 @@ def main() -> None:
                         help="also hash each banned image's list-side variants for the vetohash models")
     parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
     parser.add_argument("--speed", action="store_true", help="measure images/s on one core")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws (and of the photo split)")
+    parser.add_argument("--per-kind", type=int, default=calibration.COPIES_PER_KIND,
+                        help="the authority's own altered copies per banned image and alteration kind, to calibrate "
+                             "on (default as publish)")
+    parser.add_argument("--confidence", type=float, default=calibration.DEFAULT_CONFIDENCE,
+                        help="confidence of the bound on unrelated images flagged (default as publish)")
+    parser.add_argument("--altered-of", type=int,
+                        help="make the benchmark's altered copies of only the first N banned images (the list "
+                             "keeps all; default: every banned image), to size long runs")
+    parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
+                        help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
 
     started = time.time()
     banned = crops(source_photos("banned"), args.banned, 128, BANNED_SEED)
-    unrelated = crops(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
-    altered = altered_copies(banned, EDITS, args.seed)
+    specs = crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
+    unrelated = [spec.image for spec in specs]
+    photo_names = sorted({spec.source for spec in specs})
+    photos = np.array([photo_names.index(spec.source) for spec in specs])  # each source photo is a group
+    altered = altered_copies(banned[:args.altered_of], EDITS, args.seed)
     print(f"{len(banned)} banned, {len(unrelated)} unrelated, {len(altered)} altered copies "
           f"({len(EDITS)} edits); prepared in {time.time() - started:.0f} s", file=sys.stderr)
 
@@ -260,7 +356,7 @@ def main() -> None:
         fitted, _ = fit_to_list(base, banned, ListFitConfig(), seed=args.seed)
         print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
         methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
-                              crops=lambda images: crop_hashes(fitted, images)))
+                              crops=lambda images: crop_hashes(fitted, images), hasher=fitted))
     reports = []
     distances: dict[str, Distances] = {}
     crop_distances: dict[str, Distances] = {}
@@ -278,17 +374,30 @@ def main() -> None:
             report["speed"] = speed(method, jpegs)
         reports.append(report)
         print(f"{method.name}: {time.time() - t:.0f} s", file=sys.stderr)
+    folds: dict[str, list[dict]] = {}
     for method in methods:
-        if method.name not in BASELINES and method.name != "dct" and method.list_variants is None:
-            reports.append(evaluate_fused(f"{method.name}+dct", distances[method.name], distances["dct"], None,
-                                          method.bits, len(banned), altered))
-        if method.name in crop_distances:
-            reports.append(evaluate_fused(f"{method.name}+crops+dct", distances[method.name], distances["dct"],
-                                          crop_distances[method.name], method.bits, len(banned), altered))
+        if method.hasher is None or method.name not in crop_distances:
+            continue
+        t = time.time()
+        own = own_copies(method.hasher, banned, args.per_kind)
+        print(f"{method.name}: the authority's own {len(own[NETWORK])} altered copies in {time.time() - t:.0f} s",
+              file=sys.stderr)
+        plain = signal_distances(distances[method.name], distances["dct"], None)
+        full = signal_distances(distances[method.name], distances["dct"], crop_distances[method.name])
+        reports.append(evaluate_fused(f"{method.name}+dct", *plain, own, photos, method.bits, len(banned), altered,
+                                      args.confidence))
+        reports.append(evaluate_fused(f"{method.name}+crops+dct", *full, own, photos, method.bits, len(banned),
+                                      altered, args.confidence))
+        folds[method.name] = held_out(*full, own, photos, photo_names, method.bits, altered, args.target,
+                                      args.confidence, args.seed)
     print_table(reports)
+    for name, found in folds.items():
+        print(f"\n{name}+crops+dct", end="")
+        print_held_out(found)
     if args.json:
         args.json.write_text(json.dumps({"banned": len(banned), "unrelated": len(unrelated),
-                                         "altered": len(altered), "reports": reports}, indent=1))
+                                         "altered": len(altered), "own_copies_per_kind": args.per_kind,
+                                         "reports": reports, "held_out": folds}, indent=1))
 
 
 if __name__ == "__main__":

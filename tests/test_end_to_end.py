@@ -159,12 +159,12 @@ def test_the_platform_holds_what_the_authority_published(workflow: Workflow) -> 
            (published["sequence"], published["threshold"], 12, published["expires"])
     assert published["calibration"]["target_fpr"] == TARGET_FPR
     assert published["calibration"]["innocent_images"] == 10
-    # Crop hashes and the DCT signal are on by default: a format v3 bundle with its decision and thresholds.
-    assert (published["format_version"], published["decision"]) == (3, "neural-or-crops-or-dct")
-    assert published["crop_hashes"] > 0 and published["crops_threshold"] is not None
+    # Crop hashes and the DCT signal are on by default, and a calibration records its bound: format v5.
+    assert (published["format_version"], published["decision"]) == (5, "neural-or-crops-or-dct")
+    assert published["crops_hashes"] > 0 and published["crops_threshold"] is not None
     assert (stored["decision"], stored["dct_threshold"]) == ("neural-or-crops-or-dct", published["dct_threshold"])
-    assert (stored["crop_hashes"], stored["crops_threshold"]) == \
-           (published["crop_hashes"], published["crops_threshold"])
+    assert (stored["crops_hashes"], stored["crops_threshold"]) == \
+           (published["crops_hashes"], published["crops_threshold"])
 
 
 def test_exact_copies_hash_exactly_as_the_authority_hashed_the_banned_images(workflow: Workflow) -> None:
@@ -187,28 +187,26 @@ def test_most_altered_copies_are_near_a_banned_hash(workflow: Workflow) -> None:
 
 
 def test_verdicts_follow_either_distance_below_its_bundle_threshold(workflow: Workflow) -> None:
-    # A crop match is a neural one (the network's hash matched). This small a model is often calibrated to a
-    # crops threshold of 0 (innocent images lie as near the crops); platform_tests/test_platform_crops.py pins
-    # crop matches themselves.
+    # This small a model is often calibrated to a crops threshold of 0 (innocent images lie as near the crops);
+    # platform_tests/test_platform_crops.py pins crop matches themselves.
     for folder in workflow.screened:
         for record, result in zip(workflow.screened[folder], results(workflow, folder)):
             assert result["threshold"] == workflow.published["threshold"]
             assert result["dct_threshold"] == workflow.published["dct_threshold"]
             assert result["crops_threshold"] == workflow.published["crops_threshold"]
-            by_crop = result["crops_distance"] < result["crops_threshold"]
-            neural = result["distance"] < result["threshold"] or by_crop
-            dct = result["dct_distance"] < result["dct_threshold"]
-            assert result["signal"] == ("both" if neural and dct else "neural" if neural else "dct" if dct else None)
-            assert result["match"] == (neural or dct)
+            by = [name for name, below in (("network", result["distance"] < result["threshold"]),
+                                           ("crops", result["crops_distance"] < result["crops_threshold"]),
+                                           ("dct", result["dct_distance"] < result["dct_threshold"])) if below]
+            assert result["by"] == by
+            assert result["match"] == bool(by)
             assert record["verdict"] == ("match" if result["match"] else "clean")
 
 
 def test_the_platform_reproduces_the_authority_s_calibration(workflow: Workflow) -> None:
     # The platform, hashing the authority's innocent images itself, flags exactly the share the authority
-    # measured (by either signal), and no more than the target. `evaluate` suggests the network's threshold
-    # alone; publishing shares the budget with the DCT signal, so its network threshold is no higher.
+    # measured (by any signal), which its bound covers, and no more than the target.
     calibration = workflow.published["calibration"]
-    assert workflow.published["threshold"] <= workflow.evaluation["suggested"]["threshold"]
+    assert calibration["measured_fpr"] <= calibration["bound_fpr"]
     flagged = sum(r["match"] for r in results(workflow, "innocent"))
     assert flagged == round(calibration["measured_fpr"] * 10)
     assert flagged <= TARGET_FPR * 10

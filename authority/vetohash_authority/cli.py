@@ -360,17 +360,22 @@ def pretrain(images_dir: Path | None, out: Path, synthetic: int, max_images: int
 @click.option("--threshold", type=click.IntRange(0), default=20, show_default=True,
               help="Threshold to report recall and false positives at (match if distance < threshold).")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="False-positive rate the suggested threshold is chosen for.")
+              help="False-positive rate the suggested thresholds are chosen for.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Confidence of the bound on innocent images flagged, as in publish.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
 def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: Path | None, threshold: int,
-             target_fpr: float, quiet: bool, as_json: bool) -> None:
+             target_fpr: float, confidence: float, quiet: bool, as_json: bool) -> None:
     """Measure MODEL on the banned images in IMAGES_DIR, as the paper did, and on innocent images.
 
     Distances between the banned images, and from each to its held-out altered copies (rebuilt from the
     seed and settings stored in MODEL: training never saw them), as quartiles (paper Fig. 10), overlaid
     histograms (Fig. 11), an ROC curve and recall per alteration kind. With --innocent, the distance of each
-    innocent image to its nearest banned hash, the share flagged, and a threshold for --target-fpr.
+    innocent image to its nearest banned hash, the share flagged, the network's threshold alone for
+    --target-fpr, and every threshold chosen together as `publish` chooses them. With two or more innocent
+    groups (sub-folders of --innocent), the check that matters: thresholds calibrated on half of the groups,
+    and the share they flag on the other half, which they never saw (and the same the other way round).
 
     \b
       authority evaluate banned.model banned/
@@ -394,6 +399,7 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
     elif missing:
         _warn(f"{missing} of {len(sources)} images in {images_dir} were not used to train {model}")
     innocent_sources: list[Source] = []
+    innocent_groups = None
     if innocent is not None:
         innocent_sources = load_sources(innocent, pre, config.work_size, warn=_warn)
         banned_digests = {source.digest for source in sources}
@@ -402,9 +408,13 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
             _warn(f"{len(overlap)} innocent image(s) are byte-identical to banned ones and are left out, "
                   f"e.g. {overlap[0].path}")
             innocent_sources = [s for s in innocent_sources if s.digest not in banned_digests]
+        from .calibration import groups_of
+
+        innocent_groups, _grouped = groups_of([s.path for s in innocent_sources], innocent)
     folder = report_dir or model.with_name(model.stem + "-report")
     report = run_evaluation(hasher, meta, sources, innocent_sources, threshold=threshold, target_fpr=target_fpr,
-                            report_dir=folder, progress=not quiet)
+                            report_dir=folder, progress=not quiet, innocent_groups=innocent_groups,
+                            confidence=confidence)
     if as_json:
         click.echo(json.dumps(report.data, indent=2))
         return
@@ -433,9 +443,14 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help="Match threshold of the crop hashes. Default: calibrated with --innocent, else no crop hashes.")
 @click.option("--no-crops", is_flag=True,
               help="Leave the crop hashes out (without them, the bundle is format version 2, or 1 with --no-dct).")
-@click.option("--innocent", type=PATH, help="Folder of images NOT in the banned set to calibrate the thresholds on.")
+@click.option("--innocent", type=PATH,
+              help="Folder of images NOT in the banned set to calibrate the thresholds on; each sub-folder is a "
+                   "group of related images (one photo's crops, one scene's shots).")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Share of innocent images the calibrated thresholds may flag, by any hash.")
+              help="Share of innocent images the calibrated thresholds may flag, by any hash (held to the "
+                   "upper bound, not the measured share).")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Confidence of the upper bound on the share of innocent images flagged.")
 @click.option("--list-name", default="default", show_default=True, help="Name of the list this bundle replaces.")
 @click.option("--sequence", type=click.IntRange(0),
               help="Sequence number (default: max(now, last published for the list + 1)).")
@@ -452,12 +467,13 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--delta-from", type=PATH,
               help="Write a version 4 delta against this earlier version 4 bundle (folder) of the same list and "
                    "model: only the images added since and the ids removed. Implies --chunked.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
             dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool,
-            innocent: Path | None, target_fpr: float, list_name: str,
-            sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
-            chunked: bool, delta_from: Path | None, as_json: bool) -> None:
+            innocent: Path | None, target_fpr: float, confidence: float, list_name: str, sequence: int | None,
+            expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool, chunked: bool,
+            delta_from: Path | None, quiet: bool, as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
@@ -469,11 +485,14 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     writes a version 4 delta on OLD: images whose network and DCT hashes are both in OLD are not resent,
     OLD's images no longer in IMAGES_DIR are removed. A platform applies it only on top of OLD's sequence.
 
-    With --innocent, the thresholds not given by hand are calibrated so that at most --target-fpr of the
-    innocent images are flagged by any hash: the DCT threshold alone may flag half of that, the crops
-    threshold alone a quarter, and the network's whole-image threshold is the largest that keeps the total
-    within it (the measured total is recorded in the bundle). A hand-given threshold is used as it is, and the
-    others calibrated around it. Without --innocent, the defaults are 20 (network) and 32 (DCT), not
+    With --innocent, the thresholds not given by hand are chosen together: those that catch the most of the
+    authority's own altered copies of the banned images (every alteration kind, drawn apart from any
+    training) while an upper bound, at --confidence, on the share of innocent images flagged by any hash stays
+    within --target-fpr. The bound resamples the innocent images by group (each sub-folder of --innocent is
+    one group; without sub-folders every image is its own group, which trusts unrelated images to be
+    unrelated), because related innocent images are flagged together. The bundle records the target, the
+    measured share, the bound, the confidence and the numbers of images and groups (format version 5, or the
+    manifest of a version 4 folder). Without --innocent, the defaults are 20 (network) and 32 (DCT), not
     calibrated, and crop hashes are published only with --crops-threshold.
 
     Featureless banned images (flat colour, faint gradients, near-blank pages) are refused: their hashes
@@ -487,67 +506,29 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S
     from vetohash.files import make_folder, write_atomic
     from vetohash.modelfile import read_model
+    from vetohash.signals import CROPS, DCT, NETWORK
 
-    from .cropviews import crop_hashes
-    from .evaluation import PAPER_THRESHOLD, Thresholds
-    from .publishing import (DEFAULT_DCT_THRESHOLD, STATE_NAME, CropHashes, PublishError, build_bundle, calibrate,
-                             next_sequence, parse_duration, record_sequence, split_featureless)
+    from .publishing import STATE_NAME, PublishError, build_bundle, next_sequence, parse_duration, record_sequence
     from .sources import load_sources
 
-    if no_dct and dct_threshold is not None:
-        raise VetohashError("--dct-threshold and --no-dct contradict each other: give one of them")
-    if no_crops and crops_threshold is not None:
-        raise VetohashError("--crops-threshold and --no-crops contradict each other: give one of them")
+    for flag, value, off in (("dct", dct_threshold, no_dct), ("crops", crops_threshold, no_crops)):
+        if off and value is not None:
+            raise VetohashError(f"--{flag}-threshold and --no-{flag} contradict each other: give one of them")
     seconds = parse_duration(expires_in)
     if seconds > MAX_VALIDITY_S:
         raise VetohashError(f"--expires-in {expires_in} is more than the {MAX_VALIDITY_S // 86_400} days of validity "
                             "a platform accepts")
     key = _read_key(key_path, ask)
-    hasher, meta = read_model(model)
-    if crops_threshold is not None and crops_threshold > hasher.spec.bits:
-        raise VetohashError(f"crops threshold {crops_threshold} is more than the hash's {hasher.spec.bits} bits")
-    pre = hasher.spec.preprocess
-    sources = _without_featureless(load_sources(images_dir, pre, warn=_warn), images_dir, skip_featureless)
-    calibration = None
-    crops = None if no_crops or (innocent is None and crops_threshold is None) else CropHashes(
-        *crop_hashes(hasher, [source.image for source in sources]))
-    if innocent is not None:
-        import numpy as np
-
-        innocent_sources = load_sources(innocent, pre, warn=_warn)
-        innocent_sources, blank = split_featureless(innocent_sources)
-        if blank:  # platforms never match a featureless image, so it cannot be a false positive there
-            _warn(f"{len(blank)} featureless innocent image(s) left out of the calibration, e.g. {blank[0].path}")
-        banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
-        banned_dct = None if no_dct else np.stack([source.dct for source in sources])
-        calibrated = calibrate(hasher, banned, innocent_sources, target_fpr, banned_dct=banned_dct, crops=crops,
-                               given=Thresholds(0, dct_threshold, crops_threshold))
-        dct_threshold, crops_threshold = calibrated.thresholds.dct, calibrated.thresholds.crops
-        if threshold is None:
-            threshold = calibrated.thresholds.neural
-            if threshold == 0:
-                _warn(f"the calibrated threshold is 0, so nothing will ever match: at a {target_fpr:g} "
-                      "false-positive rate this model cannot tell altered copies from innocent images")
-            elif threshold <= 2:
-                _warn(f"the calibrated threshold is {threshold}: at a {target_fpr:g} false-positive rate this "
-                      "model can barely tell altered copies from innocent images")
-        else:
-            _warn(f"--threshold {threshold} given; calibration on {innocent} would choose "
-                  f"{calibrated.thresholds.neural} for a {target_fpr:g} false-positive rate")
-        calibration = calibrated.at(Thresholds(threshold, dct_threshold, crops_threshold))
-        if calibration.measured_fpr > target_fpr:
-            _warn(f"{100 * calibration.measured_fpr:.1f}% of the innocent images are flagged, more than the "
-                  f"target {100 * target_fpr:.1f}%")
-    if dct_threshold is None and not no_dct:
-        dct_threshold = DEFAULT_DCT_THRESHOLD
-        _warn(f"no --dct-threshold or --innocent: using the DCT threshold {dct_threshold}, which is not "
-              "calibrated against false positives")
-    if threshold is None:
-        threshold = PAPER_THRESHOLD
-        _warn(f"no --threshold or --innocent: using the paper's threshold {threshold}, which is not "
-              "calibrated against false positives; no crop hashes without a calibrated or given threshold")
-    if threshold > hasher.spec.bits:
-        raise VetohashError(f"threshold {threshold} is more than the hash's {hasher.spec.bits} bits")
+    hasher, _meta = read_model(model)
+    given = {name: value for name, value in ((NETWORK, threshold), (CROPS, crops_threshold), (DCT, dct_threshold))
+             if value is not None}
+    for name in (NETWORK, CROPS):
+        if given.get(name, 0) > hasher.spec.bits:
+            label = "threshold" if name == NETWORK else "crops threshold"
+            raise VetohashError(f"{label} {given[name]} is more than the hash's {hasher.spec.bits} bits")
+    sources = _without_featureless(load_sources(images_dir, hasher.spec.preprocess, warn=_warn), images_dir,
+                                   skip_featureless)
+    plan = _thresholds(hasher, sources, given, not no_dct, not no_crops, innocent, target_fpr, confidence, quiet)
     now = int(time.time())
     state = key_path.parent / STATE_NAME
     if sequence is None:
@@ -556,18 +537,13 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         raise VetohashError(f"--sequence {sequence} runs more than {MAX_SEQUENCE_STEP} ahead of the current Unix time; "
                             "platforms refuse it (it could freeze the list for good)")
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
-    thresholds = Thresholds(threshold, dct_threshold, crops_threshold)
-    bundle, data = build_bundle(hasher, sources, key, thresholds=thresholds, authority=authority, list_name=list_name,
-                                sequence=sequence, expires_in=seconds, calibration=calibration, crops=crops, now=now)
-    base = added = removed = None
+    bundle, data = build_bundle(hasher, sources, key, thresholds=plan.thresholds, authority=authority,
+                                list_name=list_name, sequence=sequence, expires_in=seconds,
+                                calibration=plan.calibration, crops=plan.crops, now=now)
+    written = None
     if chunked or delta_from is not None:
-        from vetohash.chunked import IMAGES, REMOVED
-
         written = _write_chunked(bundle, key, out, delta_from)
         size = sum(path.stat().st_size for path in out.iterdir())
-        base = written.manifest.base
-        if base is not None:
-            added, removed = written.manifest.count(IMAGES), written.manifest.count(REMOVED)
     else:
         make_folder(out.parent, PublishError)
         write_atomic(out, data, PublishError)
@@ -576,30 +552,70 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         record_sequence(state, list_name, sequence)
     except PublishError as error:
         _warn(f"could not remember the sequence number ({error}); give --sequence next time")
-    crop_count = 0 if bundle.crops is None else len(bundle.crops.hashes)
-    result = {"bundle": str(out), "bytes": size, "hashes": len(bundle.ids), "threshold": threshold,
-              "dct_threshold": dct_threshold, "crops_threshold": crops_threshold, "crop_hashes": crop_count,
-              "decision": bundle.decision, "format_version": 4 if chunked or delta_from else bundle.version,
-              "base": base, "added": added, "removed": removed,
-              "list_name": list_name, "sequence": sequence, "authority": authority, "key_id": bundle.key_id,
-              "created": _iso(bundle.created), "expires": _iso(bundle.expires),
-              "calibration": None if calibration is None else {
-                  "target_fpr": calibration.target_fpr, "measured_fpr": calibration.measured_fpr,
-                  "innocent_images": calibration.innocent_images}}
+    _print_published(out, size, bundle, written, as_json)
+
+
+def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: bool, crops: bool,
+                innocent: Path | None, target_fpr: float, confidence: float, quiet: bool) -> Any:
+    """publishing.thresholds_for, with the innocent images read (featureless ones left out: platforms never
+    match them) and grouped by sub-folder, and a progress bar over the banned images' altered copies."""
+    from tqdm import tqdm
+
+    from .calibration import groups_of
+    from .publishing import Innocent, split_featureless, thresholds_for
+    from .sources import load_sources
+
+    found = None
+    if innocent is not None:
+        kept, blank = split_featureless(load_sources(innocent, hasher.spec.preprocess, warn=_warn))
+        if blank:
+            _warn(f"{len(blank)} featureless innocent image(s) left out of the calibration, e.g. {blank[0].path}")
+        groups, grouped = groups_of([s.path for s in kept], innocent)
+        if not grouped:
+            _warn(f"{innocent} has no sub-folders, so each innocent image counts as its own group; put related "
+                  "images (crops of one photo, shots of one scene) in a sub-folder each, or the bound is optimistic")
+        found = Innocent(kept, groups)
+    with tqdm(total=len(sources), unit="img", desc="calibrating", disable=quiet or innocent is None,
+              file=sys.stderr, leave=False) as bar:
+        return thresholds_for(hasher, sources, given, dct=dct, crops=crops, innocent=found, target_fpr=target_fpr,
+                              confidence=confidence, warn=_warn, progress=bar.update)
+
+
+def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None, as_json: bool) -> None:
+    """What `publish` wrote: the bundle's signals and thresholds, calibration, list, sequence and validity;
+    for a version 4 folder (`written`) that is a delta, its base and the images added and removed."""
+    from vetohash import signals
+    from vetohash.bundle import CHUNKED_VERSION
+    from vetohash.chunked import IMAGES, REMOVED
+
+    base = added = removed = None
+    if written is not None and written.manifest.base is not None:
+        base, added, removed = written.manifest.base, written.manifest.count(IMAGES), written.manifest.count(REMOVED)
+    counts = {s.name: len(s.hashes) for s in bundle.signals}
+    calibration = bundle.calibration
     if as_json:
-        click.echo(json.dumps(result))
+        fields = {}
+        for name in signals.ORDER:
+            fields[signals.key(name, "hashes")] = counts.get(name, 0)
+            fields[signals.key(name, "threshold")] = bundle.thresholds.get(name)
+        click.echo(json.dumps({"bundle": str(out), "bytes": size, **fields, "decision": bundle.decision,
+                               "format_version": bundle.version if written is None else CHUNKED_VERSION,
+                               "base": base, "added": added, "removed": removed, "list_name": bundle.list_name,
+                               "sequence": bundle.sequence, "authority": bundle.authority, "key_id": bundle.key_id,
+                               "created": _iso(bundle.created), "expires": _iso(bundle.expires),
+                               "calibration": None if calibration is None else calibration.to_dict()}))
         return
-    crops_note = f" and {crop_count} crop hashes" if bundle.crops is not None else ""
+    crops_note = f" and {counts[signals.CROPS]} crop hashes" if signals.CROPS in counts else ""
     delta_note = "" if base is None else f" (a delta on sequence {base}: {added} added, {removed} removed)"
-    click.echo(f"wrote {out} ({size} bytes): {len(bundle.ids)} hashes{crops_note} of list {list_name!r}, "
-               f"sequence {sequence}{delta_note}")
-    calibrated_text = "" if calibration is None else (
-        f" (calibrated: {100 * calibration.measured_fpr:.1f}% of {calibration.innocent_images} innocent images "
-        f"flagged, target {100 * calibration.target_fpr:.1f}%)")
-    crops_text = "" if crops_threshold is None else f", or to a crop hash < {crops_threshold}"
-    dct_text = "" if dct_threshold is None else f", or DCT distance < {dct_threshold}"
-    click.echo(f"match if network distance < {threshold}{crops_text}{dct_text}{calibrated_text}")
-    click.echo(f"signed by {authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
+    click.echo(f"wrote {out} ({size} bytes): {len(bundle.ids)} hashes{crops_note} of list "
+               f"{bundle.list_name!r}, sequence {bundle.sequence}{delta_note}")
+    rule = " or ".join(f"{name} distance < {threshold}" for name, threshold in bundle.thresholds.items())
+    calibrated = "" if calibration is None else (
+        f" (calibrated on {calibration.innocent_images} innocent images in {calibration.innocent_groups} groups: "
+        f"{100 * calibration.measured_fpr:.2f}% flagged, at most {100 * calibration.bound_fpr:.2f}% at "
+        f"{calibration.confidence:.0%} confidence, target {100 * calibration.target_fpr:.2f}%)")
+    click.echo(f"match if {rule}{calibrated}")
+    click.echo(f"signed by {bundle.authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")
 
 

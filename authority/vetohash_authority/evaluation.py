@@ -15,17 +15,18 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from vetohash import dcthash
 from vetohash.errors import VetohashError
-from vetohash.fusion import flagged
+from vetohash.signals import CROPS, DCT, NETWORK, flagged
 from vetohash.hasher import Hasher
 from vetohash.matching import hamming_matrix, nearest, nearest_by_owner, nearest_own
 
 from . import plots
+from .calibration import DEFAULT_CONFIDENCE, Innocents, Lists, choose, cross_check, positives
 from .config import ConfigError, TrainingConfig, from_dict
 from .cropviews import crop_hashes
 from .pairs import plan_copies
@@ -33,11 +34,6 @@ from .sources import Source
 from .training import altered_queries
 
 PAPER_THRESHOLD = 20
-# The shares of the false-positive budget the DCT signal and the crop hashes may each spend on their own
-# (docs/benchmarks.md, "Crop hashes": a half and a quarter did best with 1,000 banned images, as well as any
-# other pair with 110).
-DCT_SHARE = 0.5
-CROPS_SHARE = 0.25
 PAPER_FIGURES = {"between_sources_mean": 40, "to_altered_copies_mean": 5, "threshold": PAPER_THRESHOLD}
 
 
@@ -87,43 +83,6 @@ def threshold_for(negatives: np.ndarray, target_fpr: float, bits: int) -> int:
     return min(best, bits)
 
 
-class Thresholds(NamedTuple):
-    """A bundle's thresholds: the network's on whole-image hashes, and those of the DCT signal and the crop
-    hashes (None when the bundle carries none)."""
-
-    neural: int
-    dct: int | None = None
-    crops: int | None = None
-
-    def flags(self, neural: np.ndarray, dct: np.ndarray | None = None, crops: np.ndarray | None = None
-              ) -> np.ndarray:
-        """Which images are flagged, from their distances to the nearest hash of each kind."""
-        signals = [(neural, self.neural)]
-        signals += [(d, t) for d, t in ((dct, self.dct), (crops, self.crops)) if t is not None]
-        return flagged(*signals)
-
-
-def fused_thresholds(neural: np.ndarray, target_fpr: float, bits: int, *, dct: np.ndarray | None = None,
-                     crops: np.ndarray | None = None, dct_threshold: int | None = None,
-                     crops_threshold: int | None = None) -> Thresholds:
-    """A bundle's thresholds from each innocent image's distances to its nearest banned hashes of each kind
-    (`dct`, `crops`: None for a signal the bundle does not carry). Each extra signal's threshold (unless
-    given) is the largest flagging at most its share (DCT_SHARE, CROPS_SHARE) of `target_fpr` of them alone;
-    the network's is then the largest for which the images flagged by any signal are at most `target_fpr`
-    (0 if even that is too many)."""
-    if dct is not None and dct_threshold is None:
-        dct_threshold = threshold_for(dct, DCT_SHARE * target_fpr, dcthash.BITS)
-    if crops is not None and crops_threshold is None:
-        crops_threshold = threshold_for(crops, CROPS_SHARE * target_fpr, bits)
-    extra = Thresholds(0, None if dct is None else dct_threshold, None if crops is None else crops_threshold)
-    threshold = 0
-    for candidate in range(1, bits + 1):
-        if np.mean(extra._replace(neural=candidate).flags(neural, dct, crops)) > target_fpr:
-            break
-        threshold = candidate
-    return extra._replace(neural=threshold)
-
-
 def roc_points(positives: np.ndarray, negatives: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(false-positive rate, recall) at every threshold 0..bits+1."""
     thresholds = np.arange(bits + 2)
@@ -151,8 +110,10 @@ class Report:
 
 def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
              innocent: Sequence[Source] = (), threshold: int = PAPER_THRESHOLD, target_fpr: float = 0.01,
-             report_dir: Path | None = None, progress: bool = False, workers: int = 2) -> Report:
-    """Measure the model on the banned images (and innocent ones) and write report.json and the plots."""
+             report_dir: Path | None = None, progress: bool = False, workers: int = 2,
+             innocent_groups: np.ndarray | None = None, confidence: float = DEFAULT_CONFIDENCE) -> Report:
+    """Measure the model on the banned images (and innocent ones, each in its group: calibration.groups_of;
+    each its own group when None) and write report.json and the plots."""
     config, seed = training_settings(meta)
     bits = hasher.spec.bits
     pre = hasher.spec.preprocess
@@ -225,13 +186,25 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
         crops, crop_owner = crop_hashes(hasher, [source.image for source in sources])
         innocent_crops = hasher.nearest_queries([image.views for image in innocent], crops).distance
         crops_to_own = nearest_own(altered, view_of, owner, crops, crop_owner)
-        chosen = fused_thresholds(to_nearest, target_fpr, bits, dct=innocent_dct, crops=innocent_crops)
-        caught = chosen.flags(to_own, dct_to_own, crops_to_own)
+        innocent_by = Innocents({NETWORK: to_nearest, CROPS: innocent_crops, DCT: innocent_dct},
+                                np.arange(len(innocent)) if innocent_groups is None else innocent_groups)
+        lists = Lists({NETWORK: banned, CROPS: crops, DCT: banned_dct})
+        bits_by = {NETWORK: bits, CROPS: bits, DCT: dcthash.BITS}
+        own_copies = positives(hasher, lists, [s.image for s in sources], digests)
+        chosen = choose(innocent_by, own_copies, target_fpr, bits_by, confidence=confidence)
+        caught = flagged({NETWORK: to_own, CROPS: crops_to_own, DCT: dct_to_own}, chosen.thresholds)
         data["suggested_fused"] = {
-            "target_fpr": target_fpr, "threshold": chosen.neural, "dct_threshold": chosen.dct,
-            "crops_threshold": chosen.crops, "crop_hashes": int(len(crops)),
-            "measured_fpr": _share(chosen.flags(to_nearest, innocent_dct, innocent_crops)),
+            "target_fpr": target_fpr, "confidence": confidence, "thresholds": chosen.thresholds,
+            "crops_hashes": int(len(crops)), "measured_fpr": chosen.share, "bound_fpr": chosen.bound,
+            "innocent_groups": int(len(np.unique(innocent_by.groups))), "own_copies_caught": chosen.recall,
             "recall": {"all": _share(caught), "per_kind": {kind: _share(caught[kind_of == kind]) for kind in kinds}}}
+        if len(np.unique(innocent_by.groups)) >= 2:
+            data["held_out"] = [
+                {"calibration": [fold.calibration_images, fold.calibration_groups],
+                 "held_out": [fold.held_out_images, fold.held_out_groups], "thresholds": fold.choice.thresholds,
+                 "measured_fpr": fold.choice.share, "bound_fpr": fold.choice.bound,
+                 "held_out_fpr": fold.held_out_share}
+                for fold in cross_check(innocent_by, own_copies, target_fpr, bits_by, confidence=confidence)]
 
     files: dict[str, Path] = {}
     if report_dir is not None:
@@ -304,10 +277,16 @@ def render(data: Mapping[str, Any]) -> str:
               + ", ".join(f"{k} {_pct(v)}" for k, v in suggested["recall"]["per_kind"].items()) + ")"]
     if "suggested_fused" in data:
         fused = data["suggested_fused"]
-        lines += [f"with crop hashes and the DCT signal, as publish calibrates by default: network distance < "
-                  f"{fused['threshold']}, or to a crop hash < {fused['crops_threshold']} ({fused['crop_hashes']} "
-                  f"crops), or DCT distance < {fused['dct_threshold']}",
-                  f"  measured false-positive rate {_pct(fused['measured_fpr'])}, recall of altered copies "
-                  f"{_pct(fused['recall']['all'])} ("
+        rule = ", ".join(f"{name} < {t}" for name, t in fused["thresholds"].items())
+        lines += [f"chosen together, as publish calibrates by default ({fused['crops_hashes']} crop hashes): {rule}",
+                  f"  innocent images flagged {_pct(fused['measured_fpr'])}, at most {_pct(fused['bound_fpr'])} at "
+                  f"{fused['confidence']:.0%} confidence over {fused['innocent_groups']} groups; own altered copies "
+                  f"caught {_pct(fused['own_copies_caught'])}",
+                  f"  recall of held-out altered copies {_pct(fused['recall']['all'])} ("
                   + ", ".join(f"{k} {_pct(v)}" for k, v in fused["recall"]["per_kind"].items()) + ")"]
+    for fold in data.get("held_out", []):
+        rule = ", ".join(f"{name} < {t}" for name, t in fold["thresholds"].items())
+        lines.append(f"calibrated on {fold['calibration'][0]} innocent images ({fold['calibration'][1]} groups): "
+                     f"{rule}, flagged {_pct(fold['measured_fpr'])} (bound {_pct(fold['bound_fpr'])}); on the "
+                     f"other {fold['held_out'][0]} ({fold['held_out'][1]} groups): {_pct(fold['held_out_fpr'])}")
     return "\n".join(lines)

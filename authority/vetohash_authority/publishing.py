@@ -5,12 +5,10 @@ what the banned images are called. The sequence number increases by default: it 
 current Unix time and one more than the last sequence this authority published for the list, remembered in
 `publish-state.json` beside the key.
 
-A bundle carries a DCT signal unless told not to (vetohash.dcthash, vetohash.fusion), and, when it is
-calibrated, crop hashes (cropviews). Its thresholds are calibrated on innocent images by one rule
-(`evaluation.fused_thresholds`): the DCT threshold alone may flag at most half of the false-positive budget,
-the crop hashes' at most a quarter; the network's whole-image threshold is then the largest keeping the images
-flagged by any signal within the budget (the images the others flag are mostly the same ones, so the
-network keeps most of it; docs/benchmarks.md).
+A bundle carries the DCT signal unless told not to, and, when it is calibrated, crop hashes (vetohash.signals,
+cropviews). With innocent images, its thresholds are chosen together by `calibration`: the most of the
+authority's own altered copies caught while an upper bound on the innocent images flagged stays within the
+target.
 """
 
 from __future__ import annotations
@@ -19,23 +17,25 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vetohash.bundle import Bundle, Calibration, CropSignal, DctSignal, sign_bundle
+from vetohash.bundle import Bundle, Calibration, sign_bundle
 from vetohash.chunked import MAX_CHUNK_IMAGES, Chunked, ListHeader, Signals, chunk_images, write_chunked
 from vetohash.detail import MIN_DETAIL
 from vetohash.errors import VetohashError
 from vetohash.files import write_atomic
 from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
-from vetohash.matching import nearest
+from vetohash.signals import CROPS, DCT, NETWORK, CropSignal, DctSignal
 
-from .evaluation import Thresholds, fused_thresholds
+from .calibration import DEFAULT_CONFIDENCE, Lists, calibrate
+from .cropviews import crop_hashes
+from .evaluation import PAPER_THRESHOLD
 from .sources import Source
 
 STATE_NAME = "publish-state.json"
@@ -79,39 +79,57 @@ class CropHashes:
 
 
 @dataclass(frozen=True)
-class Calibrated:
-    """Thresholds calibrated on innocent images, with what they were calibrated for, and each innocent image's
-    distance to its nearest banned hash of each kind (None for a kind the bundle does not carry)."""
+class Innocent:
+    """The authority's innocent images to calibrate on, and each one's group (calibration.groups_of)."""
 
-    thresholds: Thresholds
-    calibration: Calibration
-    distances: np.ndarray
-    dct_distances: np.ndarray | None = None
-    crops_distances: np.ndarray | None = None
-
-    def at(self, thresholds: Thresholds) -> Calibration:
-        """What the innocent images say about other thresholds (the share flagged by any signal)."""
-        share = float(np.mean(thresholds.flags(self.distances, self.dct_distances, self.crops_distances)))
-        return Calibration(self.calibration.target_fpr, share, self.calibration.innocent_images)
+    sources: Sequence[Source]
+    groups: np.ndarray
 
 
-def calibrate(hasher: Hasher, banned: np.ndarray, innocent: Sequence[Source], target_fpr: float, *,
-              banned_dct: np.ndarray | None = None, crops: CropHashes | None = None,
-              given: Thresholds = Thresholds(0)) -> Calibrated:
-    """The thresholds of `fused_thresholds` for the banned hashes (and the DCT hashes and crop hashes when
-    given), keeping the DCT and crops thresholds of `given` that are not None."""
-    if not innocent:
-        raise PublishError("calibration needs at least one readable innocent image")
-    if not 0.0 <= target_fpr <= 1.0:
-        raise PublishError(f"the target false-positive rate must be in [0, 1], got {target_fpr}")
-    views = [s.views for s in innocent]
-    distances = hasher.nearest_queries(views, banned).distance
-    dct = None if banned_dct is None else nearest(np.stack([s.dct for s in innocent]), banned_dct).distance
-    to_crops = None if crops is None else hasher.nearest_queries(views, crops.hashes).distance
-    chosen = fused_thresholds(distances, target_fpr, hasher.spec.bits, dct=dct, crops=to_crops,
-                              dct_threshold=given.dct, crops_threshold=given.crops)
-    share = float(np.mean(chosen.flags(distances, dct, to_crops)))
-    return Calibrated(chosen, Calibration(float(target_fpr), share, len(innocent)), distances, dct, to_crops)
+@dataclass(frozen=True)
+class Thresholds:
+    """What a bundle will carry: a threshold per signal, its crop hashes (when it carries them), and its
+    calibration (when calibrated)."""
+
+    thresholds: dict[str, int]
+    crops: CropHashes | None
+    calibration: Calibration | None
+
+
+def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str, int], *, dct: bool, crops: bool,
+                   innocent: Innocent | None, target_fpr: float, confidence: float = DEFAULT_CONFIDENCE,
+                   warn: Callable[[str], None], progress: Callable[[int], None] | None = None) -> Thresholds:
+    """Every threshold of a bundle: those `given` as they are, the others calibrated together on the innocent
+    images (calibration.calibrate). Without innocent images, the DCT threshold defaults to
+    DEFAULT_DCT_THRESHOLD and the network's to the paper's, both uncalibrated (`warn` says so), and crop hashes
+    come only with a given crops threshold."""
+    with_crops = crops and (innocent is not None or CROPS in given)
+    crop_list = CropHashes(*crop_hashes(hasher, [source.image for source in sources])) if with_crops else None
+    if innocent is None:
+        chosen = dict(given)
+        if dct and DCT not in chosen:
+            chosen[DCT] = DEFAULT_DCT_THRESHOLD
+            warn(f"no --dct-threshold or --innocent: using the DCT threshold {DEFAULT_DCT_THRESHOLD}, which is not "
+                 "calibrated against false positives")
+        if NETWORK not in chosen:
+            chosen[NETWORK] = PAPER_THRESHOLD
+            warn(f"no --threshold or --innocent: using the paper's threshold {PAPER_THRESHOLD}, which is not "
+                 "calibrated against false positives; no crop hashes without a calibrated or given threshold")
+        return Thresholds(chosen, crop_list, None)
+    banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
+    lists = Lists({NETWORK: banned, **({CROPS: crop_list.hashes} if crop_list is not None else {}),
+                   **({DCT: np.stack([source.dct for source in sources])} if dct else {})})
+    done = calibrate(hasher, lists, [s.image for s in sources], [s.digest for s in sources],
+                     [s.views for s in innocent.sources], np.stack([s.dct for s in innocent.sources]),
+                     innocent.groups, target_fpr, confidence=confidence, given=given, progress=progress)
+    chosen, record = done.choice.thresholds, done.calibration
+    if chosen[NETWORK] <= 2 and NETWORK not in given:
+        warn(f"the calibrated network threshold is {chosen[NETWORK]}: at a {target_fpr:g} false-positive rate this "
+             "model can barely tell altered copies from innocent images")
+    if record.bound_fpr is not None and record.bound_fpr > target_fpr:
+        warn(f"the bound on innocent images flagged is {100 * record.bound_fpr:.1f}%, more than the target "
+             f"{100 * target_fpr:.1f}%, even at the least the given thresholds allow")
+    return Thresholds(chosen, crop_list, record)
 
 
 def next_sequence(state_path: Path, list_name: str, now: int) -> int:
@@ -154,7 +172,7 @@ def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Sou
     return kept, [source for source in sources if source.detail < MIN_DETAIL]
 
 
-def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, thresholds: Thresholds,
+def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, thresholds: dict[str, int],
                  authority: str, list_name: str, sequence: int, expires_in: int,
                  calibration: Calibration | None = None, crops: CropHashes | None = None,
                  now: int | None = None) -> tuple[Bundle, bytes]:
@@ -170,18 +188,18 @@ def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateK
     hashes = hasher.hash_arrays(np.stack([source.array for source in sources]))
     # Random row order too, so not even the sorting of file names shows through; the same for both signals.
     order = np.random.default_rng(secrets.randbits(64)).permutation(len(hashes))
-    dct = None if thresholds.dct is None else DctSignal(
-        hashes=np.stack([source.dct for source in sources])[order], threshold=thresholds.dct)
+    dct = None if DCT not in thresholds else DctSignal(
+        hashes=np.stack([source.dct for source in sources])[order], threshold=thresholds[DCT])
     crop_signal = None
-    if thresholds.crops is not None:
+    if CROPS in thresholds:
         if crops is None:
             raise ValueError("a crops threshold needs the crop hashes")
         owners = np.argsort(order)[crops.owners]  # source i is row argsort(order)[i] of the bundle
         by_row = np.argsort(owners, kind="stable")  # crops in the bundle's row order, not the file names'
         crop_signal = CropSignal(hashes=crops.hashes[by_row], owners=owners[by_row].astype(np.int64),
-                                 threshold=thresholds.crops)
+                                 threshold=thresholds[CROPS])
     bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes[order],
-                    ids=opaque_ids(len(sources)), threshold=thresholds.neural, authority=authority,
+                    ids=opaque_ids(len(sources)), threshold=thresholds[NETWORK], authority=authority,
                     key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
                     expires=created + expires_in, calibration=calibration, dct=dct, crops=crop_signal)
     return bundle, sign_bundle(bundle, key)

@@ -18,7 +18,7 @@ import vetohash
 from vetohash.console import ExitCode, Group, printable, run
 from vetohash.errors import VetohashError
 
-from .records import bundle_record, hash_record, iso, screen_record, verdict
+from .records import bundle_record, hash_record, iso, log_record, screen_record, signal_fields, verdict
 from .store import BundleRow, ChainRow, Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
 
@@ -220,7 +220,6 @@ def ingest(bundle: Path, as_json: bool) -> None:
     Example:
       platform ingest acme-demo.vhb
     """
-    from vetohash.bundle import NEURAL
     from vetohash.chunked import is_chunked
 
     from .ingest import Outcome, ingest_file
@@ -233,11 +232,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
     if as_json:
         _emit({"outcome": done.outcome.value, "authority": b.authority, "key_id": b.key_id,
                "list": b.list_name, "sequence": b.sequence, "previous_sequence": done.previous_sequence,
-               "hashes": len(b.hashes), "threshold": b.threshold, "decision": b.decision,
-               "dct_threshold": b.dct.threshold if b.dct else None,
-               "crop_hashes": len(b.crops.hashes) if b.crops else 0,
-               "crops_threshold": b.crops.threshold if b.crops else None, "expires": iso(b.expires),
-               "sha256": done.sha256})
+               "decision": b.decision, **signal_fields([(s.name, len(s.hashes), s.threshold) for s in b.signals]),
+               "expires": iso(b.expires), "sha256": done.sha256})
         return
     what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
     if done.outcome is Outcome.UNCHANGED:
@@ -246,7 +242,7 @@ def ingest(bundle: Path, as_json: bool) -> None:
     replaced = f", replacing sequence {done.previous_sequence}" if done.outcome is Outcome.REPLACED else ""
     crops = "" if b.crops is None else f", {len(b.crops.hashes)} crop hashes, crops threshold {b.crops.threshold}"
     dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold}"
-    fused = "" if b.decision == NEURAL else " (any matches)" if b.crops and b.dct else " (either matches)"
+    fused = "" if len(b.signals) == 1 else " (any matches)" if len(b.signals) > 2 else " (either matches)"
     click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{crops}{dct}{fused}, "
                f"expires {iso(b.expires)}")
 
@@ -275,6 +271,14 @@ def _ingest_chunked(path: Path, as_json: bool) -> None:
                f"{_or_dash(m.signals.dct)}, crops threshold {_or_dash(m.signals.crops)}, expires {iso(m.expires)}")
 
 
+def _signal_text(found: Sequence[tuple[str, int, int]]) -> str:
+    """A bundle's signals in one table cell: "network<47 crops<36(1870) dct<96" (hash counts beside the
+    signals whose count differs from the network's)."""
+    network = found[0][1]
+    return " ".join(f"{name}<{threshold}" + ("" if count == network else f"({count})")
+                    for name, count, threshold in found)
+
+
 @cli.command()
 @json_option
 @db_option
@@ -282,11 +286,13 @@ def bundles(as_json: bool) -> None:
     """List stored bundles and whether each is used for screening.
 
     A bundle is active until it expires or its key is removed from trust; the others are listed with
-    the reason they are not used. THRESHOLD is the network hash's, DCT THRESHOLD the DCT hash's ("-" for
-    a bundle without one); CROPS counts the bundle's crop hashes (the network's hashes of crops of each
-    banned image, matched with a threshold of their own: CROPS THRESHOLD, "-" without them); FPR MEASURED
-    is the share of the authority's innocent images any of them flagged. A version 4 list also shows its
-    chain: each sequence applied since its last whole list, and for a delta its base.
+    the reason they are not used. SIGNALS lists the bundle's signals with their thresholds (an image
+    matches when any signal's distance is below its threshold): network (the network's hash of each banned
+    image), crops (the network's hashes of crops of each banned image, their count in brackets) and dct
+    (a classical DCT hash of each banned image). FPR TARGET/MEASURED is the share of innocent images the
+    authority meant to flag, and the share flagged among its own innocent images; a third figure is the
+    upper bound on that share the authority held to the target (bundles of format version 5). A version 4
+    list also shows its chain: each sequence applied since its last whole list, and for a delta its base.
 
     \b
     Example:
@@ -306,15 +312,18 @@ def bundles(as_json: bool) -> None:
         click.echo("no bundles stored; ingest one with `platform ingest BUNDLE`", err=True)
         return
 
-    def fpr(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2g}"
+    def fpr(calibration: dict[str, Any] | None) -> str:
+        """TARGET/MEASURED, and /BOUND for a calibration with a bound."""
+        shares = [(calibration or {}).get(name) for name in ("target_fpr", "measured_fpr", "bound_fpr")]
+        shown = shares if shares[2] is not None else shares[:2]
+        return "/".join("-" if value is None else f"{value:.2g}" for value in shown)
 
-    _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence, s.row.hash_count,
-             s.row.threshold, _or_dash(s.row.dct_threshold), s.row.crop_hashes, _or_dash(s.row.crops_threshold),
-             _day(s.row.created), _day(s.row.expires), f"{fpr(s.row.target_fpr)}/{fpr(s.row.measured_fpr)}")
+    _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence,
+             s.row.signals[0].hashes, _signal_text([(x.signal, x.hashes, x.threshold) for x in s.row.signals]),
+             _day(s.row.created), _day(s.row.expires), fpr(s.row.calibration))
             for s in found],
-           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "THRESHOLD", "DCT THRESHOLD", "CROPS",
-            "CROPS THRESHOLD", "CREATED (UTC)", "EXPIRES (UTC)", "FPR TARGET/MEASURED"))
+           ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "SIGNALS", "CREATED (UTC)", "EXPIRES (UTC)",
+            "FPR TARGET/MEASURED"))
     for s in found:
         if s.status is not Status.ACTIVE:
             click.echo(f"not used: {s.row.authority}/{s.row.list_name}: {s.reason}")
@@ -349,8 +358,8 @@ def _image_options(command: F) -> F:
     return command
 
 
-def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_threshold: int | None = None,
-              crops_threshold: int | None = None) -> tuple[Screener, list[str]]:
+def _screener(workers: int | None, batch_size: int, thresholds: dict[str, int] | None = None
+              ) -> tuple[Screener, list[str]]:
     """The screener over every active bundle, and a warning for each trusted list that is stored but no longer
     in force (expired, or its stored bytes no longer verify): it matches nothing, which `clean` would hide."""
     from vetohash.preprocess import route_warnings
@@ -364,8 +373,7 @@ def _screener(threshold: int | None, workers: int | None, batch_size: int, dct_t
               f"nothing is matched against it: {s.reason}" for s in found
               if s.status in (Status.EXPIRED, Status.INVALID)]
     active = [s for s in found if s.status is Status.ACTIVE]
-    return Screener(active, threshold=threshold, workers=workers, batch=batch_size, dct_threshold=dct_threshold,
-                    crops_threshold=crops_threshold), lapsed
+    return Screener(active, thresholds=thresholds, workers=workers, batch=batch_size), lapsed
 
 
 def _with_progress(items: Sequence[Upload], results: Iterable[ImageResult], show: bool | None
@@ -426,9 +434,13 @@ def screen(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_siz
       curl -s https://example.org/a.jpg | platform screen -
       platform screen --json uploads/ | jq 'select(.verdict == "match")'
     """
+    from vetohash.signals import CROPS, DCT, NETWORK
+
     from .screening import MatchLog, uploads
 
-    screener, lapsed = _screener(threshold, workers, batch_size, dct_threshold, crops_threshold)
+    given = {NETWORK: threshold, CROPS: crops_threshold, DCT: dct_threshold}
+    screener, lapsed = _screener(workers, batch_size,
+                                 {name: value for name, value in given.items() if value is not None})
     for warning in lapsed:
         _warn(warning)
     items = uploads(paths, sys.stdin.buffer, _warn)
@@ -463,24 +475,20 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
     from vetohash.detail import MIN_DETAIL
 
     for v in result.verdicts:
-        nearest = "empty list" if v.distance is None else f"nearest {v.nearest_id}  distance {v.distance}"
-        if v.crops_distance is not None:
-            nearest += f"  crops nearest {v.crops_nearest_id}  distance {v.crops_distance}"
-        if v.dct_distance is not None:
-            nearest += f"  dct nearest {v.dct_nearest_id}  distance {v.dct_distance}"
+        network, others = v.network, [side for side in v.sides[1:] if side.distance is not None]
+        nearest = ("empty list" if network.distance is None
+                   else f"nearest {network.nearest_id}  distance {network.distance}")
+        nearest += "".join(f"  {side.signal} nearest {side.nearest_id}  distance {side.distance}" for side in others)
         if result.featureless and result.detail is not None:
             verdict, detail = "featureless", f"detail {result.detail:.1f} < {MIN_DETAIL:g}, never a match ({nearest})"
-        elif v.distance is None:
+        elif network.distance is None:
             verdict, detail = "clean", nearest
         else:
             verdict = "MATCH" if v.match else "clean"
-            sides = [side for side in (("crops", v.crops_nearest_id, v.crops_distance, v.crops_threshold),
-                                       ("dct", v.dct_nearest_id, v.dct_distance, v.dct_threshold))
-                     if side[2] is not None and side[3] is not None]
-            detail = f"nearest {v.nearest_id}  distance {v.distance} {_compared(v.distance, v.threshold)}"
-            detail += "".join(f"  {name} nearest {found}  distance {distance} {_compared(distance, limit)}"
-                              for name, found, distance, limit in sides)
-            detail += f"  by {v.signal}" if sides and v.signal else ""
+            detail = "  ".join(f"{'' if side is network else side.signal + ' '}nearest {side.nearest_id}  "
+                               f"distance {side.distance} {_compared(side.distance, side.threshold)}"
+                               for side in [network, *others] if side.distance is not None)
+            detail += f"  by {'+'.join(v.by)}" if others and v.by else ""
         yield f"{verdict}  {result.name}  {_list_label(v.authority, v.list_name, v.sequence, v.key_id)}  {detail}  " \
               f"hash {v.hash}"
 
@@ -517,7 +525,7 @@ def hash_(paths: tuple[str, ...], as_json: bool, workers: int | None, batch_size
 
     from .screening import uploads
 
-    screener, _ = _screener(None, workers, batch_size)
+    screener, _ = _screener(workers, batch_size)
     items = uploads(paths, sys.stdin.buffer, _warn)
     errors = 0
     for result, echo in _with_progress(items, screener.run(items, compare=False), progress):
@@ -689,9 +697,9 @@ def serve(host: str, port: int, workers: int, token_file: Path | None, max_bytes
 @json_option
 @db_option
 def log(limit: int | None, as_json: bool) -> None:
-    """Show logged matches, oldest first: when, the image's SHA-256, the bundle, which signal matched
-    (neural, dct or both), the banned id and distance of each signal; for a bundle with crop hashes also
-    the id whose crop was nearest, its distance and threshold (a crop match is a neural one).
+    """Show logged matches, oldest first: when, the image's SHA-256, the bundle, which signals matched
+    (network, crops, dct), and for each signal of the bundle the nearest banned id, its distance and
+    threshold (for crops: the id of the image whose crop was nearest).
 
     The image itself is never stored; its SHA-256 lets you find it again among your files.
 
@@ -703,24 +711,16 @@ def log(limit: int | None, as_json: bool) -> None:
     rows = _store().matches(limit)
     if as_json:
         for r in rows:
-            _emit({"time": iso(r.time), "image_sha256": r.image_sha256, "image_hash": r.image_hash,
-                   "authority": r.authority, "key_id": r.key_id, "list": r.list_name, "sequence": r.sequence,
-                   "bundle_sha256": r.bundle_sha256, "hash_id": r.hash_id, "distance": r.distance,
-                   "threshold": r.threshold, "signal": r.signal, "dct_hash": r.dct_hash,
-                   "dct_hash_id": r.dct_hash_id, "dct_distance": r.dct_distance,
-                   "dct_threshold": r.dct_threshold, "crops_hash_id": r.crops_hash_id,
-                   "crops_distance": r.crops_distance, "crops_threshold": r.crops_threshold})
+            _emit(log_record(r))
         return
     if not rows:
         click.echo("no matches logged", err=True)
         return
-    _table([(iso(r.time), _list_label(r.authority, r.list_name, r.sequence, r.key_id), r.signal, r.hash_id,
-             r.distance,
-             r.threshold, _or_dash(r.crops_hash_id), _or_dash(r.crops_distance), _or_dash(r.crops_threshold),
-             _or_dash(r.dct_hash_id), _or_dash(r.dct_distance), _or_dash(r.dct_threshold), r.image_sha256)
+    _table([(iso(r.time), _list_label(r.authority, r.list_name, r.sequence, r.key_id), "+".join(r.matched_by),
+             "  ".join(f"{s.signal} {_or_dash(s.hash_id)} {_or_dash(s.distance)}/{s.threshold}" for s in r.sides),
+             r.image_sha256)
             for r in rows],
-           ("TIME (UTC)", "BUNDLE", "SIGNAL", "HASH ID", "DISTANCE", "THRESHOLD", "CROPS HASH ID", "CROPS DISTANCE",
-            "CROPS THRESHOLD", "DCT HASH ID", "DCT DISTANCE", "DCT THRESHOLD", "IMAGE SHA256"))
+           ("TIME (UTC)", "BUNDLE", "BY", "NEAREST ID DISTANCE/THRESHOLD, PER SIGNAL", "IMAGE SHA256"))
 
 
 def _or_dash(value: object) -> str:

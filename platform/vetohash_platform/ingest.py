@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vetohash import signals
 from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S, Bundle, read_bundle_file
 from vetohash.chunked import IMAGES, REMOVED, Manifest, open_chunked, read_manifest
 from vetohash.errors import BundleError, BundleSignatureError
 
 from .biglist import BigList, DeltaBaseError, build_generation, generation_folder, prune
-from .store import BundleRow, ChainRow, Store
+from .store import BundleRow, ChainRow, SignalRow, Store
 from .trust import trusted_map
 
 
@@ -120,7 +121,8 @@ def ingest_chunked(store: Store, path: Path, now: float | None = None) -> Ingest
                                         "ingest it again")
             shutil.rmtree(final, ignore_errors=True)  # a leftover of an interrupted ingest
             os.replace(temp, final)
-            crop_hashes += previous.crop_hashes if base is not None and previous is not None else 0
+            held = None if base is None or previous is None else previous.signal(signals.CROPS)
+            crop_hashes += 0 if held is None else held.hashes
             store.put_bundle(_chunked_row(m, chunked.manifest_bytes, chunked.sha256, crop_hashes))
             store.add_chain(ChainRow(m.key_id, m.list_name, m.sequence, m.base, chunked.sha256, m.images,
                                      m.count(IMAGES), m.count(REMOVED), int(time.time())))
@@ -156,16 +158,15 @@ def _located(error: BundleError, path: Path, trusted: bool) -> BundleError:
 
 def _chunked_row(m: Manifest, data: bytes, digest: str, crop_hashes: int) -> BundleRow:
     calibration = m.calibration
+    counts = {signals.NETWORK: m.images, signals.CROPS: crop_hashes, signals.DCT: m.images}
     decision = "neural" + ("-or-crops" if m.signals.crops is not None else "") \
         + ("-or-dct" if m.signals.dct is not None else "")
     return BundleRow(
         key_id=m.key_id, list_name=m.list_name, authority=m.authority, sequence=m.sequence, sha256=digest,
-        data=data, hash_count=m.images, threshold=m.signals.neural, model=m.spec.name, created=m.created,
-        expires=m.expires, target_fpr=calibration.target_fpr if calibration else None,
-        measured_fpr=calibration.measured_fpr if calibration else None,
-        innocent_images=calibration.innocent_images if calibration else None, ingested=int(time.time()),
-        decision=decision, dct_threshold=m.signals.dct, crops_threshold=m.signals.crops,
-        crop_hashes=crop_hashes, chunked=1)
+        data=data, model=m.spec.name, created=m.created, expires=m.expires, ingested=int(time.time()),
+        decision=decision,
+        signals=tuple(SignalRow(name, counts[name], threshold) for name, threshold in m.signals.thresholds.items()),
+        calibration=None if calibration is None else calibration.to_dict(), chunked=1)
 
 
 def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:
@@ -177,17 +178,11 @@ def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:
         sequence=bundle.sequence,
         sha256=digest,
         data=data,
-        hash_count=len(bundle.hashes),
-        threshold=bundle.threshold,
         model=bundle.spec.name,
         created=bundle.created,
         expires=bundle.expires,
-        target_fpr=calibration.target_fpr if calibration else None,
-        measured_fpr=calibration.measured_fpr if calibration else None,
-        innocent_images=calibration.innocent_images if calibration else None,
         ingested=int(time.time()),
         decision=bundle.decision,
-        dct_threshold=bundle.dct.threshold if bundle.dct else None,
-        crops_threshold=bundle.crops.threshold if bundle.crops else None,
-        crop_hashes=len(bundle.crops.hashes) if bundle.crops else 0,
+        signals=tuple(SignalRow(s.name, len(s.hashes), s.threshold) for s in bundle.signals),
+        calibration=None if calibration is None else calibration.to_dict(),
     )

@@ -5,11 +5,10 @@ file is read and decoded once, however many models need it. A file that cannot b
 result carrying its error; the rest of the batch goes on. An image with too little detail to hash
 (vetohash.detail: flat colour, near-blank) is hashed and compared, but never a match: it is featureless.
 
-A bundle with a DCT signal (format v2) matches an image when either its network hash or its DCT hash
-(vetohash.dcthash, computed once per image whatever the number of bundles) is below that signal's threshold
-(vetohash.fusion); the verdict says which. A bundle with crop hashes (format v3) also matches when the image's
-network hash, over its views, is below the crops threshold from the nearest crop hash: a "neural" match that
-names the banned image the crop was cut from.
+Each bundle carries one or more signals (vetohash.signals: the network's hashes of the banned images, and
+maybe crop hashes and DCT hashes); an image matches when any signal's nearest hash is closer than that signal's
+threshold, and the verdict names the signals that matched. The image's DCT hash is computed once per image,
+whatever the number of bundles.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from vetohash import codec, fusion
+from vetohash import codec, signals
 from vetohash.bundle import Bundle
-from vetohash.chunked import CROPS, DCT, NEURAL, Manifest
+from vetohash.chunked import MANIFEST_NAMES, Manifest
 from vetohash.dcthash import BITS as DCT_BITS
 from vetohash.dcthash import HASH_BYTES, dct_hashes
 from vetohash.detail import MIN_DETAIL, detail
@@ -38,14 +37,14 @@ from vetohash.errors import ImageError, VetohashError
 from vetohash.files import image_files
 from vetohash.hasher import Hasher
 from vetohash.hashes import Hash
-from vetohash.matching import best_by_owner, nearest, nearest_by_owner
+from vetohash.matching import best_by_owner
 from vetohash.preprocess import (MAX_FILE_BYTES, Preprocess, collected_warnings, header_pixels, open_image,
                                  query_arrays, read_image_file)
 from vetohash.specs import ModelSpec
 
 from .active import StoredBundle
 from .biglist import BigList
-from .store import MatchRow, Store
+from .store import MatchRow, MatchSide, Store
 
 BATCH = 256
 # Decoded pixels the decoding threads may hold at once, whatever their number: eight 7000x7000 JPEGs took
@@ -94,15 +93,23 @@ def uploads(arguments: Sequence[str], stdin: BinaryIO, warn: Callable[[str], Non
 
 
 @dataclass(frozen=True)
-class ListVerdict:
-    """An image against one bundle: its hash, the nearest banned id and distance, the threshold, the verdict;
-    the same for the DCT hash when the bundle carries a DCT signal (else the dct_ fields are None); and for
-    the nearest crop hash when it carries crop hashes (`crops_nearest_id` names the banned image the crop was
-    cut from; else the crops_ fields are None).
+class Side:
+    """An image against one signal of a bundle: the nearest banned id and the distance to it (None when the
+    signal's list is empty), the threshold, and the image's hash under the signal's hash function when it is
+    not the network's (the DCT hash)."""
 
-    `nearest_id` and `distance` are None when the bundle's list is empty, the crops_ ones when it has no crop
-    hashes. A featureless image's hashes say nothing about it, so its distances are shown but never make a match.
-    """
+    signal: str
+    nearest_id: str | None
+    distance: int | None
+    threshold: int
+    hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ListVerdict:
+    """An image against one bundle: its network hash, and one side per signal the bundle carries, in the
+    order of vetohash.signals.ORDER (the network's first; a crop side names the banned image the crop was cut
+    from). A featureless image's hashes say nothing about it, so its distances are shown but never match."""
 
     authority: str
     key_id: str
@@ -110,36 +117,33 @@ class ListVerdict:
     sequence: int
     bundle_sha256: str
     hash: str
-    nearest_id: str | None
-    distance: int | None
-    threshold: int
+    sides: tuple[Side, ...]
     featureless: bool = False
-    dct_hash: str | None = None
-    dct_nearest_id: str | None = None
-    dct_distance: int | None = None
-    dct_threshold: int | None = None
-    crops_nearest_id: str | None = None
-    crops_distance: int | None = None
-    crops_threshold: int | None = None
+
+    def side(self, signal: str) -> Side | None:
+        """The side of one signal, None when the bundle does not carry it."""
+        return next((side for side in self.sides if side.signal == signal), None)
 
     @property
-    def signal(self) -> str | None:
-        """Which hash function matched (vetohash.fusion: "neural", "dct", "both"), or None: each distance
-        matches when strictly below its threshold, and none for a featureless image. The network matches by
-        the whole-image distance or the crops distance."""
+    def network(self) -> Side:
+        """The network signal's side, which every bundle has."""
+        side = self.side(signals.NETWORK)
+        if side is None:
+            raise ValueError("a verdict always has the network's side")
+        return side
+
+    @property
+    def by(self) -> tuple[str, ...]:
+        """The signals that matched (vetohash.signals.matched_by); none for a featureless image."""
         if self.featureless:
-            return None
-        neural = ((self.distance is not None and self.distance < self.threshold)
-                  or (self.crops_distance is not None and self.crops_threshold is not None
-                      and self.crops_distance < self.crops_threshold))
-        dct = (self.dct_distance is not None and self.dct_threshold is not None
-               and self.dct_distance < self.dct_threshold)
-        return fusion.signal(neural, dct)
+            return ()
+        return signals.matched_by({s.signal: s.distance for s in self.sides},
+                                  {s.signal: s.threshold for s in self.sides})
 
     @property
     def match(self) -> bool:
         """Whether any signal matched."""
-        return self.signal is not None
+        return bool(self.by)
 
 
 @dataclass(frozen=True)
@@ -181,9 +185,7 @@ class ImageResult:
 class _List:
     stored: StoredBundle
     bundle: Bundle | BigList  # a version 4 list is searched through its indexes
-    threshold: int
-    dct_threshold: int | None
-    crops_threshold: int | None
+    thresholds: dict[str, int]  # signal name -> the threshold screening uses, in vetohash.signals.ORDER
 
     @property
     def header(self) -> Bundle | Manifest:
@@ -240,38 +242,33 @@ class DecodeBudget:
 class Screener:
     """Hashes images under every active bundle's model and compares them with each bundle's banned hashes."""
 
-    def __init__(self, active: Sequence[StoredBundle], threshold: int | None = None,
-                 workers: int | None = None, batch: int = BATCH, dct_threshold: int | None = None,
-                 crops_threshold: int | None = None, decode_budget: int = DECODE_BUDGET_BYTES) -> None:
-        """`threshold`, `dct_threshold` and `crops_threshold` replace every bundle's own (the latter two only
-        where a bundle carries a DCT signal, crop hashes)."""
+    def __init__(self, active: Sequence[StoredBundle], thresholds: Mapping[str, int] | None = None,
+                 workers: int | None = None, batch: int = BATCH, decode_budget: int = DECODE_BUDGET_BYTES) -> None:
+        """`thresholds` (signal name -> threshold) replace every bundle's own for the signals it carries."""
         if not active:
             raise VetohashError("no active bundles to screen against: trust an authority key with "
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
-        if dct_threshold is not None and not 0 <= dct_threshold <= DCT_BITS:
-            raise VetohashError(f"the DCT threshold {dct_threshold} is outside 0..{DCT_BITS}")
+        given = dict(thresholds or {})
+        unknown = sorted(set(given) - set(signals.ORDER))
+        if unknown:
+            raise VetohashError(f"no signal named {', '.join(unknown)}; the signals are {', '.join(signals.ORDER)}")
         self.workers = workers or default_workers()
         groups: dict[str, list[_List]] = {}
         hashers: dict[str, Hasher] = {}
         dct_any = False
         for stored in active:
             found = _searchable(stored)
-            spec, weights = found.spec, found.weights
-            own_neural, own_dct, own_crops = found.thresholds
-            if threshold is not None and not 0 <= threshold <= spec.bits:
-                raise VetohashError(f"--threshold {threshold} is outside 0..{spec.bits} for the "
-                                    f"{spec.bits}-bit hashes of list {stored.row.list_name!r}")
-            if crops_threshold is not None and not 0 <= crops_threshold <= spec.bits:
-                raise VetohashError(f"--crops-threshold {crops_threshold} is outside 0..{spec.bits} for "
-                                    f"the {spec.bits}-bit hashes of list {stored.row.list_name!r}")
-            model_id = hashlib.sha256(codec.pack([spec.to_dict(), weights])).hexdigest()[:16]
+            for name, bits in found.bits.items():
+                value = given.get(name)
+                if value is not None and not 0 <= value <= bits:
+                    raise VetohashError(f"the {name} threshold {value} is outside 0..{bits} for the "
+                                        f"{bits}-bit hashes of list {stored.row.list_name!r}")
+            model_id = hashlib.sha256(codec.pack([found.spec.to_dict(), found.weights])).hexdigest()[:16]
             if model_id not in hashers:
                 hashers[model_id] = found.hasher().with_threads(self.workers)
-            groups.setdefault(model_id, []).append(
-                _List(stored, found.bundle, own_neural if threshold is None else threshold,
-                      own_dct if dct_threshold is None or own_dct is None else dct_threshold,
-                      own_crops if crops_threshold is None or own_crops is None else crops_threshold))
-            dct_any = dct_any or own_dct is not None
+            used = {name: own if given.get(name) is None else given[name] for name, own in found.thresholds.items()}
+            groups.setdefault(model_id, []).append(_List(stored, found.bundle, used))
+            dct_any = dct_any or signals.DCT in used
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
         self.dct = dct_any
         self.batch = batch
@@ -319,7 +316,9 @@ class Screener:
             firsts = np.searchsorted(owners, np.arange(len(good)))
             hashes[model.model_id] = every[firsts]
             if compare:
-                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], (every, owners), dct, featureless)
+                queries = signals.Queries(len(good), {signals.NEURAL_FUNCTION: (every, owners),
+                                                      signals.DCT_FUNCTION: (dct, np.arange(len(dct)))})
+                verdicts[model.model_id] = [_compare(lst, hashes[model.model_id], queries, featureless)
                                             for lst in model.lists]
         row = 0
         for upload, decoded in items:
@@ -339,71 +338,42 @@ class Screener:
             row += 1
 
 
-def _compare(lst: _List, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray], dct: np.ndarray,
-             featureless: Sequence[bool]) -> list[ListVerdict]:
-    """Each image's verdict against one bundle, from its network hashes (`views`: the hash of every view and
-    the image it belongs to; the nearest over an image's views counts, to whole-image and to crop hashes) and,
-    for a bundle with a DCT signal, its DCT hash."""
-    bundle = lst.bundle
-    if isinstance(bundle, BigList):
-        return _compare_indexed(lst, bundle, hashes, views, dct, featureless)
-    common = dict(authority=bundle.authority, key_id=bundle.key_id, list_name=bundle.list_name,
-                  sequence=bundle.sequence, bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
-    empty = len(bundle.hashes) == 0 or len(hashes) == 0
-    found = None if empty else nearest_by_owner(views[0], views[1], len(hashes), bundle.hashes)
-    dct_found = None if empty or bundle.dct is None else nearest(dct, bundle.dct.hashes)
-    crops = bundle.crops
-    crops_found = (None if empty or crops is None or len(crops.hashes) == 0
-                   else nearest_by_owner(views[0], views[1], len(hashes), crops.hashes))
+def _compare(lst: _List, hashes: np.ndarray, queries: signals.Queries, featureless: Sequence[bool]
+             ) -> list[ListVerdict]:
+    """Each image's verdict against one bundle: for each signal, the nearest of its hashes over the image's
+    views under that signal's hash function."""
+    found = {name: _nearest(lst.bundle, name, queries) for name in lst.thresholds}
+    header = lst.header
     out = []
     for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
-        verdict: dict[str, Any] = dict(common, hash=Hash(h.tobytes()).hex, featureless=f, nearest_id=None,
-                                       distance=None)
-        if found is not None:
-            verdict.update(nearest_id=bundle.ids[int(found.index[row])], distance=int(found.distance[row]))
-        if bundle.dct is not None:
-            verdict.update(dct_hash=Hash(dct[row].tobytes()).hex, dct_threshold=lst.dct_threshold)
-        if dct_found is not None:
-            verdict.update(dct_nearest_id=bundle.ids[int(dct_found.index[row])],
-                           dct_distance=int(dct_found.distance[row]))
-        if crops is not None:
-            verdict.update(crops_threshold=lst.crops_threshold)
-        if crops_found is not None and crops is not None:
-            verdict.update(crops_nearest_id=bundle.ids[int(crops.owners[int(crops_found.index[row])])],
-                           crops_distance=int(crops_found.distance[row]))
-        out.append(ListVerdict(**verdict))
+        sides = []
+        for name, threshold in lst.thresholds.items():
+            function = signals.CLASSES[name].function
+            own_hash = None
+            if function != signals.NEURAL_FUNCTION:
+                own_hash = Hash(queries.views[function][0][row].tobytes()).hex
+            nearest_id, distance = found[name][row]
+            sides.append(Side(name, nearest_id, distance, threshold, own_hash))
+        out.append(ListVerdict(header.authority, header.key_id, header.list_name, header.sequence,
+                               lst.stored.row.sha256, Hash(h.tobytes()).hex, tuple(sides), f))
     return out
 
 
-def _compare_indexed(lst: _List, big: BigList, hashes: np.ndarray, views: tuple[np.ndarray, np.ndarray],
-                     dct: np.ndarray, featureless: Sequence[bool]) -> list[ListVerdict]:
-    """As _compare, for a version 4 list: each signal's nearest image comes from its index."""
-    m = big.manifest
-    common = dict(authority=m.authority, key_id=m.key_id, list_name=m.list_name, sequence=m.sequence,
-                  bundle_sha256=lst.stored.row.sha256, threshold=lst.threshold)
-    empty = big.rows - len(big.removed) == 0 or len(hashes) == 0
-    found = None if empty else best_by_owner(big.nearest(NEURAL, views[0]), views[1], len(hashes))
-    dct_found = None if empty or m.signals.dct is None else big.nearest(DCT, dct)
-    crops_found = (None if empty or m.signals.crops is None
-                   else best_by_owner(big.nearest(CROPS, views[0]), views[1], len(hashes)))
-    out = []
-    for row, (h, f) in enumerate(zip(hashes, featureless, strict=True)):
-        verdict: dict[str, Any] = dict(common, hash=Hash(h.tobytes()).hex, featureless=f, nearest_id=None,
-                                       distance=None)
-        if found is not None and found.index[row] >= 0:
-            verdict.update(nearest_id=big.id_of(int(found.index[row])), distance=int(found.distance[row]))
-        if m.signals.dct is not None:
-            verdict.update(dct_hash=Hash(dct[row].tobytes()).hex, dct_threshold=lst.dct_threshold)
-        if dct_found is not None and dct_found.index[row] >= 0:
-            verdict.update(dct_nearest_id=big.id_of(int(dct_found.index[row])),
-                           dct_distance=int(dct_found.distance[row]))
-        if m.signals.crops is not None:
-            verdict.update(crops_threshold=lst.crops_threshold)
-        if crops_found is not None and crops_found.index[row] >= 0:
-            verdict.update(crops_nearest_id=big.id_of(int(crops_found.index[row])),
-                           crops_distance=int(crops_found.distance[row]))
-        out.append(ListVerdict(**verdict))
-    return out
+def _nearest(bundle: Bundle | BigList, name: str, queries: signals.Queries) -> list[tuple[str | None, int | None]]:
+    """Each image's nearest banned id by one signal and the distance to it, (None, None) when the list is
+    empty; a version 4 list's come from its index of that signal."""
+    if isinstance(bundle, Bundle):
+        signal = next(s for s in bundle.signals if s.name == name)
+        near = signal.nearest(queries)
+        if near is None:
+            return [(None, None)] * queries.count
+        return [(bundle.ids[int(i)], int(d)) for i, d in zip(near.index, near.distance, strict=True)]
+    if bundle.rows - len(bundle.removed) == 0 or queries.count == 0:
+        return [(None, None)] * queries.count
+    every, owners = queries.views[signals.CLASSES[name].function]
+    near = best_by_owner(bundle.nearest(MANIFEST_NAMES[name], every), owners, queries.count)
+    return [(bundle.id_of(int(i)), int(d)) if i >= 0 else (None, None)
+            for i, d in zip(near.index, near.distance, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -413,7 +383,8 @@ class _Searchable:
     bundle: Bundle | BigList
     spec: ModelSpec
     weights: Any
-    thresholds: tuple[int, int | None, int | None]  # neural, DCT, crops
+    thresholds: dict[str, int]  # each signal's own threshold, by name, in vetohash.signals.ORDER
+    bits: dict[str, int]  # each signal's hash width, the largest threshold
 
     def hasher(self) -> Hasher:
         return self.bundle.hasher() if isinstance(self.bundle, Bundle) else Hasher.from_encoded(self.spec, self.weights)
@@ -422,14 +393,14 @@ class _Searchable:
 def _searchable(stored: StoredBundle) -> _Searchable:
     if stored.manifest is not None and stored.folder is not None:
         big = BigList(stored.manifest, stored.folder)
-        s = stored.manifest.signals
-        return _Searchable(big, stored.manifest.spec, big.weights(), (s.neural, s.dct, s.crops))
+        thresholds = stored.manifest.signals.thresholds
+        bits = {name: DCT_BITS if name == signals.DCT else stored.manifest.spec.bits for name in thresholds}
+        return _Searchable(big, stored.manifest.spec, big.weights(), thresholds, bits)
     bundle = stored.bundle
     if bundle is None:
         raise ValueError("Screener takes active bundles only")
-    return _Searchable(bundle, bundle.spec, bundle.weights,
-                       (bundle.threshold, None if bundle.dct is None else bundle.dct.threshold,
-                        None if bundle.crops is None else bundle.crops.threshold))
+    return _Searchable(bundle, bundle.spec, bundle.weights, bundle.thresholds,
+                       {s.name: s.bits for s in bundle.signals})
 
 
 def _decode(upload: Upload, pres: Sequence[Preprocess], dct: bool, budget: DecodeBudget) -> _Decoded | ImageError:
@@ -468,13 +439,11 @@ class MatchLog:
         """Log every matching verdict of one image."""
         now = time.time()
         for v in result.verdicts:
-            signal = v.signal
-            if signal is not None and result.sha256 is not None and v.nearest_id is not None \
-                    and v.distance is not None:
+            if v.match and result.sha256 is not None:
                 self.rows.append(MatchRow(now, result.sha256, v.hash, v.bundle_sha256, v.authority, v.key_id,
-                                          v.list_name, v.sequence, v.nearest_id, v.distance, v.threshold, signal,
-                                          v.dct_hash, v.dct_nearest_id, v.dct_distance, v.dct_threshold,
-                                          v.crops_nearest_id, v.crops_distance, v.crops_threshold))
+                                          v.list_name, v.sequence, v.by,
+                                          tuple(MatchSide(s.signal, s.nearest_id, s.distance, s.threshold, s.hash)
+                                                for s in v.sides)))
         if len(self.rows) >= self.flush_every:
             self.flush()
 

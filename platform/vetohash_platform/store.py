@@ -11,12 +11,15 @@ made by an older vetohash is brought up to date, in one transaction, the first t
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vetohash.errors import VetohashError
 
@@ -99,6 +102,74 @@ CREATE TABLE chain (
     ingested  INTEGER NOT NULL,
     PRIMARY KEY (key_id, list_name, sequence)
 );
+""", """
+-- One meaning per name (vetohash.signals): a bundle's signals and a match's sides become one list each, so a new
+-- signal needs no new columns. bundles.signals is a JSON array of {"signal", "hashes", "threshold"}, and
+-- bundles.calibration the bundle's calibration map as JSON (or NULL). matches.matched_by names the signals that
+-- matched, comma-separated, and matches.sides is a JSON array of {"signal", "hash_id", "distance", "threshold",
+-- "hash"}, one per signal of the bundle. Old rows are rewritten from their columns: a side per signal the bundle
+-- had, matched_by by the rule every version used (distance < threshold), a version 4 list's chunked flag kept.
+-- No semicolons in these comments: the migration is split on them.
+CREATE TABLE bundles_v5 (
+    key_id      TEXT NOT NULL,
+    list_name   TEXT NOT NULL,
+    authority   TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    model       TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    expires     INTEGER NOT NULL,
+    ingested    INTEGER NOT NULL,
+    decision    TEXT NOT NULL,
+    signals     TEXT NOT NULL,
+    calibration TEXT,
+    chunked     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, list_name)
+);
+INSERT INTO bundles_v5 SELECT key_id, list_name, authority, sequence, sha256, data, model, created, expires,
+    ingested, decision,
+    CASE WHEN dct_threshold IS NULL THEN n ELSE json_insert(n, '$[#]', json_object('signal', 'dct',
+        'hashes', hash_count, 'threshold', dct_threshold)) END,
+    CASE WHEN target_fpr IS NULL THEN NULL ELSE json_object('target_fpr', target_fpr,
+        'measured_fpr', measured_fpr, 'innocent_images', innocent_images) END,
+    chunked
+    FROM (SELECT *, CASE WHEN crops_threshold IS NULL THEN network
+                    ELSE json_insert(network, '$[#]', json_object('signal', 'crops', 'hashes', crop_hashes,
+                        'threshold', crops_threshold)) END AS n
+          FROM (SELECT *, json_array(json_object('signal', 'network', 'hashes', hash_count,
+                                                 'threshold', threshold)) AS network
+                FROM bundles));
+DROP TABLE bundles;
+ALTER TABLE bundles_v5 RENAME TO bundles;
+CREATE TABLE matches_v5 (
+    id            INTEGER PRIMARY KEY,
+    time          REAL NOT NULL,
+    image_sha256  TEXT NOT NULL,
+    image_hash    TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    authority     TEXT NOT NULL,
+    key_id        TEXT NOT NULL,
+    list_name     TEXT NOT NULL,
+    sequence      INTEGER NOT NULL,
+    matched_by    TEXT NOT NULL,
+    sides         TEXT NOT NULL
+);
+INSERT INTO matches_v5 SELECT id, time, image_sha256, image_hash, bundle_sha256, authority, key_id, list_name,
+    sequence,
+    rtrim(CASE WHEN distance < threshold THEN 'network,' ELSE '' END
+          || CASE WHEN crops_distance < crops_threshold THEN 'crops,' ELSE '' END
+          || CASE WHEN dct_distance < dct_threshold THEN 'dct,' ELSE '' END, ','),
+    CASE WHEN dct_threshold IS NULL THEN n ELSE json_insert(n, '$[#]', json_object('signal', 'dct',
+        'hash_id', dct_hash_id, 'distance', dct_distance, 'threshold', dct_threshold, 'hash', dct_hash)) END
+    FROM (SELECT *, CASE WHEN crops_threshold IS NULL THEN network
+                    ELSE json_insert(network, '$[#]', json_object('signal', 'crops', 'hash_id', crops_hash_id,
+                        'distance', crops_distance, 'threshold', crops_threshold, 'hash', NULL)) END AS n
+          FROM (SELECT *, json_array(json_object('signal', 'network', 'hash_id', hash_id, 'distance', distance,
+                                                 'threshold', threshold, 'hash', NULL)) AS network
+                FROM matches));
+DROP TABLE matches;
+ALTER TABLE matches_v5 RENAME TO matches;
 """)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -118,8 +189,18 @@ class KeyRow:
 
 
 @dataclass(frozen=True)
+class SignalRow:
+    """One signal of a stored bundle: its name (vetohash.signals), how many hashes, its threshold."""
+
+    signal: str
+    hashes: int
+    threshold: int
+
+
+@dataclass(frozen=True)
 class BundleRow:
-    """The last bundle ingested for one (authority key, list): its signed bytes and a copy of its header."""
+    """The last bundle ingested for one (authority key, list): its signed bytes and a copy of its header
+    (its signals in vetohash.signals.ORDER; its calibration map as the bundle holds it, or None)."""
 
     key_id: str
     list_name: str
@@ -127,20 +208,18 @@ class BundleRow:
     sequence: int
     sha256: str
     data: bytes
-    hash_count: int
-    threshold: int
     model: str
     created: int
     expires: int
-    target_fpr: float | None
-    measured_fpr: float | None
-    innocent_images: int | None
     ingested: int
-    decision: str  # vetohash.bundle.NEURAL, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT
-    dct_threshold: int | None
-    crops_threshold: int | None
-    crop_hashes: int
+    decision: str  # the bundle's decision field (vetohash.bundle.NEURAL_ONLY, NEURAL_OR_DCT, ...)
+    signals: tuple[SignalRow, ...]
+    calibration: dict[str, Any] | None
     chunked: int = 0  # 1 for a version 4 list: `data` is its manifest, the images are in its folder
+
+    def signal(self, name: str) -> SignalRow | None:
+        """One signal, None when the bundle does not carry it."""
+        return next((s for s in self.signals if s.signal == name), None)
 
 
 @dataclass(frozen=True)
@@ -160,10 +239,21 @@ class ChainRow:
 
 
 @dataclass(frozen=True)
+class MatchSide:
+    """One signal's side of a logged match: the nearest banned id, its distance, the threshold, and the image's
+    hash under that signal's hash function when it is not the network's."""
+
+    signal: str
+    hash_id: str | None
+    distance: int | None
+    threshold: int
+    hash: str | None = None
+
+
+@dataclass(frozen=True)
 class MatchRow:
-    """One logged match: when, which image (by digest and hash), which bundle and banned id, how close; which
-    signal matched (vetohash.fusion), the DCT side for a bundle with a DCT signal and the crop side (the id
-    whose crop was nearest) for one with crop hashes (else None)."""
+    """One logged match: when, which image (by digest and network hash), which bundle, which signals matched
+    (vetohash.signals), and one side per signal of the bundle."""
 
     time: float
     image_sha256: str
@@ -173,22 +263,22 @@ class MatchRow:
     key_id: str
     list_name: str
     sequence: int
-    hash_id: str
-    distance: int
-    threshold: int
-    signal: str
-    dct_hash: str | None
-    dct_hash_id: str | None
-    dct_distance: int | None
-    dct_threshold: int | None
-    crops_hash_id: str | None
-    crops_distance: int | None
-    crops_threshold: int | None
+    matched_by: tuple[str, ...]
+    sides: tuple[MatchSide, ...]
+
+    def side(self, name: str) -> MatchSide | None:
+        """One signal's side, None when the bundle had no such signal."""
+        return next((s for s in self.sides if s.signal == name), None)
 
 
 _BUNDLE_COLUMNS = ", ".join(BundleRow.__dataclass_fields__)
 _MATCH_COLUMNS = ", ".join(MatchRow.__dataclass_fields__)
 _CHAIN_COLUMNS = ", ".join(ChainRow.__dataclass_fields__)
+
+
+def _bundle_row(row: Sequence[Any]) -> BundleRow:
+    return BundleRow(*row[:-3], tuple(SignalRow(**s) for s in json.loads(row[-3])),
+                     None if row[-2] is None else json.loads(row[-2]), row[-1])
 
 
 def default_db_path() -> Path:
@@ -266,14 +356,14 @@ class Store:
     def bundles(self) -> list[BundleRow]:
         """Every stored bundle, by authority, list."""
         rows = self._execute(f"SELECT {_BUNDLE_COLUMNS} FROM bundles ORDER BY authority, list_name, key_id")
-        return [BundleRow(*row) for row in rows]
+        return [_bundle_row(row) for row in rows]
 
     def bundle(self, key_id: str, list_name: str) -> BundleRow | None:
         """The bundle last ingested for this authority key and list, if any."""
         rows = self._execute(f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE key_id = ? AND list_name = ?",
                              (key_id, list_name))
         found = rows.fetchone()
-        return BundleRow(*found) if found else None
+        return _bundle_row(found) if found else None
 
     def bundle_digests(self) -> list[tuple[str, str, str]]:
         """(key id, list, SHA-256) of every stored bundle: a cheap way to notice an ingest, without the bytes."""
@@ -283,8 +373,10 @@ class Store:
     def put_bundle(self, row: BundleRow) -> None:
         """Store a bundle, replacing the one of the same authority key and list (inside a transaction)."""
         marks = ", ".join("?" * len(BundleRow.__dataclass_fields__))
-        self._execute(f"INSERT OR REPLACE INTO bundles ({_BUNDLE_COLUMNS}) VALUES ({marks})",
-                      tuple(getattr(row, name) for name in BundleRow.__dataclass_fields__))
+        values = [getattr(row, name) for name in BundleRow.__dataclass_fields__]
+        values[-3] = json.dumps([dataclasses.asdict(s) for s in row.signals])
+        values[-2] = None if row.calibration is None else json.dumps(row.calibration)
+        self._execute(f"INSERT OR REPLACE INTO bundles ({_BUNDLE_COLUMNS}) VALUES ({marks})", values)
 
     def add_chain(self, row: ChainRow) -> None:
         """Record a sequence applied to a version 4 list (inside a transaction)."""
@@ -305,7 +397,9 @@ class Store:
         if not rows:
             return
         marks = ", ".join("?" * len(MatchRow.__dataclass_fields__))
-        values = [tuple(getattr(row, name) for name in MatchRow.__dataclass_fields__) for row in rows]
+        values = [(*(getattr(row, name) for name in list(MatchRow.__dataclass_fields__)[:-2]),
+                   ",".join(row.matched_by), json.dumps([dataclasses.asdict(s) for s in row.sides]))
+                  for row in rows]
         with self.transaction():
             try:
                 self._db.executemany(f"INSERT INTO matches ({_MATCH_COLUMNS}) VALUES ({marks})", values)
@@ -319,7 +413,8 @@ class Store:
         else:
             rows = self._execute(f"SELECT {_MATCH_COLUMNS} FROM matches ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             rows.reverse()
-        return [MatchRow(*row) for row in rows]
+        return [MatchRow(*row[:-2], tuple(filter(None, row[-2].split(","))),
+                         tuple(MatchSide(**side) for side in json.loads(row[-1]))) for row in rows]
 
     # internals
 

@@ -1,4 +1,4 @@
-"""Signed bundles (formats v1, v2 and v3): what an authority publishes and a platform screens against.
+"""Signed single-file bundles (formats v1 to v3 and v5): what an authority publishes and a platform screens against.
 
 A bundle is a msgpack envelope holding a msgpack payload and an Ed25519 signature over a pre-authentication
 encoding of that payload. Readers check the envelope, verify the signature with a key they already trust, and
@@ -6,7 +6,9 @@ only then parse the payload, so unsigned bytes never reach the spec, weight or h
 Version 2 adds a second signal, a classical DCT hash of every banned image (vetohash.dcthash) with its own
 threshold, and the rule that fuses the two. Version 3 adds crop hashes: the network's hashes of crops of
 each banned image, each naming the id it was cut from, with their own threshold (a cropped or shifted upload
-lies nearer one of its source's crops than the source). A bundle is written in the lowest version that holds
+lies nearer one of its source's crops than the source). Version 4 is the chunked folder of vetohash.chunked.
+Version 5 records an upper confidence bound on the share of innocent images the thresholds flag, with its
+confidence and the number of innocent groups, beside any signals (vetohash.signals). A bundle is written in the lowest version that holds
 what it carries, so platforms that read only older versions keep working. The normative description is
 docs/bundle-format.md.
 """
@@ -40,14 +42,16 @@ from .errors import (
 from .files import read_bounded
 from .hasher import Hasher
 from .keys import PublicKey, public_key_of
+from .signals import CropSignal, DctSignal, NetworkSignal, Signal
 from .specs import ModelSpec
 
 FORMAT_NAME = "vetohash-bundle"
 FORMAT_VERSION = 1  # a bundle with the neural signal only
 FUSED_VERSION = 2  # a bundle that also carries a DCT signal
 CROPS_VERSION = 3  # a bundle that carries crop hashes (and a DCT signal or not)
-VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION)
 CHUNKED_VERSION = 4  # a signed manifest over content-addressed chunks: vetohash.chunked
+BOUNDED_VERSION = 5  # a bundle whose calibration records an upper bound on innocents flagged (any signals)
+VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION, BOUNDED_VERSION)  # the single-file versions
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
@@ -68,10 +72,11 @@ PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "thresh
 FUSED_PAYLOAD_KEYS = PAYLOAD_KEYS | {"dct", "decision"}
 CROPS_PAYLOAD_KEYS = FUSED_PAYLOAD_KEYS | {"crops"}
 CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
+BOUNDED_CALIBRATION_KEYS = CALIBRATION_KEYS | {"bound_fpr", "confidence", "innocent_groups"}
 DCT_KEYS = frozenset({"algorithm", "hashes", "threshold"})
 CROPS_KEYS = frozenset({"hashes", "owners", "threshold"})
 OWNER_BYTES = 4  # each crop hash's id index, unsigned little-endian
-NEURAL = "neural"  # the decision of a version 1 bundle: neural distance < threshold
+NEURAL_ONLY = "neural"  # the decision of a version 1 bundle: neural distance < threshold
 NEURAL_OR_DCT = "neural-or-dct"  # version 2: neural distance < threshold, or DCT distance < dct threshold
 # Version 3, also: or the neural distance to the nearest crop hash < crops threshold.
 NEURAL_OR_CROPS = "neural-or-crops"
@@ -88,60 +93,56 @@ _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 @dataclass(frozen=True)
 class Calibration:
-    """The image-level false-positive rate the threshold was set for, and what was measured on how many
-    unrelated (innocent) images."""
+    """What the thresholds were calibrated for: the share of innocent images they may flag (`target_fpr`), the
+    share they flagged among the authority's innocent images (`measured_fpr`) and how many there were; and,
+    from format version 5, an upper bound on that share at a confidence, from resampling the images' groups
+    (clusters such as the crops of one photo), and the number of groups. The bound, not the measured share,
+    is what was held to the target."""
 
     target_fpr: float
     measured_fpr: float
     innocent_images: int
+    bound_fpr: float | None = None
+    confidence: float | None = None
+    innocent_groups: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("target_fpr", "measured_fpr"):
-            value = getattr(self, name)
-            if not isinstance(value, float) or not 0.0 <= value <= 1.0:
-                raise BundleFormatError(f"calibration {name} must be a float in [0, 1], got {value!r}")
+            _check_share(f"calibration {name}", getattr(self, name))
         if type(self.innocent_images) is not int or not 0 <= self.innocent_images < 2**63:
             raise BundleFormatError(f"calibration innocent_images must be a non-negative integer, "
                                     f"got {self.innocent_images!r}")
+        extra = (self.bound_fpr, self.confidence, self.innocent_groups)
+        if all(value is None for value in extra):
+            return
+        _check_share("calibration bound_fpr", self.bound_fpr)
+        if self.bound_fpr < self.measured_fpr:  # type: ignore[operator]
+            raise BundleFormatError(f"calibration bound_fpr {self.bound_fpr!r} is below measured_fpr "
+                                    f"{self.measured_fpr!r}")
+        if not isinstance(self.confidence, float) or not 0.0 < self.confidence < 1.0:
+            raise BundleFormatError(f"calibration confidence must be a float between 0 and 1 (exclusive), got "
+                                    f"{self.confidence!r}")
+        if type(self.innocent_groups) is not int or not 1 <= self.innocent_groups <= self.innocent_images:
+            raise BundleFormatError(f"calibration innocent_groups must be an integer from 1 to innocent_images "
+                                    f"({self.innocent_images}), got {self.innocent_groups!r}")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether it records the bound (format version 5)."""
+        return self.bound_fpr is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The calibration map as the payload holds it."""
+        out: dict[str, Any] = {"target_fpr": self.target_fpr, "measured_fpr": self.measured_fpr,
+                               "innocent_images": self.innocent_images}
+        if self.bounded:
+            out.update(bound_fpr=self.bound_fpr, confidence=self.confidence, innocent_groups=self.innocent_groups)
+        return out
 
 
-@dataclass(frozen=True, eq=False)
-class DctSignal:
-    """The second signal of a version 2 bundle: the DCT hash of every banned image, in the order of the
-    bundle's ids, and its threshold (a match when the distance is strictly less)."""
-
-    hashes: np.ndarray
-    threshold: int
-    algorithm: str = dcthash.ALGORITHM
-
-    def __post_init__(self) -> None:
-        if self.algorithm != dcthash.ALGORITHM:
-            raise BundleFormatError(f"unknown DCT hash algorithm {self.algorithm!r}; this vetohash computes "
-                                    f"{dcthash.ALGORITHM!r}")
-        if (not isinstance(self.hashes, np.ndarray) or self.hashes.dtype != np.uint8 or self.hashes.ndim != 2
-                or self.hashes.shape[1] != dcthash.HASH_BYTES):
-            raise BundleContentError(f"bundle DCT hashes must be an (N, {dcthash.HASH_BYTES}) uint8 array")
-        _check_int("dct threshold", self.threshold, 0, dcthash.BITS)
-
-
-@dataclass(frozen=True, eq=False)
-class CropSignal:
-    """The crop hashes of a version 3 bundle: network hashes of crops of the banned images, the index in the
-    bundle's ids of the image each was cut from, and their threshold (a match when the distance is strictly
-    less). Crops look more alike across images than whole images do, so they get a threshold of their own,
-    calibrated like the others."""
-
-    hashes: np.ndarray  # (M, hash_bytes) uint8
-    owners: np.ndarray  # (M,) int64, each in [0, number of ids)
-    threshold: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hashes, np.ndarray) or self.hashes.dtype != np.uint8 or self.hashes.ndim != 2:
-            raise BundleContentError("bundle crop hashes must be an (M, hash bytes) uint8 array")
-        if (not isinstance(self.owners, np.ndarray) or self.owners.dtype != np.int64
-                or self.owners.shape != (len(self.hashes),)):
-            raise BundleContentError(f"bundle crop owners must be {len(self.hashes)} int64 id indices, one per "
-                                     "crop hash")
+def _check_share(name: str, value: Any) -> None:
+    if not isinstance(value, float) or not 0.0 <= value <= 1.0:
+        raise BundleFormatError(f"{name} must be a float in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,20 +228,33 @@ class Bundle:
         return self._hasher
 
     @property
+    def signals(self) -> tuple[Signal, ...]:
+        """Every signal the bundle carries, in the order they are shown (vetohash.signals.ORDER)."""
+        network = NetworkSignal(hashes=self.hashes, threshold=self.threshold, width=self.spec.bits)
+        return tuple(s for s in (network, self.crops, self.dct) if s is not None)
+
+    @property
+    def thresholds(self) -> dict[str, int]:
+        """Each signal's threshold, by name."""
+        return {s.name: s.threshold for s in self.signals}
+
+    @property
     def version(self) -> int:
-        """The format version this bundle is written in: the lowest that holds what it carries (3 with crop
-        hashes, 2 with a DCT signal alone, else 1)."""
+        """The format version this bundle is written in: the lowest that holds what it carries (5 with a
+        bounded calibration, else 3 with crop hashes, 2 with a DCT signal alone, else 1)."""
+        if self.calibration is not None and self.calibration.bounded:
+            return BOUNDED_VERSION
         if self.crops is not None:
             return CROPS_VERSION
         return FORMAT_VERSION if self.dct is None else FUSED_VERSION
 
     @property
     def decision(self) -> str:
-        """How a query is matched: NEURAL, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT (any
+        """How a query is matched: NEURAL_ONLY, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT (any
         named distance below its own threshold)."""
         if self.crops is not None:
             return NEURAL_OR_CROPS if self.dct is None else NEURAL_OR_CROPS_OR_DCT
-        return NEURAL if self.dct is None else NEURAL_OR_DCT
+        return NEURAL_ONLY if self.dct is None else NEURAL_OR_DCT
 
 
 def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
@@ -262,17 +276,15 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
         "sequence": bundle.sequence,
         "created": bundle.created,
         "expires": bundle.expires,
-        "calibration": None if calibration is None else {
-            "target_fpr": calibration.target_fpr,
-            "measured_fpr": calibration.measured_fpr,
-            "innocent_images": calibration.innocent_images,
-        },
+        "calibration": None if calibration is None else calibration.to_dict(),
     }
     if bundle.version != FORMAT_VERSION:
         fields["decision"] = bundle.decision
         fields["dct"] = None if bundle.dct is None else {
             "algorithm": bundle.dct.algorithm, "threshold": bundle.dct.threshold,
             "hashes": np.ascontiguousarray(bundle.dct.hashes).tobytes()}
+    if bundle.version == BOUNDED_VERSION:
+        fields["crops"] = None
     if bundle.crops is not None:
         fields["crops"] = {"hashes": np.ascontiguousarray(bundle.crops.hashes).tobytes(),
                            "owners": bundle.crops.owners.astype("<u4").tobytes(),
@@ -299,7 +311,7 @@ def read_bundle(data: bytes, trusted: Mapping[str, PublicKey], *, now: float | N
     """
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleTooLargeError(f"bundle is {len(data)} bytes, more than the {MAX_BUNDLE_BYTES} allowed")
-    version, key_id, payload = open_envelope(data, trusted, VERSIONS + (CHUNKED_VERSION,))
+    version, key_id, payload = open_envelope(data, trusted, tuple(sorted(VERSIONS + (CHUNKED_VERSION,))))
     if version == CHUNKED_VERSION:
         raise BundleFormatError("this is the manifest of a version 4 (chunked) bundle: give its folder, which "
                                 "holds the manifest and its chunks")
@@ -350,7 +362,8 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
     if not isinstance(fields, dict):
         raise BundleFormatError("bundle payload must be a map")
     _check_keys("bundle payload", fields, {FORMAT_VERSION: PAYLOAD_KEYS, FUSED_VERSION: FUSED_PAYLOAD_KEYS,
-                                           CROPS_VERSION: CROPS_PAYLOAD_KEYS}[version])
+                                           CROPS_VERSION: CROPS_PAYLOAD_KEYS,
+                                           BOUNDED_VERSION: CROPS_PAYLOAD_KEYS}[version])
     if fields["version"] != version or type(fields["version"]) is not int:
         raise BundleFormatError(f"bundle payload version {fields['version']!r} differs from the envelope's")
     if fields["key_id"] != key_id:
@@ -360,10 +373,13 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         raise BundleFormatError("bundle ids must be an array")
     if not isinstance(blob, bytes):
         raise BundleFormatError("bundle hashes must be binary")
+    if version == BOUNDED_VERSION and not isinstance(calibration, dict):
+        raise BundleFormatError("bundle calibration must be a map in format version 5")
     if calibration is not None:
         if not isinstance(calibration, dict):
             raise BundleFormatError("bundle calibration must be a map or nil")
-        _check_keys("bundle calibration", calibration, CALIBRATION_KEYS)
+        _check_keys("bundle calibration", calibration,
+                    BOUNDED_CALIBRATION_KEYS if version == BOUNDED_VERSION else CALIBRATION_KEYS)
         calibration = Calibration(**calibration)
     try:
         spec = ModelSpec.from_dict(fields["spec"])
@@ -382,7 +398,9 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         elif fields["decision"] != NEURAL_OR_CROPS:
             raise BundleFormatError(f"bundle decision must be {NEURAL_OR_CROPS!r} or {NEURAL_OR_CROPS_OR_DCT!r}, "
                                     f"got {fields['decision']!r}")
-        crops = _parse_crops(fields["crops"], spec.hash_bytes)
+        crops = _parse_crops(fields["crops"], spec.bits)
+    elif version == BOUNDED_VERSION:
+        dct, crops = _parse_signals(fields, spec.bits, len(ids))
     bundle = Bundle(
         spec=spec,
         weights=fields["weights"],
@@ -406,6 +424,20 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
     return bundle
 
 
+def _parse_signals(fields: Mapping[str, Any], bits: int, count: int) -> tuple[DctSignal | None, CropSignal | None]:
+    """The `dct` and `crops` of a version 5 payload, each a map or nil, and the decision that names exactly
+    the signals present."""
+    decisions = {(False, False): NEURAL_ONLY, (True, False): NEURAL_OR_DCT, (False, True): NEURAL_OR_CROPS,
+                 (True, True): NEURAL_OR_CROPS_OR_DCT}
+    expected = decisions[(fields["dct"] is not None, fields["crops"] is not None)]
+    if fields["decision"] != expected:
+        raise BundleFormatError(f"bundle decision must be {expected!r} for the signals it carries, got "
+                                f"{fields['decision']!r}")
+    dct = None if fields["dct"] is None else _parse_dct(fields["dct"], expected, expected, count)
+    crops = None if fields["crops"] is None else _parse_crops(fields["crops"], bits)
+    return dct, crops
+
+
 def _parse_dct(dct: Any, decision: Any, expected: str, count: int) -> DctSignal:
     """The `dct` map of a payload whose `decision` must be `expected`; the hashes' length is checked before
     use."""
@@ -427,7 +459,7 @@ def _parse_dct(dct: Any, decision: Any, expected: str, count: int) -> DctSignal:
     return DctSignal(hashes=hashes, threshold=dct["threshold"], algorithm=algorithm)
 
 
-def _parse_crops(crops: Any, width: int) -> CropSignal:
+def _parse_crops(crops: Any, bits: int) -> CropSignal:
     """The `crops` map of a version 3 payload; both blobs' lengths are checked against each other before use
     (owners against the ids when the Bundle is built)."""
     if not isinstance(crops, dict):
@@ -438,7 +470,7 @@ def _parse_crops(crops: Any, width: int) -> CropSignal:
         raise BundleFormatError("bundle crop hashes and owners must be binary")
     if len(owners) % OWNER_BYTES:
         raise BundleContentError(f"bundle crop owners hold {len(owners)} bytes, not a multiple of {OWNER_BYTES}")
-    count = len(owners) // OWNER_BYTES
+    count, width = len(owners) // OWNER_BYTES, (bits + 7) // 8
     if len(blob) != count * width:
         raise BundleContentError(f"bundle crop hashes hold {len(blob)} bytes; {count} owners of {width}-byte "
                                  f"hashes need {count * width}")

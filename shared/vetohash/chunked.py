@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import codec, dcthash
 from .bundle import (
+    BOUNDED_CALIBRATION_KEYS,
+    CALIBRATION_KEYS,
     CHUNKED_VERSION,
     CLOCK_SKEW_S,
     FORMAT_NAME,
@@ -51,6 +53,7 @@ from .errors import (
 )
 from .files import read_bounded
 from .keys import PublicKey, public_key_of
+from .signals import CROPS, DCT, NETWORK, ORDER
 from .specs import ModelSpec
 
 MANIFEST_NAME = "manifest.vhb"
@@ -64,13 +67,13 @@ MAX_CROPS_PER_IMAGE = 255  # one byte each in crop_counts
 CHUNK_IMAGES = 32_768  # what the writer puts in one images chunk: about 14 MB with every signal
 
 MODEL, IMAGES, REMOVED = "model", "images", "removed"
-NEURAL, DCT, CROPS = "neural", "dct", "crops"
+NEURAL = "neural"  # the network signal's name in a manifest and its chunks (vetohash.signals.NETWORK elsewhere)
+MANIFEST_NAMES = {NETWORK: NEURAL, CROPS: CROPS, DCT: DCT}  # vetohash.signals name -> manifest name
 MANIFEST_KEYS = frozenset({"version", "spec", "authority", "key_id", "list_name", "sequence", "created", "expires",
                            "calibration", "signals", "base", "images", "chunks"})
 CHUNK_REF_KEYS = frozenset({"kind", "count", "size", "sha256"})
 SIGNAL_KEYS = {NEURAL: frozenset({"threshold"}), DCT: frozenset({"threshold", "algorithm"}),
                CROPS: frozenset({"threshold"})}
-CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
 _LIST_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ID = re.compile(r"[\x21-\x7e]{1,64}")
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}\.chunk")
@@ -101,6 +104,12 @@ class Signals:
     neural: int
     dct: int | None = None
     crops: int | None = None
+
+    @property
+    def thresholds(self) -> dict[str, int]:
+        """The threshold of each signal the list carries, by its vetohash.signals name, in signals.ORDER."""
+        found = {NETWORK: self.neural, CROPS: self.crops, DCT: self.dct}
+        return {name: found[name] for name in ORDER if found[name] is not None}  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -247,7 +256,9 @@ def _parse_manifest(payload: bytes, key_id: str, now: float, check_time: bool = 
     if calibration is not None:
         if not isinstance(calibration, dict):
             raise BundleFormatError("manifest calibration must be a map or nil")
-        _check_keys("manifest calibration", calibration, CALIBRATION_KEYS)
+        # the map of versions 1-3, or of version 5 with the bound (the keys decide which)
+        _check_keys("manifest calibration", calibration,
+                    BOUNDED_CALIBRATION_KEYS if "bound_fpr" in calibration else CALIBRATION_KEYS)
         calibration = Calibration(**calibration)
     try:
         spec = ModelSpec.from_dict(fields["spec"])
@@ -450,9 +461,7 @@ def _manifest_fields(header: ListHeader, key_id: str, refs: Sequence[ChunkRef], 
         "version": CHUNKED_VERSION, "spec": header.spec.to_dict(), "authority": header.authority, "key_id": key_id,
         "list_name": header.list_name, "sequence": header.sequence, "created": header.created,
         "expires": header.expires, "base": header.base, "images": images, "signals": signals,
-        "calibration": None if calibration is None else {
-            "target_fpr": calibration.target_fpr, "measured_fpr": calibration.measured_fpr,
-            "innocent_images": calibration.innocent_images},
+        "calibration": None if calibration is None else calibration.to_dict(),
         "chunks": [{"kind": r.kind, "count": r.count, "size": r.size, "sha256": r.sha256} for r in refs],
     }
 

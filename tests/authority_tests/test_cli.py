@@ -3,6 +3,7 @@ publish -> the shared verifier accepts the bundle. Bad input gets one line and e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 import sys
@@ -129,15 +130,14 @@ def test_publish_writes_a_bundle_the_shared_verifier_accepts(work: Path, model: 
 def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Path, model: Path, tmp_path: Path,
                                                                        capsys, monkeypatch) -> None:
     """Each banned image's DCT hash sits in the row of its network hash (both shuffled alike), the thresholds
-    are calibrated jointly and the union rate recorded; --dct-threshold is kept as given; --no-dct (with
-    --no-crops) writes a version 1 bundle; the two together are refused."""
+    are calibrated jointly and the union rate recorded with its bound (format version 5); --dct-threshold is
+    kept as given; --no-dct (with --no-crops) writes a version 1 bundle; the two together are refused."""
     import numpy as np
 
     from vetohash.dcthash import dct_hashes
     from vetohash.matching import hamming_matrix
     from vetohash.modelfile import read_model
     from vetohash.preprocess import open_image
-    from vetohash_authority.evaluation import DCT_SHARE, fused_thresholds
 
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
@@ -148,7 +148,7 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
-    assert (summary["format_version"], summary["decision"], bundle.version) == (2, "neural-or-dct", 2)
+    assert (summary["format_version"], summary["decision"], bundle.version) == (5, "neural-or-dct", 5)
     assert bundle.dct is not None and bundle.dct.threshold == summary["dct_threshold"]
     files = sorted((work / "banned").glob("secret-name*"))
     hasher, _ = read_model(model)
@@ -161,11 +161,12 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     innocent = [open_image(path) for path in sorted((work / "innocent").iterdir())]
     innocent_neural = hamming_matrix(hasher.hash_images(innocent), bundle.hashes).min(axis=1)
     innocent_dct = hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1)
-    assert (bundle.threshold, bundle.dct.threshold, None) == fused_thresholds(innocent_neural, 0.5, hasher.spec.bits,
-                                                                              dct=innocent_dct)
-    assert np.mean(innocent_dct < bundle.dct.threshold) <= DCT_SHARE * 0.5
     union = np.mean((innocent_neural < bundle.threshold) | (innocent_dct < bundle.dct.threshold))
-    assert bundle.calibration is not None and bundle.calibration.measured_fpr == union <= 0.5
+    calibration = bundle.calibration
+    assert calibration is not None and calibration.measured_fpr == union <= calibration.bound_fpr <= 0.5
+    assert (calibration.innocent_images, calibration.innocent_groups, calibration.confidence) == (4, 4, 0.9)
+    assert summary["calibration"] == calibration.to_dict()
+    assert "has no sub-folders, so each innocent image counts as its own group" in err
 
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--dct-threshold", "7"], capsys)
     assert code == 0, err
@@ -182,14 +183,18 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
 def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path, model: Path, tmp_path: Path,
                                                                        capsys, monkeypatch) -> None:
     """Calibrated, a bundle carries the crop hashes of every banned image, each owned by that image's row;
-    the three thresholds follow fused_thresholds on the innocent images. Without --innocent, crop hashes
-    come only with --crops-threshold; --no-crops leaves them out (version 2), and contradicts a threshold."""
+    the three thresholds are calibration.choose's on the innocent images' distances and the authority's own
+    altered copies. Without --innocent, crop hashes come only with --crops-threshold; --no-crops leaves them
+    out, and contradicts a threshold."""
     from vetohash.dcthash import dct_hashes
     from vetohash.matching import hamming_matrix
     from vetohash.modelfile import read_model
     from vetohash.preprocess import open_image
     from vetohash_authority.cropviews import crop_hashes
-    from vetohash_authority.evaluation import fused_thresholds
+    import numpy as np
+
+    from vetohash.signals import CROPS, DCT, NETWORK
+    from vetohash_authority import calibration
 
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
@@ -200,8 +205,8 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
-    assert (summary["format_version"], summary["decision"]) == (3, "neural-or-crops-or-dct")
-    assert bundle.crops is not None and summary["crop_hashes"] == len(bundle.crops.hashes) > 0
+    assert (summary["format_version"], summary["decision"]) == (5, "neural-or-crops-or-dct")
+    assert bundle.crops is not None and summary["crops_hashes"] == len(bundle.crops.hashes) > 0
     hasher, _ = read_model(model)
     images = [open_image(path) for path in sorted((work / "banned").glob("secret-name*"))]
     rows = hamming_matrix(dct_hashes(images), bundle.dct.hashes).argmin(axis=1)  # each image's bundle row
@@ -212,17 +217,25 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
         assert sorted(h.tobytes() for h in published) == sorted(h.tobytes() for h in mine)
     innocent = [open_image(path) for path in sorted((work / "innocent").iterdir())]
     queries = hasher.hash_images(innocent)
-    expected = fused_thresholds(hamming_matrix(queries, bundle.hashes).min(axis=1), 0.5, hasher.spec.bits,
-                                dct=hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1),
-                                crops=hamming_matrix(queries, bundle.crops.hashes).min(axis=1))
-    assert (bundle.threshold, bundle.dct.threshold, bundle.crops.threshold) == expected
+    lists = calibration.Lists({NETWORK: bundle.hashes, CROPS: bundle.crops.hashes, DCT: bundle.dct.hashes})
+    copies = calibration.positives(hasher, lists, [image.convert("RGB") for image in images],
+                                   [hashlib.sha256(path.read_bytes()).hexdigest()
+                                    for path in sorted((work / "banned").glob("secret-name*"))])
+    innocent_by = calibration.Innocents({NETWORK: hamming_matrix(queries, bundle.hashes).min(axis=1),
+                                         DCT: hamming_matrix(dct_hashes(innocent), bundle.dct.hashes).min(axis=1),
+                                         CROPS: hamming_matrix(queries, bundle.crops.hashes).min(axis=1)},
+                                        np.arange(len(innocent)))
+    expected = calibration.choose(innocent_by, copies, 0.5, {NETWORK: hasher.spec.bits, CROPS: hasher.spec.bits,
+                                                             DCT: 256})
+    assert bundle.thresholds == expected.thresholds
+    assert (bundle.calibration.measured_fpr, bundle.calibration.bound_fpr) == (expected.share, expected.bound)
 
     code, stdout, err = authority([*base, "--threshold", "10"], capsys)
     assert code == 0 and read_bundle(out.read_bytes(), {public.key_id: public}).crops is None
     code, stdout, err = authority([*base, "--threshold", "10", "--crops-threshold", "4"], capsys)
     assert code == 0 and read_bundle(out.read_bytes(), {public.key_id: public}).crops.threshold == 4
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--no-crops"], capsys)
-    assert code == 0 and json.loads(stdout)["format_version"] == 2 and json.loads(stdout)["crop_hashes"] == 0
+    assert code == 0 and json.loads(stdout)["decision"] == "neural-or-dct" and json.loads(stdout)["crops_hashes"] == 0
     code, _, err = authority([*base, "--no-crops", "--crops-threshold", "5"], capsys)
     assert code == 2 and "contradict" in err and err.count("\n") == 1
     code, _, err = authority([*base, "--threshold", "10", "--crops-threshold", "999"], capsys)
@@ -398,24 +411,29 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     assert code == 0, err
     data = json.loads((report / "report.json").read_text())
     fused, alone = data["suggested_fused"], data["suggested"]
-    assert "with crop hashes and the DCT signal, as publish calibrates by default" in out
-    assert fused["measured_fpr"] <= 0.5 and set(fused["recall"]["per_kind"]) == {"rotation", "overlay"}
-    assert fused["threshold"] <= alone["threshold"]  # the DCT hash and the crops spend part of the budget
-    assert 0 < fused["crop_hashes"] <= 17 * 5
+    assert "chosen together, as publish calibrates by default" in out
+    assert fused["measured_fpr"] <= fused["bound_fpr"] <= 0.5
+    assert set(fused["recall"]["per_kind"]) == {"rotation", "overlay"} and alone["threshold"] >= 0
+    assert 0 < fused["crops_hashes"] <= 17 * 5
+    assert len(data["held_out"]) == 2  # four innocent images, each its own group: calibrated on two, held out two
+    assert [fold["held_out"][0] for fold in data["held_out"]] == [2, 2]
+    assert "on the other 2 (2 groups)" in out
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key",
                                    str(tmp_path / "keys" / "authority.key"), "--out", str(tmp_path / "b.vhb"),
                                    "--innocent", str(work / "innocent"), "--target-fpr", "0.5", "--json"], capsys)
     assert code == 0, err
     published = json.loads(stdout)
-    assert (published["threshold"], published["dct_threshold"], published["crops_threshold"]) == \
-           (fused["threshold"], fused["dct_threshold"], fused["crops_threshold"])
-    assert (published["crop_hashes"], published["format_version"]) == (fused["crop_hashes"], 3)
+    assert {"network": published["threshold"], "crops": published["crops_threshold"],
+            "dct": published["dct_threshold"]} == fused["thresholds"]
+    assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 5)
+    assert published["calibration"]["bound_fpr"] == fused["bound_fpr"]
 
 
 def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    """--chunked writes the whole list as a version 4 folder; --delta-from it, after one banned image is
-    replaced by another, resends only that image and removes the old one's id, on the first's sequence."""
+    """--chunked writes the whole list as a version 4 folder, its manifest carrying the bounded calibration;
+    --delta-from it, after one banned image is replaced by another, resends only that image and removes the old
+    one's id, on the first's sequence."""
     import shutil
 
     import numpy as np
@@ -437,6 +455,8 @@ def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: 
     summary = json.loads(stdout)
     assert (summary["format_version"], summary["base"], summary["hashes"]) == (4, None, 5)
     whole = open_chunked(first, trusted)
+    # the manifest carries the calibration as a version 5 bundle would, its bound included
+    assert whole.manifest.calibration is not None and whole.manifest.calibration.bounded
     chunk, = whole.image_chunks()
     assert len(chunk.ids) == 5 and chunk.dct is not None and chunk.crops is not None
     hasher, _ = read_model(model)
@@ -473,3 +493,4 @@ def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: 
                               "--delta-from", str(first), "--key", str(tmp_path / "keys" / "authority.key"),
                               "--list-name", "other"], capsys)
     assert code == 2 and "the delta's base is list 'big'" in err
+

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vetohash_authority.evaluation import (CROPS_SHARE, DCT_SHARE, auc, flagged_share, fused_thresholds, roc_points, summary,
-                                           threshold_for)
+from vetohash_authority.evaluation import auc, flagged_share, roc_points, summary, threshold_for
 from vetohash_authority.publishing import PublishError, next_sequence, opaque_ids, parse_duration, record_sequence
 
 
@@ -78,24 +77,3 @@ def test_ids_are_opaque_distinct_and_fresh() -> None:
     assert len(set(ids)) == 500
     assert all(i.startswith("h") and len(i) == 13 and int(i[1:], 16) >= 0 for i in ids)
     assert set(ids).isdisjoint(opaque_ids(500))
-
-
-def test_fused_thresholds_follow_the_documented_rule_by_brute_force() -> None:
-    """The DCT and crops thresholds are each the largest flagging at most their share of the budget alone; the
-    network's the largest keeping the images flagged by any signal within the budget; given ones are kept;
-    a signal left out (None) takes no share."""
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        neural, dct, crops = rng.integers(0, 64, 200), rng.integers(20, 200, 200), rng.integers(0, 64, 200)
-        target = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
-        union = lambda t, d, c: np.mean((neural < t) | (dct < d) | (crops < c))  # noqa: E731
-        expected_dct = max(d for d in range(257) if np.mean(dct < d) <= DCT_SHARE * target)
-        expected_crops = max(c for c in range(65) if np.mean(crops < c) <= CROPS_SHARE * target)
-        expected = max(t for t in range(65) if union(t, expected_dct, expected_crops) <= target)
-        assert fused_thresholds(neural, target, 64, dct=dct, crops=crops) == (expected, expected_dct, expected_crops)
-        alone = max(t for t in range(65) if union(t, 0, 0) <= target)
-        assert fused_thresholds(neural, target, 64) == (alone, None, None)
-        assert fused_thresholds(neural, target, 64, dct=dct, dct_threshold=60).dct == 60
-        assert fused_thresholds(neural, target, 64, crops=crops, crops_threshold=9).crops == 9
-    # A hand-given DCT threshold that alone flags more than the budget leaves the network nothing.
-    assert fused_thresholds(np.array([5, 9]), 0.0, 64, dct=np.array([1, 2]), dct_threshold=3) == (0, 3, None)

@@ -1,9 +1,10 @@
-"""Bundles with crop hashes (format v3) on the platform: a crop match is a neural match that names the banned
-image the crop was cut from, with its own threshold and override; ingest, `bundles`, the log; an empty crop
+"""Bundles with crop hashes (format v3) on the platform: a match by the crops signal names the banned image the
+crop was cut from, with its own threshold and override; ingest, `bundles`, the log; an empty crop
 list; v2 bundles beside them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,25 +76,25 @@ def test_premise_the_cropped_copy_is_far_from_every_whole_image_and_unrelated_on
 def test_a_cropped_copy_matches_by_its_crop_hash_as_a_neural_match_naming_the_crop_s_owner(
         platform, with_crops, crops: Crops, images):
     """Whole-image distance at or above the threshold, crops distance below the crops threshold: a match,
-    signal "neural", and crops_nearest_id is the id of the banned image the crop was cut from."""
+    by the crops signal, and crops_nearest_id is the id of the banned image the crop was cut from."""
     result = platform("screen", "--json", crops.upload, images["banned-1"], images["unrelated-0"])
     assert result.code == 1
     cropped, banned, unrelated = (r["results"][0] for r in records(result.stdout))
-    assert cropped["match"] is True and cropped["signal"] == "neural"
+    assert cropped["match"] is True and cropped["by"] == ["crops"]
     assert cropped["distance"] >= THRESHOLD and cropped["nearest_id"] != "b-000"
     assert (cropped["crops_nearest_id"], cropped["crops_distance"], cropped["crops_threshold"]) == \
            ("b-000", 0, CROPS_THRESHOLD)
     assert cropped["dct_distance"] is None and cropped["dct_threshold"] is None  # no DCT signal in this bundle
-    assert banned["signal"] == "neural" and banned["distance"] == 0  # the whole image still matches
+    assert banned["by"] == ["network"] and banned["distance"] == 0  # the whole image still matches
     assert unrelated["match"] is False and unrelated["crops_distance"] >= CROPS_THRESHOLD
 
 
 def test_the_text_line_shows_the_crop_side_and_the_signal(platform, with_crops, crops: Crops, images, key):
-    """`screen` shows the nearest crop's owner, its distance against the crops threshold, and `by neural`."""
+    """`screen` shows the nearest crop's owner, its distance against the crops threshold, and `by crops`."""
     cropped, clean = platform("screen", crops.upload, images["unrelated-0"]).stdout.splitlines()
     label = f"Test Authority/test-list#5 (key {public_key_of(key).key_id})"
     assert cropped.startswith(f"MATCH  {crops.upload}  {label}  nearest b-")
-    assert f" >= {THRESHOLD}  crops nearest b-000  distance 0 < {CROPS_THRESHOLD}  by neural  hash " in cropped
+    assert f" >= {THRESHOLD}  crops nearest b-000  distance 0 < {CROPS_THRESHOLD}  by crops  hash " in cropped
     assert clean.startswith("clean  ") and f" >= {CROPS_THRESHOLD}  hash " in clean and " by " not in clean
 
 
@@ -103,27 +104,27 @@ def test_crops_threshold_0_turns_crop_matching_off_and_out_of_range_is_refused(p
     result = platform("screen", "--json", "--crops-threshold", "0", crops.upload)
     [record] = records(result.stdout)
     assert result.code == 0 and record["verdict"] == "clean"
-    assert record["results"][0]["crops_threshold"] == 0 and record["results"][0]["signal"] is None
+    assert record["results"][0]["crops_threshold"] == 0 and record["results"][0]["by"] == []
     refused = platform("screen", "--crops-threshold", "9999", crops.upload)
-    assert refused.code == 2 and "--crops-threshold 9999 is outside 0.." in refused.stderr
+    assert refused.code == 2 and "crops threshold 9999 is outside 0.." in refused.stderr
 
 
 def test_a_crop_match_is_logged_with_its_crop_side(platform, with_crops, crops: Crops):
     """The match log row of a crop match carries the crop's owner id, its distance and the crops threshold."""
     platform("screen", crops.upload)
     [row] = records(platform("log", "--json").stdout)
-    assert row["signal"] == "neural" and row["distance"] >= THRESHOLD
+    assert row["by"] == ["crops"] and row["distance"] >= THRESHOLD
     assert (row["crops_hash_id"], row["crops_distance"], row["crops_threshold"]) == ("b-000", 0, CROPS_THRESHOLD)
     assert row["dct_hash_id"] is None
     header, line = platform("log").stdout.splitlines()
-    assert "CROPS HASH ID  CROPS DISTANCE  CROPS THRESHOLD" in header
-    assert f"  b-000          0               {CROPS_THRESHOLD}                -" in line
+    assert "  BY  " in header and "NEAREST ID DISTANCE/THRESHOLD, PER SIGNAL" in header
+    assert re.search(r"  crops +network b-", line) and f"  crops b-000 0/{CROPS_THRESHOLD}  " in line
 
 
 def test_ingest_and_bundles_show_the_crop_hashes_and_their_threshold(platform, trusted, make_bundle,
                                                                       crops: Crops, tmp_path: Path):
     """`ingest` and `bundles` (text and JSON) report how many crop hashes a bundle holds and their threshold;
-    a bundle without them 0 and null."""
+    a bundle without them 0 and null (JSON keys by vetohash.signals.key: crops_hashes, crops_threshold)."""
     bundle = tmp_path / "crops.vhb"
     bundle.write_bytes(make_bundle(crops=CropSignal(crops.hashes, crops.owners, CROPS_THRESHOLD)))
     ingested = platform("ingest", bundle)
@@ -132,15 +133,15 @@ def test_ingest_and_bundles_show_the_crop_hashes_and_their_threshold(platform, t
     old = tmp_path / "old.vhb"
     old.write_bytes(make_bundle(list_name="old-list"))
     [record] = records(platform("ingest", "--json", old).stdout)
-    assert (record["crop_hashes"], record["crops_threshold"]) == (0, None)
+    assert (record["crops_hashes"], record["crops_threshold"]) == (0, None)
     rows = {r["list"]: r for r in records(platform("bundles", "--json").stdout)}
-    assert (rows["test-list"]["crop_hashes"], rows["test-list"]["crops_threshold"]) == (16, CROPS_THRESHOLD)
+    assert (rows["test-list"]["crops_hashes"], rows["test-list"]["crops_threshold"]) == (16, CROPS_THRESHOLD)
     assert rows["test-list"]["decision"] == "neural-or-crops"
-    assert (rows["old-list"]["crop_hashes"], rows["old-list"]["crops_threshold"]) == (0, None)
+    assert (rows["old-list"]["crops_hashes"], rows["old-list"]["crops_threshold"]) == (0, None)
     header, *lines = platform("bundles").stdout.splitlines()
-    assert "  DCT THRESHOLD  CROPS  CROPS THRESHOLD  " in header
+    assert "  HASHES  SIGNALS  " in header
     new_line = next(line for line in lines if "test-list" in line)
-    assert f"  {THRESHOLD}          -              16     {CROPS_THRESHOLD}                " in new_line
+    assert f"  network<{THRESHOLD} crops<{CROPS_THRESHOLD}(16)  " in new_line
 
 
 def test_a_v2_bundle_beside_a_v3_one_screens_as_before_without_crop_fields(platform, with_crops, make_bundle,
@@ -156,9 +157,9 @@ def test_a_v2_bundle_beside_a_v3_one_screens_as_before_without_crop_fields(platf
         [record] = records(platform("screen", "--json", *extra, crops.upload).stdout)
         verdicts = {r["list"]: r for r in record["results"]}
         old = verdicts["v2-list"]
-        assert old["signal"] is None and old["distance"] >= THRESHOLD and old["dct_distance"] >= DCT_THRESHOLD
+        assert old["by"] == [] and old["distance"] >= THRESHOLD and old["dct_distance"] >= DCT_THRESHOLD
         assert (old["crops_nearest_id"], old["crops_distance"], old["crops_threshold"]) == (None, None, None)
-        assert verdicts["test-list"]["signal"] == "neural" and verdicts["test-list"]["crops_nearest_id"] == "b-000"
+        assert verdicts["test-list"]["by"] == ["crops"] and verdicts["test-list"]["crops_nearest_id"] == "b-000"
 
 
 def test_a_bundle_with_an_empty_crop_list_screens_by_its_other_signals(platform, trusted, make_bundle, crops,
@@ -172,7 +173,7 @@ def test_a_bundle_with_an_empty_crop_list_screens_by_its_other_signals(platform,
     assert f", 0 crop hashes, crops threshold {CROPS_THRESHOLD}, DCT threshold" in platform("ingest", bundle).stdout
     result = platform("screen", "--json", images["banned-2"], crops.upload)
     banned, cropped = (r["results"][0] for r in records(result.stdout))
-    assert result.code == 1 and banned["signal"] == "both" and cropped["match"] is False
+    assert result.code == 1 and banned["by"] == ["network", "dct"] and cropped["match"] is False
     assert (cropped["crops_nearest_id"], cropped["crops_distance"], cropped["crops_threshold"]) == \
            (None, None, CROPS_THRESHOLD)
 
@@ -190,5 +191,5 @@ def test_a_featureless_image_never_matches_by_a_crop_hash_either(platform, trust
     result = platform("screen", "--json", flat)
     [record] = records(result.stdout)
     assert result.code == 0 and record["verdict"] == "featureless"
-    assert record["results"][0]["crops_distance"] == 0 and record["results"][0]["signal"] is None
+    assert record["results"][0]["crops_distance"] == 0 and record["results"][0]["by"] == []
     assert records(platform("log", "--json").stdout) == []

@@ -1,8 +1,9 @@
-"""Bundles with a DCT signal (format v2) on the platform: ingest, the fused verdict (neural, dct, both), the
+"""Bundles with a DCT signal (format v2) on the platform: ingest, the verdict (which signals matched: network, dct), the
 overrides, the featureless guard on both signals, the log, `hash` and `bundles`; and v1 bundles beside them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,15 @@ def test_the_verdict_says_which_signal_matched_with_both_distances(platform, fus
                       images["unrelated-1"])
     assert result.code == 1
     by_dct, by_neural, by_both, clean = (r["results"][0] for r in records(result.stdout))
-    assert by_dct["signal"] == "dct" and by_dct["match"] is True
+    assert by_dct["by"] == ["dct"] and by_dct["match"] is True
     assert by_dct["distance"] >= THRESHOLD and by_dct["dct_distance"] == 0 and by_dct["dct_nearest_id"] == "b-000"
     assert by_dct["dct_threshold"] == DCT_THRESHOLD and by_dct["threshold"] == THRESHOLD
     assert by_dct["dct_hash"] == Hash(dct_of(images["unrelated-0"])[0].tobytes()).hex
-    assert by_neural["signal"] == "neural" and by_neural["distance"] == 0
+    assert by_neural["by"] == ["network"] and by_neural["distance"] == 0
     assert by_neural["dct_distance"] >= DCT_THRESHOLD
-    assert by_both["signal"] == "both" and by_both["distance"] == 0 and by_both["dct_distance"] == 0
+    assert by_both["by"] == ["network", "dct"] and by_both["distance"] == 0 and by_both["dct_distance"] == 0
     assert by_both["nearest_id"] == by_both["dct_nearest_id"] == "b-001"
-    assert clean["signal"] is None and clean["match"] is False
+    assert clean["by"] == [] and clean["match"] is False
     assert clean["distance"] >= THRESHOLD and clean["dct_distance"] >= DCT_THRESHOLD
 
 
@@ -69,7 +70,7 @@ def test_text_lines_show_both_distances_and_the_signal(platform, fused, images, 
 def test_thresholds_given_on_the_command_line_replace_each_signal_s_own(platform, fused, images):
     assert platform("screen", "--dct-threshold", "0", images["unrelated-0"]).code == 0  # dct switched off
     neural_off = records(platform("screen", "--json", "--threshold", "0", images["banned-1"]).stdout)
-    assert neural_off[0]["results"][0]["signal"] == "dct"
+    assert neural_off[0]["results"][0]["by"] == ["dct"]
     assert platform("screen", "--threshold", "0", "--dct-threshold", "0", images["banned-1"]).code == 0
     assert platform("screen", "--dct-threshold", "257", images["banned-1"]).code == 2
 
@@ -77,12 +78,12 @@ def test_thresholds_given_on_the_command_line_replace_each_signal_s_own(platform
 def test_a_dct_match_is_logged_with_its_signal_and_both_sides(platform, fused, images):
     platform("screen", images["unrelated-0"], images["banned-1"])
     dct_only, both = records(platform("log", "--json").stdout)
-    assert dct_only["signal"] == "dct" and dct_only["dct_hash_id"] == "b-000" and dct_only["dct_distance"] == 0
+    assert dct_only["by"] == ["dct"] and dct_only["dct_hash_id"] == "b-000" and dct_only["dct_distance"] == 0
     assert dct_only["dct_threshold"] == DCT_THRESHOLD and dct_only["distance"] >= THRESHOLD
     assert dct_only["dct_hash"] == Hash(dct_of(images["unrelated-0"])[0].tobytes()).hex
-    assert both["signal"] == "both" and both["hash_id"] == both["dct_hash_id"] == "b-001"
+    assert both["by"] == ["network", "dct"] and both["hash_id"] == both["dct_hash_id"] == "b-001"
     table = platform("log").stdout.splitlines()
-    assert "SIGNAL" in table[0] and "DCT DISTANCE" in table[0] and " dct " in table[1]
+    assert "  BY  " in table[0] and re.search(r"  dct +network b-", table[1]) and f"  dct b-000 0/{DCT_THRESHOLD}  " in table[1]
 
 
 def test_hash_shows_the_dct_hash(platform, fused, images, hasher):
@@ -95,8 +96,8 @@ def test_hash_shows_the_dct_hash(platform, fused, images, hasher):
 
 def test_bundles_lists_both_thresholds(platform, fused):
     table = platform("bundles").stdout.splitlines()
-    assert "THRESHOLD  DCT THRESHOLD" in table[0]
-    assert f"  {THRESHOLD}          {DCT_THRESHOLD}  " in table[1]
+    assert "  SIGNALS  " in table[0]
+    assert f"  network<{THRESHOLD} dct<{DCT_THRESHOLD}  " in table[1]
     [row] = records(platform("bundles", "--json").stdout)
     assert (row["threshold"], row["dct_threshold"], row["decision"]) == (THRESHOLD, DCT_THRESHOLD, "neural-or-dct")
 
@@ -107,8 +108,8 @@ def test_a_v1_bundle_beside_a_v2_one_decides_by_the_network_alone(platform, fuse
     assert platform("ingest", old).code == 0
     [record] = records(platform("screen", "--json", images["unrelated-0"]).stdout)
     verdicts = {r["list"]: r for r in record["results"]}
-    assert verdicts["test-list"]["signal"] == "dct"
-    assert verdicts["old-list"]["signal"] is None and verdicts["old-list"]["dct_distance"] is None
+    assert verdicts["test-list"]["by"] == ["dct"]
+    assert verdicts["old-list"]["by"] == [] and verdicts["old-list"]["dct_distance"] is None
     assert verdicts["old-list"]["dct_hash"] is None and verdicts["old-list"]["dct_threshold"] is None
     rows = {r["list"]: r for r in records(platform("bundles", "--json").stdout)}
     assert rows["old-list"]["dct_threshold"] is None and rows["old-list"]["decision"] == "neural"
@@ -125,5 +126,5 @@ def test_a_featureless_image_never_matches_by_dct_either(platform, pubkey_file, 
     result = platform("screen", "--json", flat)
     [record] = records(result.stdout)
     assert result.code == 0 and record["verdict"] == "featureless"
-    assert record["results"][0]["dct_distance"] == 0 and record["results"][0]["signal"] is None
+    assert record["results"][0]["dct_distance"] == 0 and record["results"][0]["by"] == []
     assert records(platform("log", "--json").stdout) == []

@@ -41,6 +41,19 @@ def test_a_trusted_bundle_is_stored_and_listed(platform, trusted, make_bundle, t
     assert "active" in table and "test-list" in table and "0.001/0.0005" in table
 
 
+def test_a_bounded_calibration_is_listed_with_its_bound(platform, trusted, make_bundle, tmp_path: Path):
+    """A format version 4 bundle's calibration (the bound, its confidence, the innocent groups) is kept and
+    listed: TARGET/MEASURED/BOUND in the table, every field in JSON."""
+    from vetohash.bundle import Calibration
+
+    bounded = Calibration(target_fpr=0.01, measured_fpr=0.004, innocent_images=540, bound_fpr=0.009,
+                          confidence=0.9, innocent_groups=4)
+    assert platform("ingest", write(tmp_path, make_bundle(calibration=bounded))).code == 0
+    [listed] = bundles(platform)
+    assert {key: listed[key] for key in bounded.to_dict()} == bounded.to_dict()
+    assert "0.01/0.004/0.009" in platform("bundles").stdout
+
+
 def test_ingesting_the_same_bundle_again_changes_nothing(platform, trusted, make_bundle, tmp_path, db):
     path = write(tmp_path, make_bundle())
     platform("ingest", path)

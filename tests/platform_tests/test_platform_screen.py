@@ -72,7 +72,7 @@ def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platfor
         "authority": "Test Authority", "key_id": public_key_of(key).key_id, "list": "test-list", "sequence": 7,
         "bundle_sha256": hashlib.sha256(active.read_bytes()).hexdigest(),
         "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
-        "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True, "signal": "neural",
+        "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True, "by": ["network"],
         "dct_hash": None, "dct_nearest_id": None, "dct_distance": None, "dct_threshold": None,
         "crops_nearest_id": None, "crops_distance": None, "crops_threshold": None}
     assert unrelated["results"][0]["distance"] >= THRESHOLD and unrelated["results"][0]["match"] is False
@@ -222,7 +222,7 @@ def test_a_closed_output_pipe_exits_2_not_1_and_still_logs(active, images, db):
         assert process.wait(timeout=120) == 2
     assert b"Traceback" not in errors
     with Store.open(db) as store:
-        assert [row.hash_id for row in store.matches()] == ["b-000"]
+        assert [row.side("network").hash_id for row in store.matches()] == ["b-000"]
 
 
 def test_batch_size_and_worker_count_do_not_change_any_result(platform, active, images):

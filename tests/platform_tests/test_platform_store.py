@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vetohash_platform.store import SCHEMA_VERSION, KeyRow, Store, StoreError, default_db_path
+from vetohash_platform.store import (SCHEMA_VERSION, KeyRow, MatchSide, SignalRow, Store, StoreError,
+                                     default_db_path)
 
 from .helpers import file_digest
 
@@ -76,14 +77,14 @@ def test_a_failure_inside_a_transaction_leaves_the_file_as_it_was(tmp_path: Path
 
 def test_a_schema_1_database_is_migrated_keeping_its_rows(tmp_path: Path):
     """A database written before DCT signals existed (schema 1) is brought to the current schema when opened:
-    its bundle and logged match stay, read as neural-only (no DCT threshold, signal "neural")."""
+    its bundle and logged match stay, with the network signal alone, and the match by the network."""
     from vetohash_platform import store as store_module
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as connection:
         connection.executescript(store_module._MIGRATIONS[0])
         connection.execute("INSERT INTO bundles VALUES ('0123456789abcdef', 'list', 'Old Authority', 3, 'ab', "
-                           "x'00', 2, 9, 'paper-cnn', 10, 20, NULL, NULL, NULL, 15)")
+                           "x'00', 2, 9, 'paper-cnn', 10, 20, 0.01, 0.005, 200, 15)")
         connection.execute("INSERT INTO matches (time, image_sha256, image_hash, bundle_sha256, authority, key_id, "
                            "list_name, sequence, hash_id, distance, threshold) VALUES "
                            "(1.5, 'cd', 'ef', 'ab', 'Old Authority', '0123456789abcdef', 'list', 3, 'h1', 4, 9)")
@@ -92,43 +93,47 @@ def test_a_schema_1_database_is_migrated_keeping_its_rows(tmp_path: Path):
     with Store.open(path) as store:
         [bundle] = store.bundles()
         [match] = store.matches()
-    assert (bundle.authority, bundle.threshold, bundle.decision, bundle.dct_threshold) == \
-           ("Old Authority", 9, "neural", None)
-    assert (match.hash_id, match.distance, match.signal, match.dct_distance) == ("h1", 4, "neural", None)
-    assert (bundle.crop_hashes, bundle.crops_threshold, match.crops_hash_id, match.crops_distance) == \
-           (0, None, None, None)
+    assert (bundle.authority, bundle.decision, bundle.signals) == ("Old Authority", "neural",
+                                                                   (SignalRow("network", 2, 9),))
+    assert bundle.calibration == {"target_fpr": 0.01, "measured_fpr": 0.005, "innocent_images": 200}
+    assert (match.matched_by, match.sides) == (("network",), (MatchSide("network", "h1", 4, 9),))
     assert bundle.chunked == 0  # a bundle stored before version 4 lists is a whole bundle
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     connection.close()
 
 
-def test_a_schema_2_database_is_migrated_keeping_its_rows(tmp_path: Path):
-    """A database written before crop hashes existed (schema 2) is brought to the current schema when opened:
-    its DCT bundle and logged DCT match keep every value, with no crop hashes and no crop side."""
+def test_schema_2_and_3_databases_are_migrated_keeping_every_side(tmp_path: Path):
+    """Databases written before crop hashes (schema 2) and before signals were one list (schema 3) are brought
+    to the current schema when opened: every bundle keeps its signals and thresholds, every match one side per
+    signal its bundle had, and matched_by is what the rule says of the stored distances."""
     from vetohash_platform import store as store_module
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as connection:
-        for migration in store_module._MIGRATIONS[:2]:
+        for migration in store_module._MIGRATIONS[:3]:
             connection.executescript(migration)
         connection.execute("INSERT INTO bundles VALUES ('0123456789abcdef', 'list', 'Old Authority', 3, 'ab', "
-                           "x'00', 2, 9, 'paper-cnn', 10, 20, NULL, NULL, NULL, 15, 'neural-or-dct', 24)")
-        connection.execute("INSERT INTO matches (time, image_sha256, image_hash, bundle_sha256, authority, key_id, "
-                           "list_name, sequence, hash_id, distance, threshold, signal, dct_hash, dct_hash_id, "
-                           "dct_distance, dct_threshold) VALUES (1.5, 'cd', 'ef', 'ab', 'Old Authority', "
-                           "'0123456789abcdef', 'list', 3, 'h1', 40, 9, 'dct', '12', 'h2', 5, 24)")
-        connection.execute("PRAGMA user_version = 2")
+                           "x'00', 2, 9, 'paper-cnn', 10, 20, NULL, NULL, NULL, 15, 'neural-or-crops-or-dct', 24, "
+                           "30, 34)")
+        columns = ("time, image_sha256, image_hash, bundle_sha256, authority, key_id, list_name, sequence, hash_id, "
+                   "distance, threshold, signal, dct_hash, dct_hash_id, dct_distance, dct_threshold, crops_hash_id, "
+                   "crops_distance, crops_threshold")
+        connection.execute(f"INSERT INTO matches ({columns}) VALUES (1.5, 'cd', 'ef', 'ab', 'Old Authority', "
+                           "'0123456789abcdef', 'list', 3, 'h1', 40, 9, 'dct', '12', 'h2', 5, 24, 'h3', 2, 30)")
+        connection.execute(f"INSERT INTO matches ({columns}) VALUES (2.5, 'cd', 'ef', 'ab', 'Old Authority', "
+                           "'0123456789abcdef', 'list', 3, 'h1', 3, 9, 'neural', '12', 'h2', 50, 24, 'h3', 31, 30)")
+        connection.execute("PRAGMA user_version = 3")
     connection.close()
     with Store.open(path) as store:
         [bundle] = store.bundles()
-        [match] = store.matches()
-    assert (bundle.authority, bundle.threshold, bundle.decision, bundle.dct_threshold) == \
-           ("Old Authority", 9, "neural-or-dct", 24)
-    assert (bundle.crop_hashes, bundle.crops_threshold) == (0, None)
-    assert (match.hash_id, match.distance, match.signal, match.dct_hash_id, match.dct_distance) == \
-           ("h1", 40, "dct", "h2", 5)
-    assert (match.crops_hash_id, match.crops_distance, match.crops_threshold) == (None, None, None)
+        first, second = store.matches()
+    assert bundle.signals == (SignalRow("network", 2, 9), SignalRow("crops", 34, 30), SignalRow("dct", 2, 24))
+    assert (bundle.decision, bundle.calibration) == ("neural-or-crops-or-dct", None)
+    assert first.matched_by == ("crops", "dct") and second.matched_by == ("network",)
+    assert first.sides == (MatchSide("network", "h1", 40, 9), MatchSide("crops", "h3", 2, 30),
+                           MatchSide("dct", "h2", 5, 24, "12"))
+    assert second.side("crops") == MatchSide("crops", "h3", 31, 30)
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     connection.close()

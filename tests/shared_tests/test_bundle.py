@@ -244,7 +244,7 @@ def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: by
 
 
 @pytest.mark.parametrize(("envelope", "message"), [
-    ({"version": 4}, "version 4"),
+    ({"version": 6}, "version 6"),
     ({"version": True}, "version True"),
     ({"format": "vetohash-model"}, "not a vetohash bundle"),
     ({"extra": 1}, "unexpected \\['extra'\\]"),
@@ -515,10 +515,10 @@ def test_huge_declared_dct_length_is_refused_without_allocating(fused_data: byte
                     now=NOW)
 
 
-@pytest.mark.parametrize(("signed", "version"), [("fused_data", 2), ("crops_data", 3)])
+@pytest.mark.parametrize(("signed", "version"), [("fused_data", 2), ("crops_data", 3), ("bounded_data", 5)])
 def test_every_signed_payload_byte_change_of_later_versions_raises_only_bundle_errors(
         signed: str, version: int, request: pytest.FixtureRequest) -> None:
-    """As for version 1: a damaged (re-signed) version 2 or 3 payload is a valid bundle or a BundleError."""
+    """As for version 1: a damaged (re-signed) version 2, 3 or 4 payload is a valid bundle or a BundleError."""
     payload = bytearray(msgpack.unpackb(request.getfixturevalue(signed))["payload"])
     for i in range(len(payload)):
         payload[i] ^= 0xFF
@@ -648,3 +648,71 @@ def test_an_absurd_signed_spec_is_refused_before_its_network_is_built(tiny_data:
     with pytest.raises(BundleContentError, match="weights do not match the spec"):
         read_bundle(seal_fields(fields), TRUSTED, now=NOW)
     assert built_on == []
+
+
+# --- version 5: a calibration with a bound --------------------------------------------------------------------
+
+BOUNDED = Calibration(target_fpr=0.01, measured_fpr=0.004, innocent_images=540, bound_fpr=0.0095, confidence=0.9,
+                      innocent_groups=4)
+
+
+@pytest.fixture(scope="module")
+def bounded_data() -> bytes:
+    return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal(), calibration=BOUNDED), KEY)
+
+
+def test_a_bounded_calibration_is_written_as_version_5_with_any_signals(bounded_data: bytes) -> None:
+    """A calibration with a bound (and its confidence and number of groups) needs version 5, whatever signals
+    the bundle carries; the same bundle without the bound is written as before (version 3), byte for byte the
+    older format. Version 5 reads back to the same bytes, with or without crops or DCT hashes."""
+    read = read_bundle(bounded_data, TRUSTED, now=NOW)
+    assert (read.version, read.decision, read.calibration) == (5, "neural-or-crops-or-dct", BOUNDED)
+    assert payload_of(bounded_data)["calibration"] == {
+        "target_fpr": 0.01, "measured_fpr": 0.004, "innocent_images": 540, "bound_fpr": 0.0095,
+        "confidence": 0.9, "innocent_groups": 4}
+    assert sign_bundle(read, KEY) == bounded_data
+    older = make_bundle(TINY, dct=dct_signal(), crops=crop_signal())
+    assert older.version == 3 and payload_of(sign_bundle(older, KEY))["version"] == 3
+    for signals, decision in (({}, "neural"), ({"dct": dct_signal()}, "neural-or-dct"),
+                              ({"crops": crop_signal()}, "neural-or-crops")):
+        data = sign_bundle(make_bundle(TINY, calibration=BOUNDED, **signals), KEY)
+        plain = read_bundle(data, TRUSTED, now=NOW)
+        assert (plain.version, plain.decision, plain.dct is None, plain.crops is None) == \
+               (5, decision, "dct" not in signals, "crops" not in signals)
+        assert payload_of(data)["decision"] == decision
+
+
+GOOD_BOUNDED = BOUNDED.to_dict()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"calibration": None}, "calibration must be a map in format version 5"),
+    ({"calibration": {k: v for k, v in GOOD_BOUNDED.items() if k != "bound_fpr"}}, "missing \\['bound_fpr'\\]"),
+    ({"calibration": {"target_fpr": 0.01, "measured_fpr": 0.0, "innocent_images": 3}}, "missing"),
+    ({"calibration": GOOD_BOUNDED | {"bound_fpr": 0.001}}, "below measured_fpr"),
+    ({"calibration": GOOD_BOUNDED | {"bound_fpr": 1.5}}, "bound_fpr must be a float in \\[0, 1\\]"),
+    ({"calibration": GOOD_BOUNDED | {"bound_fpr": 1}}, "bound_fpr must be a float"),
+    ({"calibration": GOOD_BOUNDED | {"confidence": 1.0}}, "confidence must be a float between 0 and 1"),
+    ({"calibration": GOOD_BOUNDED | {"confidence": 0.0}}, "confidence"),
+    ({"calibration": GOOD_BOUNDED | {"confidence": "0.9"}}, "confidence"),
+    ({"calibration": GOOD_BOUNDED | {"innocent_groups": 0}}, "innocent_groups must be an integer from 1"),
+    ({"calibration": GOOD_BOUNDED | {"innocent_groups": 541}}, "innocent_groups"),
+    ({"calibration": GOOD_BOUNDED | {"innocent_groups": True}}, "innocent_groups"),
+    ({"calibration": GOOD_BOUNDED | {"innocent_groups": 2.0}}, "innocent_groups"),
+    ({"decision": "neural-or-crops"}, "decision must be 'neural-or-crops-or-dct' for the signals it carries"),
+    ({"dct": None}, "decision must be 'neural-or-crops'"),
+    ({"crops": None, "dct": None}, "decision must be 'neural'"),
+])
+def test_invalid_version_5_fields_are_refused(bounded_data: bytes, changes: dict[str, Any], message: str) -> None:
+    """The bound is a share no lower than the measured one, the confidence strictly between 0 and 1, the groups
+    between 1 and the number of images; the decision names exactly the signals present."""
+    with pytest.raises(BundleFormatError, match=message):
+        read_bundle(seal_fields(payload_of(bounded_data) | changes, version=5), TRUSTED, now=NOW)
+
+
+def test_a_bound_cannot_be_given_in_part_or_read_from_an_older_version(crops_data: bytes) -> None:
+    """The three bound fields come together; a version 3 payload with them is refused (its keys are exact)."""
+    with pytest.raises(BundleFormatError, match="bound_fpr"):
+        Calibration(target_fpr=0.01, measured_fpr=0.0, innocent_images=3, confidence=0.9, innocent_groups=1)
+    with pytest.raises(BundleFormatError, match="unexpected"):
+        read_bundle(seal_fields(payload_of(crops_data) | {"calibration": GOOD_BOUNDED}, version=3), TRUSTED, now=NOW)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vetohash import codec
-from vetohash.bundle import read_bundle
+from vetohash.bundle import Calibration, read_bundle
 from vetohash.chunked import (
     IMAGES,
     MANIFEST_NAME,
@@ -39,7 +39,7 @@ from vetohash.errors import (
     BundleTooLargeError,
 )
 
-from .test_bundle import CREATED, EXPIRES, KEY, NOW, OTHER_KEY, TINY, TRUSTED, fixed_weights
+from .test_bundle import BOUNDED, CREATED, EXPIRES, KEY, NOW, OTHER_KEY, TINY, TRUSTED, fixed_weights
 
 SIGNALS = Signals(neural=5, dct=40, crops=4)
 HEADER = ListHeader(spec=TINY, authority="Test Authority", list_name="big", sequence=10, created=CREATED,
@@ -243,6 +243,10 @@ def test_a_non_canonical_chunk_is_refused(written: Path) -> None:
     ({"created": NOW + 3600}, BundleExpiredError, "in the future"),
     ({"key_id": "0" * 16}, BundleFormatError, "but is signed by"),
     ({"extra": 1}, BundleFormatError, "unexpected \\['extra'\\]"),
+    ({"calibration": BOUNDED.to_dict() | {"bound_fpr": None}}, BundleFormatError, "bound_fpr must be a float"),
+    ({"calibration": {k: v for k, v in BOUNDED.to_dict().items() if k != "bound_fpr"}}, BundleFormatError,
+     "keys are wrong"),
+    ({"calibration": BOUNDED.to_dict() | {"bound_fpr": 0.001}}, BundleFormatError, "below measured_fpr"),
 ])
 def test_invalid_signed_manifests_are_refused(written: Path, change: dict[str, Any], error: type[BundleError],
                                               message: str) -> None:
@@ -250,6 +254,20 @@ def test_invalid_signed_manifests_are_refused(written: Path, change: dict[str, A
     seal_manifest(written, codec.pack(fields))
     with pytest.raises(error, match=message):
         open_chunked(written, TRUSTED, now=NOW)
+
+
+def test_a_manifest_carries_a_calibration_with_its_bound(tmp_path: Path) -> None:
+    """The calibration map of a version 5 bundle, bound included, is written in a manifest and read back the
+    same; the three-key map of versions 1-3 still reads."""
+    import dataclasses
+
+    bounded = open_chunked(write(tmp_path / "a", header=dataclasses.replace(HEADER, calibration=BOUNDED)), TRUSTED,
+                           now=NOW)
+    assert bounded.manifest.calibration == BOUNDED
+    assert manifest_fields(bounded.folder)["calibration"] == BOUNDED.to_dict()
+    plain = Calibration(target_fpr=0.01, measured_fpr=0.004, innocent_images=540)
+    read = open_chunked(write(tmp_path / "b", header=dataclasses.replace(HEADER, calibration=plain)), TRUSTED, now=NOW)
+    assert read.manifest.calibration == plain and not plain.bounded
 
 
 def test_chunk_order_and_kinds_are_exact(written: Path) -> None:

@@ -1,0 +1,317 @@
+"""Joint calibration: every threshold of a bundle chosen together, against a bound on innocents flagged.
+
+The thresholds that catch the most of the authority's own altered copies of its banned images (every kind in
+`alterations.KINDS`, each drawn across its whole range, from a seed stream no list fit or training uses) are
+chosen, subject to the share of innocent images flagged by any signal (vetohash.signals, the rule platforms
+apply) staying at most the target. That share is not taken at face value: innocent images come in clusters
+(crops of one photo, shots of one scene), so images of a cluster are flagged together, and the share on images
+the authority never saw varies more than the number of images suggests. The constraint is therefore on an
+upper confidence bound of the share from a group bootstrap: whole groups are resampled with replacement
+(`upper_bound`). Innocent groups are sub-folders of the innocent folder (`groups_of`).
+
+What the innocent images say about a threshold changes only at their distances, so each signal's candidates
+are those distances and the ones just below them; the network's threshold is found by bisection for each
+combination of the others', since a larger threshold never flags fewer images.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vetohash import dcthash
+from vetohash.bundle import Calibration
+from vetohash.errors import VetohashError
+from vetohash.hasher import Hasher
+from vetohash.matching import nearest, nearest_by_owner
+from vetohash.preprocess import query_arrays
+from vetohash.signals import CROPS, DCT, NETWORK, flagged
+
+from .alterations import KINDS, make_kind
+
+DEFAULT_CONFIDENCE = 0.9
+BOOTSTRAP_ROUNDS = 2000
+COPIES_PER_KIND = 2  # altered copies of each banned image per alteration kind
+_SEED_TAG = "vetohash-calibration"  # the copies' own random stream, apart from list fits' and training's
+
+
+class CalibrationError(VetohashError):
+    """Calibration cannot run on what it was given (no innocent images, a target out of range, ...)."""
+
+
+@dataclass(frozen=True)
+class Lists:
+    """What a bundle will carry, by signal name: the hashes of each signal (the crop hashes' owners are not
+    needed: a match is a match whichever banned image it names)."""
+
+    hashes: Mapping[str, np.ndarray]
+
+
+
+
+def distances(hasher: Hasher, lists: Lists, views: Sequence[np.ndarray], dct: np.ndarray) -> dict[str, np.ndarray]:
+    """Each query's distance to the nearest hash of each signal, as a platform screens it: the network's hash
+    over the query's views (preprocess.query_arrays), its DCT hash (`dct`, one row per query). A signal with
+    an empty list is beyond every threshold (its bits + 1)."""
+    every, owners = hasher.hash_queries(views)
+    out = {}
+    for name, hashes in lists.hashes.items():
+        if len(hashes) == 0 or len(views) == 0:
+            out[name] = np.full(len(views), 8 * hashes.shape[1] + 1, dtype=np.int32)
+        elif name == DCT:
+            out[name] = nearest(dct, hashes).distance
+        else:
+            out[name] = nearest_by_owner(every, owners, len(views), hashes).distance
+    return out
+
+
+def altered_copies(images: Sequence[Image.Image], digests: Sequence[str], seed: int,
+                   per_kind: int = COPIES_PER_KIND) -> list[Image.Image]:
+    """`per_kind` copies of every image under every registered alteration kind (default ranges), each drawn
+    from its own random stream keyed by the seed, the image's digest, the kind and the copy's number."""
+    kinds = [make_kind(name) for name in sorted(KINDS)]
+    out = []
+    for image, digest in zip(images, digests, strict=True):
+        for kind in kinds:
+            for number in range(per_kind):
+                rng = random.Random(f"{_SEED_TAG}:{seed}:{digest}:{kind.name}:{number}")
+                out.append(kind.draw(rng)(image))
+    return out
+
+
+def positives(hasher: Hasher, lists: Lists, images: Sequence[Image.Image], digests: Sequence[str], seed: int = 0,
+              per_kind: int = COPIES_PER_KIND, progress: Callable[[int], None] | None = None
+              ) -> dict[str, np.ndarray]:
+    """The distances of the authority's altered copies (`altered_copies`) of its banned images to each
+    signal's nearest hash: what the thresholds should catch."""
+    pre = hasher.spec.preprocess
+    out: dict[str, list[np.ndarray]] = {name: [] for name in lists.hashes}
+    for image, digest in zip(images, digests, strict=True):  # one image at a time keeps memory flat
+        copies = altered_copies([image], [digest], seed, per_kind)
+        dct = dcthash.dct_hashes(copies) if DCT in lists.hashes else np.zeros((len(copies), 0), np.uint8)
+        for name, values in distances(hasher, lists, [query_arrays(c, pre) for c in copies], dct).items():
+            out[name].append(values)
+        if progress is not None:
+            progress(1)
+    return {name: np.concatenate(values) if values else np.zeros(0, np.int32) for name, values in out.items()}
+
+
+def groups_of(paths: Sequence[Path], root: Path) -> tuple[np.ndarray, bool]:
+    """Each innocent image's group (an index) and whether the folder had groups: images in one sub-folder of
+    `root` (the first level below it) form a group. Images directly in `root` are a group each; when no image
+    is in a sub-folder, every image is its own group (the documented fallback: the bound then assumes the
+    images are unrelated, which is optimistic for crops of one photo or shots of one scene)."""
+    keys = []
+    for path in paths:
+        parts = path.relative_to(root).parts
+        keys.append(parts[0] if len(parts) > 1 else f"\0{path}")
+    names = {key: index for index, key in enumerate(dict.fromkeys(keys))}
+    grouped = any(len(path.relative_to(root).parts) > 1 for path in paths)
+    return np.array([names[key] for key in keys], dtype=np.int64), grouped
+
+
+@dataclass(frozen=True)
+class Innocents:
+    """The innocent images as calibration sees them: each one's distance to each signal's nearest hash, and
+    its group."""
+
+    distances: Mapping[str, np.ndarray]
+    groups: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.groups) == 0:
+            raise CalibrationError("calibration needs at least one innocent image")
+
+    @property
+    def count(self) -> int:
+        return len(self.groups)
+
+    def subset(self, rows: np.ndarray) -> Innocents:
+        """The innocent images at `rows`."""
+        return Innocents({name: values[rows] for name, values in self.distances.items()}, self.groups[rows])
+
+
+class Bound:
+    """The flagged share of an innocent set and its upper confidence bound, from a group bootstrap: whole
+    groups resampled with replacement, BOOTSTRAP_ROUNDS rounds from a fixed seed (the same images and
+    thresholds always give the same bound), the bound the `confidence` quantile of the resampled shares and
+    never below the share itself.
+
+    The resampled shares also count the images at a distance equal to a threshold (those a threshold one
+    higher would flag), so that of two thresholds flagging the same images the lower is preferred; not at a
+    threshold of 0, which turns a signal off (a signal under which innocent images lie at distance 0 can still be
+    left out while the others are calibrated). A threshold
+    just below the next innocent image is still free: with few innocent images, and none of them flagged, the
+    bound can be zero (the bootstrap cannot bound what it never saw, and it sees no variation between groups
+    beyond that among the ones it has); calibrate on many innocent images in many groups. With `rounds=0`
+    there is no bootstrap and no such count: the bound is the share itself (what an oracle that knows the
+    images it is measured on would hold to the target).
+    """
+
+    def __init__(self, groups: np.ndarray, confidence: float, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0):
+        if not 0.0 < confidence < 1.0:
+            raise CalibrationError(f"the confidence must be between 0 and 1 (exclusive), got {confidence}")
+        self.confidence = confidence
+        self.groups = np.unique(groups, return_inverse=True)[1]
+        self.count = int(self.groups.max()) + 1
+        self.sizes = np.bincount(self.groups, minlength=self.count).astype(np.float64)
+        rng = np.random.default_rng(seed)
+        # weights[r, g]: how many times round r drew group g
+        self.weights = rng.multinomial(self.count, np.full(self.count, 1 / self.count), size=rounds).astype(np.float64)
+        self.drawn = self.weights @ self.sizes
+
+    def measure(self, distances: Mapping[str, np.ndarray], thresholds: Mapping[str, int]) -> tuple[float, float]:
+        """The share of images flagged by `thresholds` (vetohash.signals.flagged), and its upper bound."""
+        flags = flagged(distances, thresholds)
+        point = float(flags.mean())
+        if len(self.weights) == 0:
+            return point, point
+        # A threshold of 0 turns its signal off (nothing is lower), so its images at distance 0 are no edge.
+        edges = np.logical_or.reduce([(distances[name] == threshold) & (threshold > 0)
+                                      for name, threshold in thresholds.items()])
+        hits = np.bincount(self.groups, weights=(flags | edges).astype(np.float64), minlength=self.count)
+        shares = (self.weights @ hits) / self.drawn
+        return point, max(point, float(np.quantile(shares, self.confidence, method="higher")))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Thresholds chosen jointly, what they flag among the innocents (share and bound) and catch among the
+    altered copies."""
+
+    thresholds: dict[str, int]
+    share: float
+    bound: float
+    recall: float
+
+
+def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
+           confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
+           bound: Bound | None = None) -> Choice:
+    """The thresholds (one per signal in `innocent.distances`) catching most of `caught` (distances of altered
+    copies) while the bound on innocents flagged stays at most `target`; thresholds in `given` are kept as
+    they are. Ties go to the lower bound. If even the given thresholds with the network's at 0 break the
+    target, that choice is returned (its bound says so)."""
+    if not 0.0 <= target <= 1.0:
+        raise CalibrationError(f"the target false-positive rate must be in [0, 1], got {target}")
+    given = dict(given or {})
+    bound = bound or Bound(innocent.groups, confidence)
+    names = list(innocent.distances)
+    if NETWORK not in names:
+        raise CalibrationError("calibration needs the network's distances")
+
+    def measure(thresholds: dict[str, int]) -> tuple[float, float]:
+        return bound.measure(innocent.distances, thresholds)
+
+    def candidates(name: str) -> list[int]:
+        if name in given:
+            return [given[name]]
+        # What the innocent images say changes only at their distances v (an image reaches the edge) and just
+        # below them; recall only grows with a threshold, so the largest of each stretch is enough.
+        values = np.unique(innocent.distances[name])
+        options = sorted({0, bits[name], *(min(int(v) + step, bits[name]) for v in values for step in (-1, 0)
+                                          if v + step >= 0)})
+        # A threshold that alone flags more than the target is never feasible: stop at the first one.
+        alone = [t for t in options if measure({name: t})[1] <= target]
+        return alone or [0]
+
+    others = [name for name in names if name != NETWORK]
+    network = candidates(NETWORK)
+    best: Choice | None = None
+    for combo in itertools.product(*(candidates(name) for name in others)):
+        fixed = dict(zip(others, combo, strict=True))
+        low, high = 0, len(network) - 1  # the largest feasible network candidate, by bisection
+        if measure({NETWORK: network[0], **fixed})[1] > target:
+            high = -1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if measure({NETWORK: network[middle], **fixed})[1] <= target:
+                low = middle
+            else:
+                high = middle - 1
+        if high < 0:
+            continue
+        thresholds = {NETWORK: network[low], **fixed}
+        share, upper = measure(thresholds)
+        recall = float(np.mean(flagged(caught, thresholds))) if len(caught[NETWORK]) else 0.0
+        if best is None or (recall, -upper) > (best.recall, -best.bound):
+            best = Choice(thresholds, share, upper, recall)
+    if best is None:  # nothing keeps within the target: the least that can be done
+        thresholds = {NETWORK: given.get(NETWORK, 0), **{name: given.get(name, 0) for name in others}}
+        share, upper = measure(thresholds)
+        recall = float(np.mean(flagged(caught, thresholds))) if len(caught[NETWORK]) else 0.0
+        best = Choice(thresholds, share, upper, recall)
+    return best
+
+
+def record(choice: Choice, target: float, innocent: Innocents, bound: Bound) -> Calibration:
+    """What the bundle records about a calibration."""
+    return Calibration(target_fpr=float(target), measured_fpr=choice.share, innocent_images=innocent.count,
+                       bound_fpr=choice.bound, confidence=float(bound.confidence),
+                       innocent_groups=bound.count)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One fold of `cross_check`: thresholds chosen on some groups, and the share they flag on the others."""
+
+    choice: Choice
+    calibration_images: int
+    calibration_groups: int
+    held_out_images: int
+    held_out_groups: int
+    held_out_share: float
+
+
+def cross_check(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
+                confidence: float = DEFAULT_CONFIDENCE, folds: int = 2, seed: int = 0) -> list[HeldOut]:
+    """Calibrate on some groups, measure on the others: the groups are dealt into `folds` parts (shuffled by
+    `seed`), and each part in turn is held out while the rest calibrate. What a platform will see is the
+    held-out share, not the share on the images the thresholds were chosen on."""
+    labels = np.unique(innocent.groups)
+    if len(labels) < folds:
+        raise CalibrationError(f"checking on held-out groups needs at least {folds} innocent groups, got "
+                               f"{len(labels)} (put each cluster of innocent images in a sub-folder)")
+    order = np.random.default_rng(seed).permutation(labels)
+    out = []
+    for fold in range(folds):
+        held = np.isin(innocent.groups, order[fold::folds])
+        fit, test = innocent.subset(np.flatnonzero(~held)), innocent.subset(np.flatnonzero(held))
+        choice = choose(fit, caught, target, bits, confidence=confidence)
+        share = float(np.mean(flagged(test.distances, choice.thresholds)))
+        out.append(HeldOut(choice, fit.count, len(np.unique(fit.groups)), test.count, len(np.unique(test.groups)),
+                           share))
+    return out
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A bundle's calibration: the thresholds, the record the bundle carries, and the innocent images'
+    distances and the altered copies' they were chosen from."""
+
+    choice: Choice
+    calibration: Calibration
+    innocent: Innocents
+    caught: Mapping[str, np.ndarray]
+
+
+def calibrate(hasher: Hasher, lists: Lists, banned: Sequence[Image.Image], digests: Sequence[str],
+              innocent_views: Sequence[np.ndarray], innocent_dct: np.ndarray, groups: np.ndarray, target: float, *,
+              confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
+              per_kind: int = COPIES_PER_KIND, progress: Callable[[int], None] | None = None) -> Calibrated:
+    """Hash the innocent images once (their views and DCT hashes, each in its group), alter the banned images,
+    and choose every threshold of `lists` together (`choose`)."""
+    if len(innocent_views) == 0:
+        raise CalibrationError("calibration needs at least one readable innocent image")
+    innocent = Innocents(distances(hasher, lists, innocent_views, innocent_dct), groups)
+    caught = positives(hasher, lists, banned, digests, per_kind=per_kind, progress=progress)
+    bound = Bound(groups, confidence)
+    bits = {name: hasher.spec.bits if name != DCT else dcthash.BITS for name in lists.hashes}
+    choice = choose(innocent, caught, target, bits, confidence=confidence, given=given, bound=bound)
+    return Calibrated(choice, record(choice, target, innocent, bound), innocent, caught)
