@@ -18,7 +18,8 @@ import vetohash
 from vetohash.console import ExitCode, Group, printable, run
 from vetohash.errors import VetohashError
 
-from .records import bundle_record, hash_record, iso, log_record, screen_record, signal_fields, verdict
+from .records import (bundle_record, hash_record, iso, lapsed_warnings, list_label, log_record, screen_record,
+                      signal_fields, verdict)
 from .store import BundleRow, ChainRow, Store, default_db_path
 from .trust import Change, add_key, remove_key, trusted_keys
 
@@ -360,8 +361,7 @@ def _image_options(command: F) -> F:
 
 def _screener(workers: int | None, batch_size: int, thresholds: dict[str, int] | None = None
               ) -> tuple[Screener, list[str]]:
-    """The screener over every active bundle, and a warning for each trusted list that is stored but no longer
-    in force (expired, or its stored bytes no longer verify): it matches nothing, which `clean` would hide."""
+    """The screener over every active bundle, and the warnings of `active.lapsed_warnings`."""
     from vetohash.preprocess import route_warnings
 
     from .active import Status, stored_bundles
@@ -369,9 +369,7 @@ def _screener(workers: int | None, batch_size: int, thresholds: dict[str, int] |
 
     route_warnings()  # Pillow's warnings go into each file's result, not loose on stderr
     found = stored_bundles(_store())
-    lapsed = [f"{_list_label(s.row.authority, s.row.list_name, s.row.sequence, s.row.key_id)} is not used, so "
-              f"nothing is matched against it: {s.reason}" for s in found
-              if s.status in (Status.EXPIRED, Status.INVALID)]
+    lapsed = lapsed_warnings(found)
     active = [s for s in found if s.status is Status.ACTIVE]
     return Screener(active, thresholds=thresholds, workers=workers, batch=batch_size), lapsed
 
@@ -489,14 +487,8 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
                                f"distance {side.distance} {_compared(side.distance, side.threshold)}"
                                for side in [network, *others] if side.distance is not None)
             detail += f"  by {'+'.join(v.by)}" if others and v.by else ""
-        yield f"{verdict}  {result.name}  {_list_label(v.authority, v.list_name, v.sequence, v.key_id)}  {detail}  " \
+        yield f"{verdict}  {result.name}  {list_label(v.authority, v.list_name, v.sequence, v.key_id)}  {detail}  " \
               f"hash {v.hash}"
-
-
-def _list_label(authority: str, list_name: str, sequence: int, key_id: str) -> str:
-    """How text output names a bundle: the authority's name is only what the signer claims, so the key id that
-    signed it (the one the operator trusted) is part of the name; two keys can claim one authority and list."""
-    return f"{authority}/{list_name}#{sequence} (key {key_id})"
 
 
 def _compared(distance: int, threshold: int) -> str:
@@ -716,7 +708,7 @@ def log(limit: int | None, as_json: bool) -> None:
     if not rows:
         click.echo("no matches logged", err=True)
         return
-    _table([(iso(r.time), _list_label(r.authority, r.list_name, r.sequence, r.key_id), "+".join(r.matched_by),
+    _table([(iso(r.time), list_label(r.authority, r.list_name, r.sequence, r.key_id), "+".join(r.matched_by),
              "  ".join(f"{s.signal} {_or_dash(s.hash_id)} {_or_dash(s.distance)}/{s.threshold}" for s in r.sides),
              r.image_sha256)
             for r in rows],

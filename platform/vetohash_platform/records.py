@@ -22,6 +22,22 @@ def iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+def list_label(authority: str, list_name: str, sequence: int, key_id: str) -> str:
+    """How text output names a bundle: the authority's name is only what the signer claims, so the key id that
+    signed it (the one the operator trusted) is part of the name; two keys can claim one authority and list."""
+    return f"{authority}/{list_name}#{sequence} (key {key_id})"
+
+
+def lapsed_warnings(found: Sequence[StoredBundle]) -> list[str]:
+    """A warning for each trusted list that is stored but no longer in force (expired, or its stored bytes no
+    longer verify): it matches nothing, which a `clean` verdict would hide, so every screen names it."""
+    from .active import Status
+
+    return [f"{list_label(s.row.authority, s.row.list_name, s.row.sequence, s.row.key_id)} is not used, so "
+            f"nothing is matched against it: {s.reason}" for s in found
+            if s.status in (Status.EXPIRED, Status.INVALID)]
+
+
 def verdict(result: ImageResult) -> str:
     """One word for an image: error, featureless, match or clean."""
     return ("error" if result.error else "featureless" if result.featureless

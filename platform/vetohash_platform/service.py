@@ -38,7 +38,7 @@ from vetohash.errors import ImageTooLargeError, VetohashError
 from vetohash.preprocess import MAX_FILE_BYTES
 
 from .active import Status, StoredBundle, stored_bundles
-from .records import bundle_record, hash_record, iso, screen_record
+from .records import bundle_record, hash_record, iso, lapsed_warnings, screen_record
 from .screening import ImageResult, MatchLog, Screener, Upload
 from .store import Store
 
@@ -145,6 +145,7 @@ class Engine:
         self._next_expiry = float("inf")
         self.screener: Screener | None = None
         self.found: list[StoredBundle] = []
+        self.lapsed: list[str] = []  # records.lapsed_warnings of the bundles loaded, in every screen's record
         self.problem = "loading bundles"
         self.loaded = False  # set by the first refresh, from the engine thread
 
@@ -172,6 +173,7 @@ class Engine:
         except VetohashError as error:
             self.screener, self.problem = None, str(error)
         self.found = found
+        self.lapsed = lapsed_warnings(found)
         self._seen = seen
         self._next_expiry = min((s.row.expires for s in active), default=float("inf"))
         self.metrics.loaded(found, self.screener is not None)
@@ -365,7 +367,7 @@ def create_app(settings: Settings) -> Starlette:
         refused = _refusal(result)
         if refused:
             raise refused
-        record = screen_record(result)
+        record = screen_record(result, engine.lapsed)
         metrics.verdicts.labels(record["verdict"]).inc()
         return JSONResponse(record)
 

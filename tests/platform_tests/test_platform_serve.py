@@ -180,16 +180,20 @@ def test_a_bundle_ingested_while_it_runs_is_used_by_the_next_request(server, mak
     assert [r["nearest_id"] for r in record["results"] if r["match"]] == ["late-000"]
 
 
-def test_an_expired_bundle_stops_matching_and_shows_in_healthz_and_metrics(server, make_bundle, hasher, images):
+def test_an_expired_bundle_stops_matching_and_shows_in_healthz_metrics_and_warnings(server, make_bundle, hasher, images):
     expires = int(time.time()) + 3
     banned = hash_files(hasher, [images["unrelated-2"]])
     server.ingest(make_bundle(list_name="short-list", hashes=banned, ids=("short-000",), expires=expires),
                   "short.vhb")
-    assert server.screen(images["unrelated-2"]).json()["verdict"] == "match"
+    before = server.screen(images["unrelated-2"]).json()
+    assert before["verdict"] == "match"
+    assert not [w for w in before["warnings"] if "short-list" in w]
     time.sleep(max(0.0, expires - time.time()) + 0.2)
     record = server.screen(images["unrelated-2"]).json()
     assert record["verdict"] == "clean"
     assert "short-list" not in {r["list"] for r in record["results"]}
+    # a clean verdict would hide that the list matched nothing: the record says so, as `platform screen` does
+    assert [w for w in record["warnings"] if "short-list" in w and "is not used" in w]
     health = server.request("GET", "/healthz", token=None)
     assert health.status == 200
     assert [(b["list"], b["status"]) for b in health.json()["not_used"]] == [("short-list", "expired")]
