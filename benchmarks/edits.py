@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from vetohash_authority.alterations import Kind, make_kind, rotate
+from vetohash_authority.alterations import Kind, make_kind
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,3 @@ EDITS: list[Edit] = [
     Edit("common", "pair", "-", (make_kind("pair"),)),
 ]
 
-
-def list_variants(image: Image.Image) -> list[Image.Image]:
-    """List-side variants hashed beside each banned image: the quarter and eighth turns the paper's rotation
-    edit reaches (mirrors need none with a mirror-invariant network)."""
-    return [rotate(image, angle) for angle in (-90, -60, -30, 30, 60, 90)]

@@ -69,14 +69,13 @@ QueryFn = Callable[[Sequence[Image.Image]], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class Method:
-    """A named hash function; optionally the list-side variants hashed for each banned image, how a query
-    is hashed when it has several views (hashes of every view and the query each belongs to), and the crop
-    hashes of the banned images (hashes and the image each belongs to) that bundles carry beside them."""
+    """A named hash function; optionally how a query is hashed when it has several views (hashes of every
+    view and the query each belongs to), and the crop hashes of the banned images (hashes and the image each
+    belongs to) that bundles carry beside them."""
 
     name: str
     hash: HashFn
     bits: int
-    list_variants: Callable[[Image.Image], list[Image.Image]] | None = None
     queries: QueryFn | None = None
     crops: QueryFn | None = None
     hasher: Hasher | None = None
@@ -101,11 +100,10 @@ class Distances(NamedTuple):
     altered: np.ndarray
 
 
-def vetohash_method(path: Path, variants: Callable[[Image.Image], list[Image.Image]] | None) -> Method:
-    hasher, meta = read_model(path)
-    name = path.stem + ("+variants" if variants else "")
-    return Method(name, hasher.hash_images, hasher.spec.bits, variants, hasher_queries(hasher),
-                  None if variants else (lambda images: crop_hashes(hasher, images)), hasher)
+def vetohash_method(path: Path) -> Method:
+    hasher, _ = read_model(path)
+    return Method(path.stem, hasher.hash_images, hasher.spec.bits, queries=hasher_queries(hasher),
+                  crops=lambda images: crop_hashes(hasher, images), hasher=hasher)
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -120,12 +118,7 @@ def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: i
 def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distances, Distances | None]:
     """Every figure for one method, the distances they come from, and those to its crop hashes (if any)."""
     owners = np.arange(len(banned))
-    list_images = list(banned)
-    if method.list_variants:
-        extra = [(i, v) for i, image in enumerate(banned) for v in method.list_variants(image)]
-        list_images += [v for _, v in extra]
-        owners = np.concatenate([owners, np.array([i for i, _ in extra], dtype=np.int64)])
-    banned_hashes = method.hash(list_images)
+    banned_hashes = method.hash(list(banned))
     unrelated_hashes, unrelated_of = method.query_hashes(unrelated)
     altered_hashes, altered_of = method.query_hashes([image for _, _, image in altered])
     sources = np.array([i for i, _, _ in altered])
@@ -313,8 +306,6 @@ def main() -> None:
     parser.add_argument("--fit-copy", action="store_true",
                         help="fit the shipped copy detector to the benchmark's banned images (authority train's "
                              "default recipe) and measure it")
-    parser.add_argument("--list-variants", action="store_true",
-                        help="also hash each banned image's list-side variants for the vetohash models")
     parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
     parser.add_argument("--speed", action="store_true", help="measure images/s on one core")
     parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws (and of the photo split)")
@@ -343,17 +334,13 @@ def main() -> None:
 
     methods = [] if args.no_baselines else [Method(n, fn, bits) for n, (fn, bits) in BASELINES.items()]
     methods.append(Method("dct", dct_hashes, 256))
-    from edits import list_variants
     for path in args.model:
-        methods.append(vetohash_method(path, None))
-        if args.list_variants:
-            methods.append(vetohash_method(path, list_variants))
+        methods.append(vetohash_method(path))
     if args.fit_copy:
-        from vetohash_authority.listfit import BASE_MODEL, ListFitConfig, fit_to_list
+        from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
 
         t = time.time()
-        base, _ = read_model(BASE_MODEL)
-        fitted, _ = fit_to_list(base, banned, ListFitConfig(), seed=args.seed)
+        fitted, _ = fit_to_list(base_model(), banned, ListFitConfig(), seed=args.seed)
         print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
         methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
                               crops=lambda images: crop_hashes(fitted, images), hasher=fitted))
