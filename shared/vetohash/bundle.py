@@ -181,19 +181,9 @@ class Bundle:
             raise BundleContentError(f"bundle hashes must be a ({len(self.ids)}, {width}) uint8 array, one "
                                      f"{self.spec.bits}-bit hash per id")
         _check_int("threshold", self.threshold, 0, self.spec.bits)
-        if not isinstance(self.authority, str) or not 0 < len(self.authority) <= _MAX_AUTHORITY \
-                or not self.authority.isprintable():
-            raise BundleFormatError(f"bundle authority must be 1 to {_MAX_AUTHORITY} printable characters")
         if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
             raise BundleFormatError("bundle key_id must be 16 lower-case hex digits")
-        if not isinstance(self.list_name, str) or not _LIST_NAME.fullmatch(self.list_name):
-            raise BundleFormatError("bundle list_name must be 1 to 64 characters from [A-Za-z0-9._-]")
-        _check_int("sequence", self.sequence, 0, 2**63 - 1)
-        _check_int("created", self.created, 0, MAX_TIME)
-        _check_int("expires", self.expires, 0, MAX_TIME)
-        if self.expires <= self.created:
-            raise BundleContentError(f"bundle expires ({_iso(self.expires)}) no later than it was created "
-                                     f"({_iso(self.created)})")
+        check_header("bundle", self.authority, self.list_name, self.sequence, self.created, self.expires)
         if self.calibration is not None and not isinstance(self.calibration, Calibration):
             raise BundleFormatError("bundle calibration must be a Calibration or None")
         if self.dct is not None:
@@ -375,16 +365,9 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         raise BundleFormatError("bundle hashes must be binary")
     if version == BOUNDED_VERSION and not isinstance(calibration, dict):
         raise BundleFormatError("bundle calibration must be a map in format version 5")
-    if calibration is not None:
-        if not isinstance(calibration, dict):
-            raise BundleFormatError("bundle calibration must be a map or nil")
-        _check_keys("bundle calibration", calibration,
-                    BOUNDED_CALIBRATION_KEYS if version == BOUNDED_VERSION else CALIBRATION_KEYS)
-        calibration = Calibration(**calibration)
-    try:
-        spec = ModelSpec.from_dict(fields["spec"])
-    except SpecError as error:
-        raise BundleContentError(f"bundle spec: {error}") from None
+    calibration = parse_calibration("bundle", calibration,
+                                    BOUNDED_CALIBRATION_KEYS if version == BOUNDED_VERSION else CALIBRATION_KEYS)
+    spec = parse_spec("bundle", fields["spec"])
     if len(blob) != len(ids) * spec.hash_bytes:
         raise BundleContentError(f"bundle hashes hold {len(blob)} bytes; {len(ids)} ids of "
                                  f"{spec.hash_bytes}-byte hashes need {len(ids) * spec.hash_bytes}")
@@ -417,11 +400,49 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         dct=dct,
         crops=crops,
     )
-    if bundle.created > now + CLOCK_SKEW_S:
-        raise BundleExpiredError(f"bundle is created in the future ({_iso(bundle.created)}); check the clock")
-    if bundle.expires <= now:
-        raise BundleExpiredError(f"bundle expired on {_iso(bundle.expires)}")
+    check_in_force(bundle.created, bundle.expires, now)
     return bundle
+
+
+def check_header(what: str, authority: Any, list_name: Any, sequence: Any, created: Any, expires: Any) -> None:
+    """What every format carries about the list: the authority's name and the list's (printable, bounded), the
+    sequence number and the validity period (integers in range, expiry after creation)."""
+    if not isinstance(authority, str) or not 0 < len(authority) <= _MAX_AUTHORITY or not authority.isprintable():
+        raise BundleFormatError(f"{what} authority must be 1 to {_MAX_AUTHORITY} printable characters")
+    if not isinstance(list_name, str) or not _LIST_NAME.fullmatch(list_name):
+        raise BundleFormatError(f"{what} list_name must be 1 to 64 characters from [A-Za-z0-9._-]")
+    _check_int("sequence", sequence, 0, 2**63 - 1)
+    _check_int("created", created, 0, MAX_TIME)
+    _check_int("expires", expires, 0, MAX_TIME)
+    if expires <= created:
+        raise BundleContentError(f"{what} expires ({_iso(expires)}) no later than it was created ({_iso(created)})")
+
+
+def check_in_force(created: int, expires: int, now: float) -> None:
+    """A verified bundle of any format is used only between its creation (give or take the clock skew allowed)
+    and its expiry."""
+    if created > now + CLOCK_SKEW_S:
+        raise BundleExpiredError(f"bundle is created in the future ({_iso(created)}); check the clock")
+    if expires <= now:
+        raise BundleExpiredError(f"bundle expired on {_iso(expires)}")
+
+
+def parse_calibration(what: str, value: Any, keys: frozenset[str]) -> Calibration | None:
+    """A payload's calibration: nil, or a map with exactly `keys` (each value checked by Calibration)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BundleFormatError(f"{what} calibration must be a map or nil")
+    _check_keys(f"{what} calibration", value, keys)
+    return Calibration(**value)
+
+
+def parse_spec(what: str, value: Any) -> ModelSpec:
+    """A payload's model spec, its errors reported as the bundle's content."""
+    try:
+        return ModelSpec.from_dict(value)
+    except SpecError as error:
+        raise BundleContentError(f"{what} spec: {error}") from None
 
 
 def _parse_signals(fields: Mapping[str, Any], bits: int, count: int) -> tuple[DctSignal | None, CropSignal | None]:

@@ -32,24 +32,24 @@ from .bundle import (
     BOUNDED_CALIBRATION_KEYS,
     CALIBRATION_KEYS,
     CHUNKED_VERSION,
-    CLOCK_SKEW_S,
     FORMAT_NAME,
-    MAX_TIME,
     Calibration,
     _check_int,
+    _ID,
     _check_keys,
-    _iso,
     _unpack_canonical,
+    check_in_force,
+    check_header,
     open_envelope,
     pae,
+    parse_calibration,
+    parse_spec,
 )
 from .errors import (
     BundleContentError,
     BundleError,
-    BundleExpiredError,
     BundleFormatError,
     BundleTooLargeError,
-    SpecError,
 )
 from .files import read_bounded
 from .keys import PublicKey, public_key_of
@@ -74,10 +74,7 @@ MANIFEST_KEYS = frozenset({"version", "spec", "authority", "key_id", "list_name"
 CHUNK_REF_KEYS = frozenset({"kind", "count", "size", "sha256"})
 SIGNAL_KEYS = {NEURAL: frozenset({"threshold"}), DCT: frozenset({"threshold", "algorithm"}),
                CROPS: frozenset({"threshold"})}
-_LIST_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ID = re.compile(r"[\x21-\x7e]{1,64}")
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}\.chunk")
-_MAX_AUTHORITY = 128
 
 
 @dataclass(frozen=True)
@@ -239,31 +236,17 @@ def _parse_manifest(payload: bytes, key_id: str, now: float, check_time: bool = 
     if fields["key_id"] != key_id:
         raise BundleFormatError(f"manifest names key {fields['key_id']!r} but is signed by {key_id}")
     authority, list_name = fields["authority"], fields["list_name"]
-    if not isinstance(authority, str) or not 0 < len(authority) <= _MAX_AUTHORITY or not authority.isprintable():
-        raise BundleFormatError(f"manifest authority must be 1 to {_MAX_AUTHORITY} printable characters")
-    if not isinstance(list_name, str) or not _LIST_NAME.fullmatch(list_name):
-        raise BundleFormatError("manifest list_name must be 1 to 64 characters from [A-Za-z0-9._-]")
-    for name in ("sequence", "created", "expires"):
-        _check_int(name, fields[name], 0, 2**63 - 1 if name == "sequence" else MAX_TIME)
-    if fields["expires"] <= fields["created"]:
-        raise BundleContentError(f"manifest expires ({_iso(fields['expires'])}) no later than it was created "
-                                 f"({_iso(fields['created'])})")
+    check_header("manifest", authority, list_name, fields["sequence"], fields["created"], fields["expires"])
     base = fields["base"]
     if base is not None:
         _check_int("base", base, 0, fields["sequence"] - 1)
     _check_int("images", fields["images"], 0, MAX_IMAGES)
     calibration = fields["calibration"]
-    if calibration is not None:
-        if not isinstance(calibration, dict):
-            raise BundleFormatError("manifest calibration must be a map or nil")
-        # the map of versions 1-3, or of version 5 with the bound (the keys decide which)
-        _check_keys("manifest calibration", calibration,
-                    BOUNDED_CALIBRATION_KEYS if "bound_fpr" in calibration else CALIBRATION_KEYS)
-        calibration = Calibration(**calibration)
-    try:
-        spec = ModelSpec.from_dict(fields["spec"])
-    except SpecError as error:
-        raise BundleContentError(f"manifest spec: {error}") from None
+    # the map of versions 1-3, or of version 5 with the bound (the keys decide which)
+    calibration = parse_calibration("manifest", calibration, BOUNDED_CALIBRATION_KEYS
+                                    if isinstance(calibration, dict) and "bound_fpr" in calibration
+                                    else CALIBRATION_KEYS)
+    spec = parse_spec("manifest", fields["spec"])
     signals = _parse_signals(fields["signals"], spec.bits)
     chunks = _parse_chunk_refs(fields["chunks"], base is not None)
     manifest = Manifest(spec=spec, authority=authority, key_id=key_id, list_name=list_name,
@@ -273,12 +256,8 @@ def _parse_manifest(payload: bytes, key_id: str, now: float, check_time: bool = 
     if base is None and manifest.count(IMAGES) != manifest.images:
         raise BundleContentError(f"manifest counts {manifest.images} images but its chunks hold "
                                  f"{manifest.count(IMAGES)}")
-    if not check_time:
-        return manifest
-    if manifest.created > now + CLOCK_SKEW_S:
-        raise BundleExpiredError(f"bundle is created in the future ({_iso(manifest.created)}); check the clock")
-    if manifest.expires <= now:
-        raise BundleExpiredError(f"bundle expired on {_iso(manifest.expires)}")
+    if check_time:
+        check_in_force(manifest.created, manifest.expires, now)
     return manifest
 
 
