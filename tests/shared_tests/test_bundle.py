@@ -554,9 +554,8 @@ def crops_data() -> bytes:
     return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal()), KEY)
 
 
-def test_pinned_bytes_of_a_default_bundle() -> None:
-    """Version 3's exact bytes (crop hashes and a DCT signal: what `authority publish --innocent` writes by
-    default), as
+def test_pinned_bytes_of_a_version_3_bundle() -> None:
+    """Version 3's exact bytes (crop hashes and a DCT signal, a calibration without a bound), as
     test_pinned_bytes pins version 1's."""
     data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes)), KEY)
     assert read_bundle(data, TRUSTED, now=NOW).version == 3
@@ -659,6 +658,15 @@ BOUNDED = Calibration(target_fpr=0.01, measured_fpr=0.004, innocent_images=540, 
 @pytest.fixture(scope="module")
 def bounded_data() -> bytes:
     return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal(), calibration=BOUNDED), KEY)
+
+
+def test_pinned_bytes_of_a_default_bundle() -> None:
+    """Version 5's exact bytes (crop hashes, a DCT signal and a calibration with its bound: what `authority
+    publish --innocent` writes by default), as test_pinned_bytes pins version 1's."""
+    data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes),
+                                   calibration=BOUNDED), KEY)
+    assert read_bundle(data, TRUSTED, now=NOW).version == 5
+    assert hashlib.sha256(data).hexdigest() == "3ea6197fcc24ee991f491debdee2a801002a03b07908c27c6a374b88898abfd2"
 
 
 def test_a_bounded_calibration_is_written_as_version_5_with_any_signals(bounded_data: bytes) -> None:
