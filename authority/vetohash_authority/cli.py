@@ -20,6 +20,9 @@ import vetohash
 from vetohash.console import Group, printable, run
 from vetohash.errors import KeyFileError, VetohashError
 
+from .privacy import DEFAULT as DEFAULT_PRIVACY
+from .privacy import LEVELS
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -443,6 +446,11 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help="Match threshold of the crop hashes. Default: calibrated with --innocent, else no crop hashes.")
 @click.option("--no-crops", is_flag=True,
               help="Leave the crop hashes out (without them, the bundle is format version 2, or 1 with --no-dct).")
+@click.option("--privacy", type=click.Choice(list(LEVELS)), default=DEFAULT_PRIVACY, show_default=True,
+              help="What the bundle may give away (docs/threat-model.md): max-recall carries the network, crop "
+                   "and DCT hashes (the DCT hashes identify the banned images); balanced leaves out the DCT "
+                   "hashes (as --no-dct); strict carries the network's whole-image hash alone (as --no-dct "
+                   "--no-crops), from which no banned image was identified better than chance.")
 @click.option("--innocent", type=PATH,
               help="Folder of images NOT in the banned set to calibrate the thresholds on; each sub-folder is a "
                    "group of related images (one photo's crops, one scene's shots).")
@@ -470,7 +478,7 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
-            dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool,
+            dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool, privacy: str,
             innocent: Path | None, target_fpr: float, confidence: float, list_name: str, sequence: int | None,
             expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool, chunked: bool,
             delta_from: Path | None, quiet: bool, as_json: bool) -> None:
@@ -479,7 +487,10 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
     hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
     (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
-    upload when any is near (below its own threshold). --no-dct and --no-crops leave those out.
+    upload when any is near (below its own threshold). --no-dct and --no-crops leave those out, and so do
+    the privacy levels: --privacy balanced carries no DCT hashes (they sketch each banned image's layout well
+    enough to identify it), --privacy strict the network's whole-image hash alone (docs/threat-model.md
+    measures what each level gives away and costs).
 
     --chunked writes format version 4, a folder (docs/bundle-format.md, section 16); --delta-from OLD
     writes a version 4 delta on OLD: images whose network and DCT hashes are both in OLD are not resent,
@@ -511,6 +522,14 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     from .publishing import STATE_NAME, PublishError, build_bundle, next_sequence, parse_duration, record_sequence
     from .sources import load_sources
 
+    level = LEVELS[privacy]
+    if not level.dct and dct_threshold is not None:
+        raise VetohashError(f"--dct-threshold and --privacy {privacy} contradict each other: that level carries "
+                            "no DCT hashes")
+    if not level.crops and crops_threshold is not None:
+        raise VetohashError(f"--crops-threshold and --privacy {privacy} contradict each other: that level "
+                            "carries no crop hashes")
+    no_dct, no_crops = no_dct or not level.dct, no_crops or not level.crops
     for flag, value, off in (("dct", dct_threshold, no_dct), ("crops", crops_threshold, no_crops)):
         if off and value is not None:
             raise VetohashError(f"--{flag}-threshold and --no-{flag} contradict each other: give one of them")
@@ -552,7 +571,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         record_sequence(state, list_name, sequence)
     except PublishError as error:
         _warn(f"could not remember the sequence number ({error}); give --sequence next time")
-    _print_published(out, size, bundle, written, as_json)
+    _print_published(out, size, bundle, written, privacy, as_json)
 
 
 def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: bool, crops: bool,
@@ -581,9 +600,11 @@ def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: 
                               confidence=confidence, warn=_warn, progress=bar.update)
 
 
-def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None, as_json: bool) -> None:
-    """What `publish` wrote: the bundle's signals and thresholds, calibration, list, sequence and validity;
-    for a version 4 folder (`written`) that is a delta, its base and the images added and removed."""
+def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None, privacy: str,
+                     as_json: bool) -> None:
+    """What `publish` wrote: the bundle's signals and thresholds, privacy level, calibration, list, sequence
+    and validity; for a version 4 folder (`written`) that is a delta, its base and the images added and
+    removed."""
     from vetohash import signals
     from vetohash.bundle import CHUNKED_VERSION
     from vetohash.chunked import IMAGES, REMOVED
@@ -600,7 +621,8 @@ def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None,
             fields[signals.key(name, "threshold")] = bundle.thresholds.get(name)
         click.echo(json.dumps({"bundle": str(out), "bytes": size, **fields, "decision": bundle.decision,
                                "format_version": bundle.version if written is None else CHUNKED_VERSION,
-                               "base": base, "added": added, "removed": removed, "list_name": bundle.list_name,
+                               "privacy": privacy, "base": base, "added": added, "removed": removed,
+                               "list_name": bundle.list_name,
                                "sequence": bundle.sequence, "authority": bundle.authority, "key_id": bundle.key_id,
                                "created": _iso(bundle.created), "expires": _iso(bundle.expires),
                                "calibration": None if calibration is None else calibration.to_dict()}))

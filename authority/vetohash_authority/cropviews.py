@@ -25,25 +25,27 @@ from .alterations import crop
 
 _GRID = (0.0, 0.5, 1.0)
 # (kept share of the width, of the height, position in the free room across, down)
-CROPS: tuple[tuple[float, float, float, float], ...] = (
+Box = tuple[float, float, float, float]
+CROPS: tuple[Box, ...] = (
     *((0.75, 0.75, x, y) for y in _GRID for x in _GRID),
     (0.75, 1.0, 0.0, 0.0), (0.75, 1.0, 1.0, 0.0), (1.0, 0.75, 0.0, 0.0), (1.0, 0.75, 0.0, 1.0),
     *((0.85, 0.85, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)),
 )
 
 
-def crop_views(image: Image.Image) -> list[Image.Image]:
-    """The CROPS of one image that have detail (vetohash.detail), in CROPS order."""
-    views = [crop(image, *box) for box in CROPS]
+def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS) -> list[Image.Image]:
+    """The crops of one image (`boxes`, default CROPS) that have detail (vetohash.detail), in their order."""
+    views = [crop(image, *box) for box in boxes]
     return [view for view in views if detail(view) >= MIN_DETAIL]
 
 
-def crop_arrays(images: Sequence[Image.Image], pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[Box] = CROPS
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The model inputs of every image's crop views, (M, C, S, S), and the index of each one's image."""
     arrays: list[np.ndarray] = []
     owners: list[int] = []
     for index, image in enumerate(images):
-        views = crop_views(image)
+        views = crop_views(image, boxes)
         arrays += [to_array(view, pre) for view in views]
         owners += [index] * len(views)
     if not arrays:
@@ -52,8 +54,9 @@ def crop_arrays(images: Sequence[Image.Image], pre: Preprocess) -> tuple[np.ndar
     return np.stack(arrays), np.asarray(owners, dtype=np.int64)
 
 
-def crop_hashes(hasher: Hasher, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+def crop_hashes(hasher: Hasher, images: Sequence[Image.Image], boxes: Sequence[Box] = CROPS
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The network's hash of every image's crop views, and the index of each one's image (for sources, hash
     their working copies: Source.image)."""
-    arrays, owners = crop_arrays(images, hasher.spec.preprocess)
+    arrays, owners = crop_arrays(images, hasher.spec.preprocess, boxes)
     return hasher.hash_arrays(arrays), owners

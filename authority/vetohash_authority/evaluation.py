@@ -30,6 +30,7 @@ from .calibration import DEFAULT_CONFIDENCE, Innocents, Lists, choose, cross_che
 from .config import ConfigError, TrainingConfig, from_dict
 from .cropviews import crop_hashes
 from .pairs import plan_copies
+from .privacy import LEVELS, dct_sketches, identification_ranks, thumbnail
 from .sources import Source
 from .training import altered_queries
 
@@ -205,6 +206,18 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
                  "measured_fpr": fold.choice.share, "bound_fpr": fold.choice.bound,
                  "held_out_fpr": fold.held_out_share}
                 for fold in cross_check(innocent_by, own_copies, target_fpr, bits_by, confidence=confidence)]
+        levels = {}
+        to_copies = {NETWORK: to_own, CROPS: crops_to_own, DCT: dct_to_own}
+        for level in LEVELS.values():  # each `publish --privacy` level: its signals chosen together
+            names = [NETWORK, *([CROPS] if level.crops else []), *([DCT] if level.dct else [])]
+            at = choose(Innocents({name: innocent_by.distances[name] for name in names}, innocent_by.groups),
+                        {name: own_copies[name] for name in names}, target_fpr, bits_by, confidence=confidence)
+            levels[level.name] = {"thresholds": at.thresholds, "measured_fpr": at.share, "bound_fpr": at.bound,
+                                  "recall": _share(flagged(to_copies, at.thresholds))}
+        gallery = np.stack([thumbnail(s.image) for s in [*sources, *innocent]])
+        ranks = identification_ranks(dct_sketches(banned_dct), gallery, range(len(sources)))
+        data["privacy"] = {"levels": levels, "dct_identified_top1": _share(ranks == 1),
+                           "dct_gallery": int(len(gallery))}
 
     files: dict[str, Path] = {}
     if report_dir is not None:
@@ -289,4 +302,14 @@ def render(data: Mapping[str, Any]) -> str:
         lines.append(f"calibrated on {fold['calibration'][0]} innocent images ({fold['calibration'][1]} groups): "
                      f"{rule}, flagged {_pct(fold['measured_fpr'])} (bound {_pct(fold['bound_fpr'])}); on the "
                      f"other {fold['held_out'][0]} ({fold['held_out'][1]} groups): {_pct(fold['held_out_fpr'])}")
+    if "privacy" in data:
+        privacy = data["privacy"]
+        lines += ["", "privacy levels (publish --privacy), each calibrated alike (docs/threat-model.md says what each "
+                      "gives away):"]
+        for name, level in privacy["levels"].items():
+            rule = ", ".join(f"{signal} < {t}" for signal, t in level["thresholds"].items())
+            lines.append(f"  {name:<11} {rule}: recall of altered copies {_pct(level['recall'])}, innocent images "
+                         f"flagged {_pct(level['measured_fpr'])} (at most {_pct(level['bound_fpr'])})")
+        lines.append(f"  the DCT hashes alone (max-recall) identify {_pct(privacy['dct_identified_top1'])} of the "
+                     f"banned images among these {privacy['dct_gallery']} images, by an inverse DCT of their signs")
     return "\n".join(lines)

@@ -242,6 +242,33 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     assert code == 2 and "crops threshold 999 is more than the hash's" in err and err.count("\n") == 1
 
 
+def test_publish_privacy_levels_decide_which_signals_the_bundle_carries(work: Path, model: Path, tmp_path: Path,
+                                                                        capsys, monkeypatch) -> None:
+    """--privacy max-recall (the default) carries the network, crop and DCT hashes; balanced no DCT hashes;
+    strict the network's whole-image hash alone (all calibrated, so format version 5, which records the
+    bound). A threshold for a signal the level leaves out is refused in one line."""
+    monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
+    authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
+    public = read_public_key(tmp_path / "keys" / "authority.pub")
+    out = tmp_path / "levels.vhb"
+    base = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
+            "--out", str(out), "--json", "--innocent", str(work / "innocent"), "--target-fpr", "0.5"]
+    carried = {}
+    for level in ("max-recall", "balanced", "strict"):
+        code, stdout, err = authority([*base, "--privacy", level], capsys)
+        assert code == 0, err
+        summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
+        assert summary["privacy"] == level
+        carried[level] = (bundle.version, bundle.dct is not None, bundle.crops is not None)
+    assert carried == {"max-recall": (5, True, True), "balanced": (5, False, True), "strict": (5, False, False)}
+    code, stdout, _ = authority(base, capsys)
+    assert code == 0 and json.loads(stdout)["privacy"] == "max-recall"
+    for level, option in (("balanced", "--dct-threshold"), ("strict", "--dct-threshold"),
+                          ("strict", "--crops-threshold")):
+        code, _, err = authority([*base, "--privacy", level, option, "5"], capsys)
+        assert code == 2 and "contradict" in err and level in err and err.count("\n") == 1
+
+
 def test_encrypted_key_needs_the_right_passphrase(work: Path, model: Path, tmp_path: Path, capsys,
                                                   monkeypatch) -> None:
     monkeypatch.setenv("VETOHASH_PASSPHRASE", "correct horse")
@@ -428,6 +455,16 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
             "dct": published["dct_threshold"]} == fused["thresholds"]
     assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 5)
     assert published["calibration"]["bound_fpr"] == fused["bound_fpr"]
+    levels = data["privacy"]["levels"]
+    assert levels["max-recall"]["thresholds"] == fused["thresholds"]
+    assert set(levels["balanced"]["thresholds"]) == {"network", "crops"}
+    assert set(levels["strict"]["thresholds"]) == {"network"}
+    code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key",
+                                   str(tmp_path / "keys" / "authority.key"), "--out", str(tmp_path / "b.vhb"),
+                                   "--innocent", str(work / "innocent"), "--target-fpr", "0.5", "--json",
+                                   "--privacy", "strict"], capsys)
+    assert code == 0 and json.loads(stdout)["threshold"] == levels["strict"]["thresholds"]["network"]
+    assert "privacy levels (publish --privacy)" in out
 
 
 def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
