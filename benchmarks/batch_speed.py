@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_speed import generated_images, make_store  # noqa: E402  (the same images and bundle)
+from screen_speed import make_store, small_images  # noqa: E402  (the same images and bundle)
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[bytes]]:
@@ -39,14 +39,14 @@ def main() -> None:
     parser.add_argument("--banned", type=int, default=10_000, help="hashes in the bundle (default 10000)")
     args = parser.parse_args()
 
-    paths = generated_images(args.count)
+    paths = small_images(args.count)
     for path in paths:
         path.read_bytes()
     script = str(Path(sys.executable).parent / "platform")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_store(folder, paths, args.banned, "copy-cnn", plain=False, crops=17).close()
+        make_store(folder, paths, args.banned, plain=False, crops=17)
         env = dict(os.environ, VETOHASH_DB=str(folder / "platform.db"))
         listing = folder / "paths.txt"
         listing.write_text("".join(f"{p}\n" for p in paths))

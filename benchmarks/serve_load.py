@@ -29,11 +29,12 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_speed import generated_images, make_store  # noqa: E402  (the same images and bundle)
+from screen_speed import make_store, small_images  # noqa: E402  (the same images and bundle)
 
 from vetohash.files import image_files  # noqa: E402
 from vetohash_platform.active import Status, stored_bundles  # noqa: E402
 from vetohash_platform.screening import Screener, Upload  # noqa: E402
+from vetohash_platform.store import Store  # noqa: E402
 
 
 def free_port() -> int:
@@ -106,11 +107,11 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=1, help="platform serve --workers (default 1)")
     args = parser.parse_args()
 
-    paths = image_files([args.images])[: args.count] if args.images else generated_images(args.count)
+    paths = image_files([args.images])[: args.count] if args.images else small_images(args.count)
     bodies = [p.read_bytes() for p in paths]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = make_store(folder, paths, args.banned, "copy-cnn", plain=False, crops=17)
+        store = Store.open(make_store(folder, paths, args.banned, plain=False, crops=17))
         screener = Screener([s for s in stored_bundles(store) if s.status is Status.ACTIVE])
         uploads = [Upload(str(p), data=b) for p, b in zip(paths, bodies, strict=True)]
         list(screener.run(uploads[:64]))  # warm-up

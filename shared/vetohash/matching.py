@@ -8,6 +8,7 @@ terms of +1 or -1, exact in float32 whatever the summation order, so both give t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,9 @@ import numpy as np
 # +1/-1 copy of the banned hashes to _BANNED_ROWS rows at a time.
 _BLOCK_BYTES = 64 * 1024 * 1024
 _BANNED_ROWS = 32768
+# SignedHashes keeps the +1/-1 copy of lists up to this many hashes (4 bytes a bit: 1.3 GB at 160 bits); a
+# longer list is unpacked block by block at each search, as a one-off search does.
+SIGNED_MAX_HASHES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -43,20 +47,40 @@ def _words(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hashes).view(np.uint64)
 
 
-def nearest(queries: np.ndarray, banned: np.ndarray) -> Nearest:
+class SignedHashes:
+    """A banned list kept as the +1/-1 blocks `nearest` multiplies by, made once: a platform that searches
+    one list batch after batch (`platform serve` answers a few images at a time) then never unpacks it again.
+    For 170,000 crop hashes that unpacking cost several times the search of a small batch."""
+
+    def __init__(self, hashes: np.ndarray, keep: bool = True) -> None:
+        """`keep=False` (or a list over SIGNED_MAX_HASHES) unpacks each block when it is searched instead."""
+        _check(hashes, hashes)
+        self.hashes = hashes
+        self.rows = max(1, min(len(hashes), _BANNED_ROWS))
+        self._blocks = (None if not keep or len(hashes) > SIGNED_MAX_HASHES
+                        else [_signs(hashes[first:first + self.rows]).T.copy()
+                              for first in range(0, len(hashes), self.rows)])
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, its block of (bits, rows) +1/-1 float32), in row order."""
+        for number, first in enumerate(range(0, len(self.hashes), self.rows)):
+            yield first, (self._blocks[number] if self._blocks is not None
+                          else _signs(self.hashes[first:first + self.rows]).T)
+
+
+def nearest(queries: np.ndarray, banned: np.ndarray | SignedHashes) -> Nearest:
     """The nearest banned hash of each query (the first on ties); both sides are processed in blocks to bound
-    memory."""
-    _check(queries, banned)
-    if len(banned) == 0:
+    memory. Give a SignedHashes to search one list many times."""
+    signed = banned if isinstance(banned, SignedHashes) else SignedHashes(banned, keep=False)
+    _check(queries, signed.hashes)
+    if len(signed.hashes) == 0:
         raise ValueError("the banned list is empty")
-    n, bits = len(queries), banned.shape[1] * 8
+    n, bits = len(queries), signed.hashes.shape[1] * 8
     index = np.zeros(n, dtype=np.int64)
     best = np.full(n, -np.inf, dtype=np.float32)  # the largest dot product so far
     signs = _signs(queries)
-    rows = max(1, min(len(banned), _BANNED_ROWS, _BLOCK_BYTES // 4))
-    step = max(1, _BLOCK_BYTES // (4 * rows))
-    for first in range(0, len(banned), rows):
-        chunk = _signs(banned[first:first + rows]).T
+    step = max(1, _BLOCK_BYTES // (4 * signed.rows))
+    for first, chunk in signed.blocks():
         for start in range(0, n, step):
             dots = signs[start:start + step] @ chunk
             top = dots.argmax(axis=1)
@@ -72,7 +96,8 @@ def _signs(hashes: np.ndarray) -> np.ndarray:
     return np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
 
 
-def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int, banned: np.ndarray) -> Nearest:
+def nearest_by_owner(queries: np.ndarray, owners: np.ndarray, count: int,
+                     banned: np.ndarray | SignedHashes) -> Nearest:
     """For `count` images hashed as several views each (`owners[i]` is the image of view `i`, every image
     has at least one, in increasing order): each image's nearest banned hash over all its views."""
     return best_by_owner(nearest(queries, banned), owners, count)

@@ -46,6 +46,27 @@ def test_blocking_does_not_change_results(monkeypatch):
     assert blocked.index.tolist() == reference[0] and blocked.distance.tolist() == reference[1]
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_list_kept_signed_gives_the_same_answers_batch_after_batch(monkeypatch, kept):
+    """SignedHashes, made once and searched many times, answers exactly as a one-off search, ties across
+    blocks included; above SIGNED_MAX_HASHES it keeps nothing and still answers the same."""
+    monkeypatch.setattr(matching, "_BANNED_ROWS", 3)
+    if not kept:
+        monkeypatch.setattr(matching, "SIGNED_MAX_HASHES", 19)
+    rng = np.random.default_rng(5)
+    banned = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+    banned[13] = banned[4]  # a tie at distance 0, in different blocks of 3 rows
+    signed = matching.SignedHashes(banned)
+    assert (signed._blocks is not None) is kept
+    for _ in range(3):  # batch after batch against the one list
+        queries = rng.integers(0, 256, (7, 20), dtype=np.uint8)
+        queries[0] = banned[4]
+        got = matching.nearest(queries, signed)
+        reference = naive_nearest(queries, banned)
+        assert got.index.tolist() == reference[0] and got.distance.tolist() == reference[1]
+        assert (got.index[0], got.distance[0]) == (4, 0)
+
+
 def test_mismatched_widths_and_empty_lists_are_refused():
     with pytest.raises(ValueError):
         matching.nearest(np.zeros((1, 16), np.uint8), np.zeros((1, 32), np.uint8))
