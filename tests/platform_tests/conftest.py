@@ -145,3 +145,12 @@ def pubkey_file(tmp_path: Path, key: Ed25519PrivateKey) -> Path:
     path.write_text(public_key_of(key).to_text() + "\n")
     return path
 
+
+@pytest.fixture
+def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
+    """A trusted key and one ingested bundle whose banned list is banned-0..3."""
+    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
+    bundle = tmp_path / "list.vhb"
+    bundle.write_bytes(make_bundle(sequence=7))
+    assert platform("ingest", bundle).code == 0
+    return bundle

@@ -30,16 +30,6 @@ from .helpers import console_script, encode, photo_like, records
 
 
 @pytest.fixture
-def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
-    """A trusted key and one ingested bundle whose banned list is banned-0..3."""
-    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
-    bundle = tmp_path / "list.vhb"
-    bundle.write_bytes(make_bundle(sequence=7))
-    assert platform("ingest", bundle).code == 0
-    return bundle
-
-
-@pytest.fixture
 def odd_paths(tmp_path: Path) -> list[Path]:
     """A FIFO, a link loop, a dangling link and a link to /dev/zero, each named like an image."""
     folder = tmp_path / "odd"

@@ -24,16 +24,6 @@ from vetohash_platform.store import Store
 from .helpers import THRESHOLD, console_script, encode, file_digest, hash_files, photo_like, records
 
 
-@pytest.fixture
-def active(platform, pubkey_file: Path, make_bundle, tmp_path: Path) -> Path:
-    """A trusted key and one ingested bundle whose banned list is banned-0..3."""
-    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
-    bundle = tmp_path / "list.vhb"
-    bundle.write_bytes(make_bundle(sequence=7))
-    assert platform("ingest", bundle).code == 0
-    return bundle
-
-
 def test_a_banned_image_matches_with_exit_1(platform, active, images, key):
     result = platform("screen", images["banned-2"])
     assert result.code == 1, result.stderr
