@@ -86,9 +86,8 @@ def threshold_for(negatives: np.ndarray, target_fpr: float, bits: int) -> int:
 
 def roc_points(positives: np.ndarray, negatives: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(false-positive rate, recall) at every threshold 0..bits+1."""
-    thresholds = np.arange(bits + 2)
-    fpr = np.array([flagged_share(negatives, t) for t in thresholds])
-    tpr = np.array([flagged_share(positives, t) for t in thresholds])
+    fpr = np.array([flagged_share(negatives, t) for t in range(bits + 2)])
+    tpr = np.array([flagged_share(positives, t) for t in range(bits + 2)])
     return fpr, tpr
 
 

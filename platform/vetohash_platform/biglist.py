@@ -256,8 +256,7 @@ def _index_signal(folder: Path, signal: str, raw: Path, width: int, rows_file: P
         hashes = np.fromfile(raw, dtype=np.uint8, count=n * width, offset=start * width).reshape(n, width)
         rows = (np.arange(first_row + start, first_row + start + n, dtype=np.int64) if rows_file is None
                 else np.fromfile(rows_file, dtype=np.int64, count=n, offset=start * 8))
-        template = index.faiss.clone_binary_index(trained) if trained is not None and n > index.EXACT_MAX else None
-        index.build_shard(hashes, rows, folder / f"{signal}.{number}.faiss", trained=template)
+        index.build_shard(hashes, rows, folder / f"{signal}.{number}.faiss", trained=trained)
         del hashes, rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -598,7 +599,7 @@ def batch(source: Path, out: Path, column: str | None, ray_address: str | None, 
     if started:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level="error")
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as error:  # Ray raises plain Exception and others of its own when it cannot start
             raise VetohashError(f"Ray did not start: {error}") from None
     show = sys.stderr.isatty() if progress is None else progress

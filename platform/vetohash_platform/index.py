@@ -39,12 +39,15 @@ _NEIGHBOURS = 8  # nearest hashes fetched per shard, so that a removed image's h
 def build_shard(hashes: np.ndarray, rows: np.ndarray, path: Path, *, trained: faiss.IndexBinary | None = None,
                 batch: int = 1 << 20) -> None:
     """Write the index of (N, bytes) packed `hashes` whose faiss ids are `rows`; `hashes` may be a memmap (it is
-    read `batch` rows at a time). An inverted index is trained on a sample unless `trained` is given."""
+    read `batch` rows at a time). An inverted index is trained on a sample unless `trained`, a trained empty
+    inverted index, is given (it is copied, never filled, so that it serves every shard)."""
     bits = hashes.shape[1] * 8
     if len(hashes) <= EXACT_MAX:
         index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+    elif trained is None:
+        index = train(hashes)
     else:
-        index = trained if trained is not None else train(hashes)
+        index = faiss.clone_binary_index(trained)  # type: ignore[attr-defined]  # missing from faiss's stubs
     for start in range(0, len(hashes), batch):
         index.add_with_ids(np.ascontiguousarray(hashes[start:start + batch]),
                            np.ascontiguousarray(rows[start:start + batch], dtype=np.int64))

@@ -121,8 +121,8 @@ def ingest_chunked(store: Store, path: Path, now: float | None = None) -> Ingest
                                         "ingest it again")
             shutil.rmtree(final, ignore_errors=True)  # a leftover of an interrupted ingest
             os.replace(temp, final)
-            held = None if base is None or previous is None else previous.signal(signals.CROPS)
-            crop_hashes += 0 if held is None else held.hashes
+            base_crops = None if base is None or previous is None else previous.signal(signals.CROPS)
+            crop_hashes += 0 if base_crops is None else base_crops.hashes
             store.put_bundle(_chunked_row(m, chunked.manifest_bytes, chunked.sha256, crop_hashes))
             store.add_chain(ChainRow(m.key_id, m.list_name, m.sequence, m.base, chunked.sha256, m.images,
                                      m.count(IMAGES), m.count(REMOVED), int(time.time())))

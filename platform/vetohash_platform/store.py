@@ -277,8 +277,17 @@ _CHAIN_COLUMNS = ", ".join(ChainRow.__dataclass_fields__)
 
 
 def _bundle_row(row: Sequence[Any]) -> BundleRow:
-    return BundleRow(*row[:-3], tuple(SignalRow(**s) for s in json.loads(row[-3])),
-                     None if row[-2] is None else json.loads(row[-2]), row[-1])
+    fields = dict(zip(BundleRow.__dataclass_fields__, row))
+    fields["signals"] = tuple(SignalRow(**s) for s in json.loads(fields["signals"]))
+    fields["calibration"] = None if fields["calibration"] is None else json.loads(fields["calibration"])
+    return BundleRow(**fields)
+
+
+def _match_row(row: Sequence[Any]) -> MatchRow:
+    fields = dict(zip(MatchRow.__dataclass_fields__, row))
+    fields["matched_by"] = tuple(filter(None, fields["matched_by"].split(",")))
+    fields["sides"] = tuple(MatchSide(**side) for side in json.loads(fields["sides"]))
+    return MatchRow(**fields)
 
 
 def default_db_path() -> Path:
@@ -367,8 +376,8 @@ class Store:
 
     def bundle_digests(self) -> list[tuple[str, str, str]]:
         """(key id, list, SHA-256) of every stored bundle: a cheap way to notice an ingest, without the bytes."""
-        return [tuple(row) for row in self._execute(
-            "SELECT key_id, list_name, sha256 FROM bundles ORDER BY key_id, list_name")]  # type: ignore[misc]
+        rows = self._execute("SELECT key_id, list_name, sha256 FROM bundles ORDER BY key_id, list_name")
+        return [(key_id, list_name, sha256) for key_id, list_name, sha256 in rows]
 
     def put_bundle(self, row: BundleRow) -> None:
         """Store a bundle, replacing the one of the same authority key and list (inside a transaction)."""
@@ -413,8 +422,7 @@ class Store:
         else:
             rows = self._execute(f"SELECT {_MATCH_COLUMNS} FROM matches ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             rows.reverse()
-        return [MatchRow(*row[:-2], tuple(filter(None, row[-2].split(","))),
-                         tuple(MatchSide(**side) for side in json.loads(row[-1]))) for row in rows]
+        return [_match_row(row) for row in rows]
 
     # internals
 
