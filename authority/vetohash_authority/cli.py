@@ -551,7 +551,10 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     now = int(time.time())
     state = key_path.parent / STATE_NAME
     if sequence is None:
-        sequence = next_sequence(state, list_name, now)
+        try:
+            sequence = next_sequence(state, list_name, now)
+        except PublishError as error:
+            raise PublishError(f"{error}, or give --sequence") from None
     elif sequence > now + MAX_SEQUENCE_STEP:
         raise VetohashError(f"--sequence {sequence} runs more than {MAX_SEQUENCE_STEP} ahead of the current Unix time; "
                             "platforms refuse it (it could freeze the list for good)")

@@ -173,7 +173,7 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
                                     "count": int(np.sum(to_nearest < threshold))}
         negatives, basis = to_nearest, "image-level, innocent images against the whole banned list"
     else:
-        negatives, basis = between, "pairwise, banned images against each other (no --innocent given)"
+        negatives, basis = between, "pairwise, banned images against each other (no innocent images given)"
     suggested = threshold_for(negatives, target_fpr, bits)
     data["suggested"] = {"target_fpr": target_fpr, "threshold": suggested, "basis": basis,
                          "measured_fpr": flagged_share(negatives, suggested),

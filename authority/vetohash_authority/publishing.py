@@ -109,11 +109,11 @@ def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str
         chosen = dict(given)
         if dct and DCT not in chosen:
             chosen[DCT] = DEFAULT_DCT_THRESHOLD
-            warn(f"no --dct-threshold or --innocent: using the DCT threshold {DEFAULT_DCT_THRESHOLD}, which is not "
+            warn(f"no DCT threshold given and no innocent images: using the DCT threshold {DEFAULT_DCT_THRESHOLD}, which is not "
                  "calibrated against false positives")
         if NETWORK not in chosen:
             chosen[NETWORK] = PAPER_THRESHOLD
-            warn(f"no --threshold or --innocent: using the paper's threshold {PAPER_THRESHOLD}, which is not "
+            warn(f"no network threshold given and no innocent images: using the paper's threshold {PAPER_THRESHOLD}, which is not "
                  "calibrated against false positives; no crop hashes without a calibrated or given threshold")
         return Thresholds(chosen, crop_list, None)
     banned = hasher.hash_arrays(np.stack([source.array for source in sources]))
@@ -145,11 +145,10 @@ def read_state(state_path: Path) -> dict[str, int]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        raise PublishError(f"{state_path}: cannot read the publishing state ({error}); fix or remove it, "
-                           f"or give --sequence") from None
+        raise PublishError(f"{state_path}: cannot read the publishing state ({error}); fix or remove it") from None
     lists = data.get("last_sequence") if isinstance(data, dict) else None
     if not isinstance(lists, dict):
-        raise PublishError(f"{state_path}: not a publishing state file; fix or remove it, or give --sequence")
+        raise PublishError(f"{state_path}: not a publishing state file; fix or remove it")
     return {name: value for name, value in lists.items() if isinstance(value, int)}
 
 

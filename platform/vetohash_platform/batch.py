@@ -39,6 +39,10 @@ class BatchError(VetohashError):
     """The input list or the results cannot be read, or the bundles changed during the run."""
 
 
+class ColumnMissingError(BatchError):
+    """A CSV or Parquet list was given without the name of its column of paths."""
+
+
 def listed_paths(source: Path, column: str | None) -> list[str]:
     """The images to screen: image files under a folder (recursive, sorted), the lines of a text file, or
     `column` of a CSV (with a header line) or Parquet file."""
@@ -46,7 +50,7 @@ def listed_paths(source: Path, column: str | None) -> list[str]:
         return [str(path) for path in image_files([source])]
     suffix = source.suffix.lower()
     if suffix in (".csv", ".parquet") and column is None:
-        raise BatchError(f"{source}: name the column that holds the paths with --column")
+        raise ColumnMissingError(f"{source}: a CSV or Parquet list needs the name of its column of paths")
     try:
         if suffix == ".csv":
             with source.open(newline="") as f:

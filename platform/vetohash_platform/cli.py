@@ -587,11 +587,14 @@ def batch(source: Path, out: Path, column: str | None, ray_address: str | None, 
         import ray
     except ImportError:
         raise VetohashError("`platform batch` needs the ray extra: pip install 'vetohash[ray]'") from None
-    from .batch import Results, bundles_in_force, listed_paths, run_batch
+    from .batch import ColumnMissingError, Results, bundles_in_force, listed_paths, run_batch
 
     db = _store().path.resolve()
     bundles = bundles_in_force(db)
-    paths = listed_paths(source, column)
+    try:
+        paths = listed_paths(source, column)
+    except ColumnMissingError as error:
+        raise click.BadParameter(str(error), param_hint="--column") from None
     results = Results(out)
     done = results.done()
     counts = {"match": 0, "clean": 0, "featureless": 0, "error": 0, "skipped": 0}

@@ -125,6 +125,10 @@ def test_publish_writes_a_bundle_the_shared_verifier_accepts(work: Path, model: 
     assert code == 0
     assert json.loads(stdout)["sequence"] > summary["sequence"]  # increasing by default
     assert read_bundle(out.read_bytes(), {public.key_id: public}).threshold == 20
+    (tmp_path / "keys" / "publish-state.json").write_text("not json")  # the library's error, the flag added
+    code, _, err = authority(["publish", str(model), str(work / "banned"), "--key", str(key), "--out", str(out),
+                              "--list-name", "test-list", "--threshold", "20"], capsys)
+    assert code == 2 and "cannot read the publishing state" in err and "fix or remove it, or give --sequence" in err
 
 
 def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Path, model: Path, tmp_path: Path,
