@@ -35,6 +35,7 @@ import faiss
 import numpy as np
 
 from vetohash.chunked import CHUNK_IMAGES, CROPS, DCT, NEURAL, ImageChunk, ListHeader, Signals, write_chunked
+from vetohash.errors import VetohashError
 from vetohash.keys import generate_private_key, public_key_of
 from vetohash.specs import PRESETS, ModelSpec
 from vetohash.weights import encode_arrays, module_arrays
@@ -78,11 +79,11 @@ def write_lists(work: Path, size: int, key_bytes: bytes) -> tuple[Path, Path]:
     header = ListHeader(spec=spec(), authority="Benchmark", list_name=f"bench-{size}", sequence=1, created=now,
                         expires=now + 30 * 86400, signals=signals)
     if not whole.exists():
-        write_chunked(whole, header, weights, chunks(size, 0, SEED + size), key)
+        write_chunked(whole, header, weights, chunks(size, 0, SEED + size), key, VetohashError)
     if not delta.exists():
         removed = [f"h{i:011x}" for i in range(size - DELTA, size)]  # the last ones: never planted
         write_chunked(delta, ListHeader(**{**header.__dict__, "sequence": 2, "base": 1}), weights,
-                      chunks(DELTA, size, SEED + size + 1), key, removed=[removed[i:i + CHUNK_IMAGES]
+                      chunks(DELTA, size, SEED + size + 1), key, VetohashError, removed=[removed[i:i + CHUNK_IMAGES]
                                                                          for i in range(0, DELTA, CHUNK_IMAGES)],
                       total_images=size)
     return whole, delta

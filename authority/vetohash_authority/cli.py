@@ -187,6 +187,7 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
     from .sources import load_sources
     from .training import resolve_device
     from .training import train as run_training
+    from vetohash.files import write_atomic
     from vetohash.modelfile import write_model
 
     config = load_config(config_path).replace(epochs=epochs, batch_size=batch_size,
@@ -212,7 +213,8 @@ def train(images_dir: Path, out: Path, recipe: str, base_path: Path | None, bits
                           on_epoch=on_epoch, on_stage=say, threads=threads)
     write_model(out, result.hasher, result.meta)
     plot = loss_plot or out.with_name(out.name + ".loss.png" if not out.suffix else out.stem + ".loss.png")
-    loss_curve([e.train_loss for e in result.history], [e.val_loss for e in result.history], plot)
+    write_atomic(plot, loss_curve([e.train_loss for e in result.history], [e.val_loss for e in result.history]),
+                 VetohashError)
     last = result.history[-1]
     summary = {"model": str(out), "loss_plot": str(plot), "images": len(sources), "epochs": config.epochs,
                "seed": seed, "device": target.type, "train_loss": last.train_loss, "val_loss": last.val_loss,

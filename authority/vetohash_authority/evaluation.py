@@ -21,6 +21,7 @@ import numpy as np
 
 from vetohash import dcthash
 from vetohash.errors import VetohashError
+from vetohash.files import make_folder, write_atomic
 from vetohash.signals import CROPS, DCT, NETWORK, flagged
 from vetohash.hasher import Hasher
 from vetohash.matching import hamming_matrix, nearest, nearest_by_owner, nearest_own
@@ -220,13 +221,13 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
 
     files: dict[str, Path] = {}
     if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
         files = {"json": report_dir / "report.json", "histograms": report_dir / "histograms.png",
                  "roc": report_dir / "roc.png", "table": report_dir / "report.txt"}
-        plots.histograms(groups, bits, threshold, files["histograms"])
-        plots.roc(curves, files["roc"])
-        files["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        files["table"].write_text(render(data) + "\n", encoding="utf-8")
+        make_folder(report_dir, EvaluationError)
+        write_atomic(files["histograms"], plots.histograms(groups, bits, threshold), EvaluationError)
+        write_atomic(files["roc"], plots.roc(curves), EvaluationError)
+        write_atomic(files["json"], (json.dumps(data, indent=2) + "\n").encode(), EvaluationError)
+        write_atomic(files["table"], (render(data) + "\n").encode(), EvaluationError)
     return Report(data, files)
 
 

@@ -1,25 +1,28 @@
 """PNG plots for people: the loss curve, overlaid distance histograms (paper Fig. 11) and ROC curves.
 
-matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
+matplotlib's object API with the Agg canvas: no pyplot state, no display needed. Each function returns the
+PNG's bytes; the caller writes them (vetohash.files.write_atomic).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _save(figure: Figure, path: Path) -> None:
+def _png(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=110)
+    return png.getvalue()
 
 
-def loss_curve(train: Sequence[float], validation: Sequence[float | None], path: Path) -> None:
+def loss_curve(train: Sequence[float], validation: Sequence[float | None]) -> bytes:
     """Training and validation loss per epoch (paper Fig. 8)."""
     figure = Figure(figsize=(6.4, 4.0))
     axes = figure.add_subplot()
@@ -32,10 +35,10 @@ def loss_curve(train: Sequence[float], validation: Sequence[float | None], path:
     axes.set_title("Loss during training")
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right")
-    _save(figure, path)
+    return _png(figure)
 
 
-def histograms(groups: Mapping[str, np.ndarray], bits: int, threshold: int | None, path: Path) -> None:
+def histograms(groups: Mapping[str, np.ndarray], bits: int, threshold: int | None) -> bytes:
     """Overlaid Hamming-distance histograms, one per group, as shares of each group (paper Fig. 11)."""
     figure = Figure(figsize=(7.0, 4.2))
     axes = figure.add_subplot()
@@ -51,10 +54,10 @@ def histograms(groups: Mapping[str, np.ndarray], bits: int, threshold: int | Non
     axes.set_ylabel("share of pairs")
     axes.set_title("Distance distributions")
     axes.legend(fontsize=8, loc="upper right")
-    _save(figure, path)
+    return _png(figure)
 
 
-def roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+def roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
     """ROC curves: each is (false-positive rates, true-positive rates), one point per threshold."""
     figure = Figure(figsize=(5.2, 5.0))
     axes = figure.add_subplot()
@@ -68,4 +71,4 @@ def roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None
     axes.set_title("ROC (one point per threshold)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
-    _save(figure, path)
+    return _png(figure)

@@ -219,32 +219,27 @@ def write_chunked_bundle(bundle: Bundle, key: Ed25519PrivateKey, out: Path, base
     dct = None if bundle.dct is None else bundle.dct.hashes
     crops = None if bundle.crops is None else bundle.crops.hashes
     owners = None if bundle.crops is None else bundle.crops.owners
-    try:
-        if base is None:
-            return write_chunked(out, header, bundle.weights, chunk_images(bundle.ids, bundle.hashes, dct, crops,
-                                                                           owners), key)
-        _check_base(bundle, base, signals)
-        keys = [bundle.hashes[i].tobytes() + (b"" if dct is None else dct[i].tobytes()) for i in range(len(bundle.ids))]
-        kept: dict[bytes, str] = {}
-        for chunk in base.image_chunks():
-            for i, old_id in enumerate(chunk.ids):
-                old = chunk.neural[i].tobytes() + (b"" if chunk.dct is None else chunk.dct[i].tobytes())
-                kept[old] = old_id
-        new_keys = set(keys)
-        removed = [old_id for old, old_id in kept.items() if old not in new_keys]
-        added = np.array([i for i, k in enumerate(keys) if k not in kept], dtype=np.int64)
-        ids = [bundle.ids[i] for i in added]
-        crop_rows = None if owners is None else np.flatnonzero(np.isin(owners, added))
-        images = chunk_images(ids, bundle.hashes[added], None if dct is None else dct[added],
-                              None if crops is None or crop_rows is None else crops[crop_rows],
-                              None if owners is None or crop_rows is None else np.searchsorted(added, owners[crop_rows]))
-        return write_chunked(out, header, bundle.weights, images, key,
-                             removed=[removed[i:i + MAX_CHUNK_IMAGES] for i in range(0, len(removed), MAX_CHUNK_IMAGES)],
-                             total_images=len(bundle.ids))
-    except FileExistsError:
-        raise PublishError(f"{out} already exists; a version 4 bundle is written into a new folder") from None
-    except OSError as error:
-        raise PublishError(f"cannot write {out}: {error.strerror or error}") from None
+    if base is None:
+        return write_chunked(out, header, bundle.weights, chunk_images(bundle.ids, bundle.hashes, dct, crops,
+                                                                       owners), key, PublishError)
+    _check_base(bundle, base, signals)
+    keys = [bundle.hashes[i].tobytes() + (b"" if dct is None else dct[i].tobytes()) for i in range(len(bundle.ids))]
+    kept: dict[bytes, str] = {}
+    for chunk in base.image_chunks():
+        for i, old_id in enumerate(chunk.ids):
+            old = chunk.neural[i].tobytes() + (b"" if chunk.dct is None else chunk.dct[i].tobytes())
+            kept[old] = old_id
+    new_keys = set(keys)
+    removed = [old_id for old, old_id in kept.items() if old not in new_keys]
+    added = np.array([i for i, k in enumerate(keys) if k not in kept], dtype=np.int64)
+    ids = [bundle.ids[i] for i in added]
+    crop_rows = None if owners is None else np.flatnonzero(np.isin(owners, added))
+    images = chunk_images(ids, bundle.hashes[added], None if dct is None else dct[added],
+                          None if crops is None or crop_rows is None else crops[crop_rows],
+                          None if owners is None or crop_rows is None else np.searchsorted(added, owners[crop_rows]))
+    return write_chunked(out, header, bundle.weights, images, key, PublishError,
+                         removed=[removed[i:i + MAX_CHUNK_IMAGES] for i in range(0, len(removed), MAX_CHUNK_IMAGES)],
+                         total_images=len(bundle.ids))
 
 
 def _check_base(bundle: Bundle, base: Chunked, signals: Signals) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vetohash.errors import ImageError, VetohashError
-from vetohash.files import image_files
+from vetohash.files import image_files, make_folder, write_atomic
 from vetohash.preprocess import read_image_file
 
 from .active import Status, stored_bundles
@@ -115,19 +115,20 @@ class Results:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered Parquet rows as one more file, atomically (written aside, then renamed)."""
+        """Write buffered Parquet rows as one more file, atomically (vetohash.files.write_atomic)."""
         if not self._rows:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.path.mkdir(parents=True, exist_ok=True)
         table = pa.table({"path": [r["path"] for r in self._rows], "sha256": [r.get("sha256") for r in self._rows],
                           "verdict": [r["verdict"] for r in self._rows],
                           "record": [json.dumps(r) for r in self._rows]})
+        part = pa.BufferOutputStream()
+        pq.write_table(table, part)
         name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{time.monotonic_ns()}.parquet"
-        pq.write_table(table, self.path / f".{name}.tmp")
-        os.replace(self.path / f".{name}.tmp", self.path / name)
+        make_folder(self.path, BatchError)
+        write_atomic(self.path / name, part.getvalue().to_pybytes(), BatchError)
         self._rows = []
 
     def _ends_with_newline(self) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,44 +105,35 @@ class BigList:
         return self._indexes[signal].nearest(queries, self.removed)
 
 
-def build_generation(store: Store, chunked: Chunked, base: BigList | None) -> tuple[Path, int]:
-    """Build the generation of `chunked` (a whole list, or a delta applied to `base`) under a temporary name
-    beside its final place; return that temporary folder and the crop hashes the bundle added. Raises a BundleError if a chunk or the assembled
-    list is refused, leaving nothing behind."""
+def build_generation(chunked: Chunked, base: BigList | None, folder: Path) -> int:
+    """Build the generation of `chunked` (a whole list, or a delta applied to `base`) in the empty `folder`
+    (vetohash.files.folder_aside); return the crop hashes the bundle added. Raises a BundleError if a chunk or
+    the assembled list is refused."""
     manifest = chunked.manifest
-    parent = list_folder(store, manifest.key_id, manifest.list_name)
-    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{manifest.sequence}."))
+    model = _model_ref(manifest)
+    (folder / model.name).write_bytes(chunked.chunk_bytes(model))  # verified bytes, then parsed from the copy
     try:
-        model = _model_ref(manifest)
-        (temp / model.name).write_bytes(chunked.chunk_bytes(model))  # verified bytes, then parsed from the copy
-        try:
-            Hasher.from_encoded(manifest.spec, Chunked(manifest, temp, b"").weights())
-        except WeightsError as error:
-            raise BundleContentError(f"bundle weights: {error}") from None
-        removed = np.zeros(0, np.int64)
-        first_row = 0
-        if base is not None:
-            _check_delta_fits(manifest, base)
-            for segment in base.segments:
-                _link_tree(segment.folder, temp / segment.folder.name)
-            removed = _removed_rows(chunked, base)
-            first_row = base.rows
-        segment = _build_segment(chunked, temp / f"seg-{manifest.sequence}", first_row)
-        if base is not None:
-            clash = np.concatenate([s.rows_of(segment.ids) for s in base.segments]) if base.segments else None
-            if clash is not None and np.any((clash >= 0) & ~np.isin(clash, removed)):
-                raise BundleContentError("the delta adds an id its base already holds")
-        np.save(temp / REMOVED_FILE, removed)
-        live = first_row + len(segment.ids) - len(removed)
-        if live != manifest.images:
-            raise BundleContentError(f"the list would hold {live} images, but the manifest signs {manifest.images}")
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        if not any(parent.iterdir()):
-            parent.rmdir()  # the first bundle of this list was refused: leave no trace of it
-        raise
-    return temp, segment.crop_hashes
+        Hasher.from_encoded(manifest.spec, Chunked(manifest, folder, b"").weights())
+    except WeightsError as error:
+        raise BundleContentError(f"bundle weights: {error}") from None
+    removed = np.zeros(0, np.int64)
+    first_row = 0
+    if base is not None:
+        _check_delta_fits(manifest, base)
+        for segment in base.segments:
+            _link_tree(segment.folder, folder / segment.folder.name)
+        removed = _removed_rows(chunked, base)
+        first_row = base.rows
+    segment = _build_segment(chunked, folder / f"seg-{manifest.sequence}", first_row)
+    if base is not None:
+        clash = np.concatenate([s.rows_of(segment.ids) for s in base.segments]) if base.segments else None
+        if clash is not None and np.any((clash >= 0) & ~np.isin(clash, removed)):
+            raise BundleContentError("the delta adds an id its base already holds")
+    np.save(folder / REMOVED_FILE, removed)
+    live = first_row + len(segment.ids) - len(removed)
+    if live != manifest.images:
+        raise BundleContentError(f"the list would hold {live} images, but the manifest signs {manifest.images}")
+    return segment.crop_hashes
 
 
 def generation_folder(store: Store, key_id: str, list_name: str, sequence: int) -> Path:

@@ -18,9 +18,10 @@ from vetohash import signals
 from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S, Bundle, read_bundle_file
 from vetohash.chunked import IMAGES, REMOVED, Manifest, open_chunked, read_manifest
 from vetohash.errors import BundleError, BundleSignatureError
+from vetohash.files import folder_aside, make_folder, place_folder
 
 from .biglist import BigList, DeltaBaseError, build_generation, generation_folder, prune
-from .store import BundleRow, ChainRow, SignalRow, Store
+from .store import STORE_FOLDER_MODE, BundleRow, ChainRow, SignalRow, Store, StoreError
 from .trust import trusted_map
 
 
@@ -110,25 +111,31 @@ def ingest_chunked(store: Store, path: Path, now: float | None = None) -> Ingest
                                      f"platform holds {held} of it: ingest the missing sequences or a whole list")
             base = BigList(read_manifest(previous.data, trusted, now=now),
                            generation_folder(store, m.key_id, m.list_name, previous.sequence))
-        temp, crop_hashes = build_generation(store, chunked, base)
     except BundleError as error:
         raise _located(error, path, bool(trusted)) from None
     final = generation_folder(store, m.key_id, m.list_name, m.sequence)
+    make_folder(final.parent, StoreError, STORE_FOLDER_MODE)
     try:
-        with store.transaction():
-            if store.bundle(m.key_id, m.list_name) != previous:
-                raise BundleReplayError(f"{path}: list {m.list_name!r} changed while this bundle was built; "
-                                        "ingest it again")
-            shutil.rmtree(final, ignore_errors=True)  # a leftover of an interrupted ingest
-            os.replace(temp, final)
-            base_crops = None if base is None or previous is None else previous.signal(signals.CROPS)
-            crop_hashes += 0 if base_crops is None else base_crops.hashes
-            store.put_bundle(_chunked_row(m, chunked.manifest_bytes, chunked.sha256, crop_hashes))
-            store.add_chain(ChainRow(m.key_id, m.list_name, m.sequence, m.base, chunked.sha256, m.images,
-                                     m.count(IMAGES), m.count(REMOVED), int(time.time())))
+        with folder_aside(final, StoreError, mode=STORE_FOLDER_MODE) as temp:
+            try:
+                crop_hashes = build_generation(chunked, base, temp)
+            except BundleError as error:
+                raise _located(error, path, bool(trusted)) from None
+            with store.transaction():
+                if store.bundle(m.key_id, m.list_name) != previous:
+                    raise BundleReplayError(f"{path}: list {m.list_name!r} changed while this bundle was built; "
+                                            "ingest it again")
+                # a folder already at `final` is the leftover of an interrupted ingest: never the one in force
+                place_folder(temp, final, StoreError, mode=STORE_FOLDER_MODE, overwrite=True)
+                base_crops = None if base is None or previous is None else previous.signal(signals.CROPS)
+                crop_hashes += 0 if base_crops is None else base_crops.hashes
+                store.put_bundle(_chunked_row(m, chunked.manifest_bytes, chunked.sha256, crop_hashes))
+                store.add_chain(ChainRow(m.key_id, m.list_name, m.sequence, m.base, chunked.sha256, m.images,
+                                         m.count(IMAGES), m.count(REMOVED), int(time.time())))
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
+        if not any(final.parent.iterdir()):
+            final.parent.rmdir()  # the first bundle of this list was refused: leave no trace of it
         raise
     prune(store, m.key_id, m.list_name, keep=m.sequence)
     return IngestedList(m, chunked.sha256, Outcome.REPLACED if previous else Outcome.ADDED,

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from vetohash.errors import VetohashError
+from vetohash.files import make_folder
 
 DB_ENV = "VETOHASH_DB"
 DB_NAME = "platform.db"
+STORE_FOLDER_MODE = 0o700  # the database's folder and its lists': the match log is for the operator alone
 
 # _MIGRATIONS[i] takes the schema from version i to version i + 1.
 _MIGRATIONS = ("""
@@ -307,9 +309,10 @@ class Store:
 
     @classmethod
     def open(cls, path: Path) -> Store:
-        """Open the database at `path`, creating it (mode 0600, folder 0700) with the current schema if absent."""
+        """Open the database at `path`, creating it (mode 0600, folders STORE_FOLDER_MODE) with the current schema
+        if absent."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_folder(path.parent, StoreError, STORE_FOLDER_MODE)
             if not path.exists():
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             connection = sqlite3.connect(path, isolation_level=None, timeout=30)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,8 +48,9 @@ from .errors import (
     BundleError,
     BundleFormatError,
     BundleTooLargeError,
+    VetohashError,
 )
-from .files import read_bounded
+from .files import folder_aside, make_folder, place_folder, read_bounded
 from .keys import PublicKey, public_key_of
 from .signals import CROPS, DCT, NETWORK, ORDER
 from .specs import ModelSpec
@@ -384,20 +383,20 @@ def image_chunk_bytes(chunk: ImageChunk, signals: Signals) -> bytes:
 
 
 def write_chunked(folder: Path, header: ListHeader, weights: Mapping[str, Any], images: Iterable[ImageChunk],
-                  key: Ed25519PrivateKey, *, removed: Iterable[Sequence[str]] = (),
+                  key: Ed25519PrivateKey, error: type[VetohashError], *, removed: Iterable[Sequence[str]] = (),
                   total_images: int | None = None) -> Chunked:
-    """Write a version 4 bundle into the new folder `folder` (atomically: built beside it, then renamed).
+    """Write a version 4 bundle into the new folder `folder`, whole or not at all (vetohash.files.folder_aside);
+    a folder that exists, or one that cannot be written, raises `error`.
 
     `images` yields chunks of at most MAX_CHUNK_IMAGES images; a delta (header.base set) may also name
     `removed` ids, and gives `total_images`, the list's size once it is applied.
     """
-    if folder.exists():
-        raise FileExistsError(f"{folder} already exists")
     if (header.base is None) != (total_images is None):
         raise ValueError("a delta, and only a delta, gives total_images")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    if os.path.lexists(folder):  # refused now rather than once the whole list is written
+        raise error(f"{folder} already exists; refusing to overwrite it")
+    make_folder(folder.parent, error)
+    with folder_aside(folder, error) as temp:
         refs = [_write_chunk(temp, MODEL, 1, codec.pack(weights))]
         added = 0
         for chunk in images:
@@ -414,10 +413,7 @@ def write_chunked(folder: Path, header: ListHeader, weights: Mapping[str, Any], 
         if len(envelope) > MAX_MANIFEST_BYTES:
             raise BundleTooLargeError(f"manifest would be {len(envelope)} bytes, more than {MAX_MANIFEST_BYTES}")
         (temp / MANIFEST_NAME).write_bytes(envelope)
-        os.replace(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        place_folder(temp, folder, error)
     return Chunked(_parse_manifest(payload, key_id, header.created), folder, envelope)
 
 

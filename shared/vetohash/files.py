@@ -1,17 +1,19 @@
 """Files, the one way vetohash touches them: bounded reads that refuse anything but a regular file, atomic
-writes with explicit modes, and image files found under folders in a stable order.
+writes of a file or a whole folder with explicit modes, and image files found under folders in a stable order.
 
 Every file vetohash reads may be hostile (a bundle, a model, a key, an image, a path typed by someone else):
 a FIFO would block a read forever, /dev/zero would never end, a folder or a device is never what was meant.
-Every file it writes is written whole or not at all, with the mode it names whatever the umask.
+Every file or folder it writes is written whole or not at all, with the mode it names whatever the umask.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -93,12 +95,67 @@ def write_atomic(path: Path, data: bytes, error: type[VetohashError], *, mode: i
             os.replace(temp, path)
         else:
             os.link(temp, path)
+        _sync_folder(path.parent)
     except FileExistsError:
         raise error(f"{path} already exists; refusing to overwrite it") from None
     except OSError as exc:
         raise error(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_aside(final: Path, error: type[VetohashError], *, mode: int = FOLDER_MODE) -> Iterator[Path]:
+    """A new empty folder beside `final` (a hidden temporary name in the same parent, which must exist:
+    make_folder) to build `final`'s contents in, then put in place with place_folder. Whatever is left of it
+    when the block ends, by an error or without being placed, is removed; an OSError in the block (a full
+    disk, say) raises `error`."""
+    try:
+        temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))  # 0700 from birth
+    except OSError as exc:
+        raise error(f"cannot write {final}: {exc.strerror or exc}") from None
+    try:
+        os.chmod(temp, mode)
+        yield temp
+    except OSError as exc:
+        raise error(f"cannot write {final}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def place_folder(temp: Path, final: Path, error: type[VetohashError], *, mode: int = FOLDER_MODE,
+                 overwrite: bool = False) -> None:
+    """Put the folder `temp` (from folder_aside) in place as `final`, whole or not at all: every folder under
+    it given `mode` and every file `mode` less its execute bits, all synced, then one rename. An existing
+    `final` is refused, or with `overwrite` removed first (so it must hold nothing anyone still reads)."""
+    try:
+        for root, _folders, names in os.walk(temp):
+            for name in names:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.fchmod(fd, mode & 0o666)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.chmod(root, mode)
+            _sync_folder(root)
+        if os.path.lexists(final):
+            if not overwrite:
+                raise error(f"{final} already exists; refusing to overwrite it")
+            shutil.rmtree(final)
+        os.rename(temp, final)
+        _sync_folder(final.parent)
+    except OSError as exc:
+        raise error(f"cannot write {final}: {exc.strerror or exc}") from None
+
+
+def _sync_folder(path: str | os.PathLike[str]) -> None:
+    """Make the entries of a folder (files created or renamed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_folder(path: Path, error: type[VetohashError], mode: int = FOLDER_MODE) -> None:

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vetohash.chunked import ListHeader, Signals, chunk_images, write_chunked
+from vetohash.errors import VetohashError
 from vetohash.hasher import Hasher
 from vetohash_platform import index
 
@@ -44,7 +45,7 @@ def publish(folder: Path, hasher: Hasher, key: Ed25519PrivateKey, signals_of, na
     neural = np.stack([signals_of[names[i]][0] for i in ids]) if ids else np.zeros((0, 20), np.uint8)
     dct = np.stack([signals_of[names[i]][1] for i in ids]) if ids else np.zeros((0, 32), np.uint8)
     write_chunked(folder, header, hasher.encoded_weights(), chunk_images(ids, neural, dct, size=chunk), key,
-                  removed=[removed] if removed else [], total_images=total)
+                  VetohashError, removed=[removed] if removed else [], total_images=total)
     return folder
 
 
@@ -87,6 +88,8 @@ def test_a_whole_list_is_ingested_and_screened_through_its_index(platform, trust
     assert listed["format"] == 4 and listed["hashes"] == 4 and listed["status"] == "active"
     assert [(c["sequence"], c["base"]) for c in listed["chain"]] == [(1, None)]
     assert sorted(p.name for p in (db.with_name(db.name + ".lists")).iterdir()) == [f"{listed['key_id']}-big"]
+    generation = db.with_name(db.name + ".lists") / f"{listed['key_id']}-big" / "1"
+    assert {p.stat().st_mode & 0o777 for p in [generation, *generation.rglob("*")]} == {0o700, 0o600}  # owner's
 
 
 @pytest.mark.parametrize("shard_rows", [index.SHARD_ROWS, 3])

@@ -37,6 +37,7 @@ from vetohash.errors import (
     BundleFormatError,
     BundleSignatureError,
     BundleTooLargeError,
+    VetohashError,
 )
 
 from .test_bundle import BOUNDED, CREATED, EXPIRES, KEY, NOW, OTHER_KEY, TINY, TRUSTED, fixed_weights
@@ -57,7 +58,8 @@ def arrays(count: int, seed: int = 0) -> dict[str, Any]:
 
 
 def write(folder: Path, count: int = 5, size: int = 2, header: ListHeader = HEADER, **options: Any) -> Path:
-    write_chunked(folder, header, fixed_weights(TINY), chunk_images(**arrays(count), size=size), KEY, **options)
+    write_chunked(folder, header, fixed_weights(TINY), chunk_images(**arrays(count), size=size), KEY, VetohashError,
+                  **options)
     return folder
 
 
@@ -120,7 +122,8 @@ def test_a_list_without_dct_or_crops_round_trips(tmp_path: Path) -> None:
     """The DCT and crops signals are optional: an images chunk then holds only ids and network hashes."""
     header = ListHeader(**{**HEADER.__dict__, "signals": Signals(neural=5)})
     a = arrays(3)
-    write_chunked(tmp_path / "b", header, fixed_weights(TINY), chunk_images(a["ids"], a["neural"]), KEY)
+    write_chunked(tmp_path / "b", header, fixed_weights(TINY), chunk_images(a["ids"], a["neural"]), KEY,
+                  VetohashError)
     chunk, = open_chunked(tmp_path / "b", TRUSTED, now=NOW).image_chunks()
     assert chunk.dct is None and chunk.crops is None and chunk.ids == tuple(a["ids"])
 
@@ -322,8 +325,8 @@ def test_writing_never_leaves_a_partial_folder(tmp_path: Path) -> None:
     """A failure while writing removes the temporary folder; an existing folder is never overwritten."""
     bad = ImageChunk(("a",), np.zeros((1, 2), np.uint8))  # no DCT or crop hashes for a list that has them
     with pytest.raises(ValueError, match="exactly the list's signals"):
-        write_chunked(tmp_path / "x", HEADER, fixed_weights(TINY), [bad], KEY)
+        write_chunked(tmp_path / "x", HEADER, fixed_weights(TINY), [bad], KEY, VetohashError)
     assert list(tmp_path.iterdir()) == []
     write(tmp_path / "y")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(VetohashError, match="already exists"):
         write(tmp_path / "y")

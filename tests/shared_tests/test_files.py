@@ -1,4 +1,5 @@
-"""vetohash.files: image discovery, one bounded read that refuses all but regular files, one atomic write."""
+"""vetohash.files: image discovery, one bounded read that refuses all but regular files, one atomic write of a
+file and one of a folder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vetohash.errors import VetohashError
-from vetohash.files import image_files, make_folder, read_bounded, write_atomic
+from vetohash.files import folder_aside, image_files, make_folder, place_folder, read_bounded, write_atomic
 
 
 class Refused(VetohashError):
@@ -149,3 +150,39 @@ def test_make_folder_sets_the_mode_it_names_and_leaves_existing_folders_alone(tm
     assert existing.stat().st_mode & 0o777 == 0o750
     assert (existing / "a").stat().st_mode & 0o777 == 0o700
     assert (existing / "a" / "b").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_folder_built_aside_appears_whole_with_the_modes_it_names(tmp_path, umask_000):
+    """Nothing is at the final name until place_folder; then every folder has the mode and every file the
+    mode less its execute bits, and no temporary folder is left."""
+    final = tmp_path / "list"
+    with folder_aside(final, Refused, mode=0o700) as temp:
+        (temp / "sub").mkdir()
+        (temp / "sub" / "chunk").write_bytes(b"data")
+        assert not final.exists() and temp.parent == tmp_path and temp.name.startswith(".list.")
+        place_folder(temp, final, Refused, mode=0o700)
+    assert (final / "sub" / "chunk").read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == ["list"]
+    assert {p.stat().st_mode & 0o777 for p in (final, final / "sub")} == {0o700}
+    assert (final / "sub" / "chunk").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_folder_that_fails_while_built_or_placed_leaves_nothing_new(tmp_path):
+    """An error in the block removes the folder aside (an OSError becomes the caller's error); an existing
+    final folder is refused and kept, unless overwrite is asked for."""
+    final = tmp_path / "list"
+    with pytest.raises(Refused, match=f"cannot write {final}"):
+        with folder_aside(final, Refused) as temp:
+            (temp / "a").write_bytes(b"x")
+            (temp / "missing" / "b").write_bytes(b"x")
+    assert list(tmp_path.iterdir()) == []
+    final.mkdir()
+    (final / "old").write_bytes(b"old")
+    with pytest.raises(Refused, match="already exists"):
+        with folder_aside(final, Refused) as temp:
+            place_folder(temp, final, Refused)
+    assert [p.name for p in tmp_path.iterdir()] == ["list"] and (final / "old").read_bytes() == b"old"
+    with folder_aside(final, Refused) as temp:
+        (temp / "new").write_bytes(b"new")
+        place_folder(temp, final, Refused, overwrite=True)
+    assert [p.name for p in final.iterdir()] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["list"]
