@@ -120,7 +120,7 @@ def _coerce(kind: str, key: str, value: Any, default: Any) -> Any:
     raise AlterationError(f"{where} cannot be set")
 
 
-def _check_range(kind: str, key: str, value: Range, low: float, high: float) -> None:
+def _check_range(key: str, value: Range, low: float, high: float) -> None:
     if not low <= value[0] <= value[1] <= high:
         raise ValueError(f"{key} {list(value)} must lie within [{low:g}, {high:g}]")
 
@@ -159,7 +159,7 @@ class Rotation(Kind):
     degrees: Range = (-90.0, 90.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "degrees", self.degrees, -360, 360)
+        _check_range("degrees", self.degrees, -360, 360)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"degrees": rng.uniform(*self.degrees)}, rotate)
@@ -185,7 +185,7 @@ class Blur(Kind):
     size: Range = (1.0, 10.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "size", self.size, 0.1, 32)
+        _check_range("size", self.size, 0.1, 32)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"size": rng.uniform(*self.size)}, blur)
@@ -210,7 +210,7 @@ class Overlay(Kind):
     side: Range = (5.0, 15.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "side", self.side, 0.5, 32)
+        _check_range("side", self.side, 0.5, 32)
 
     def draw(self, rng: random.Random) -> Edit:
         side = rng.uniform(*self.side)
@@ -238,7 +238,7 @@ class Translation(Kind):
     axes: tuple[str, ...] = ("x", "y", "both")
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "shift", self.shift, -32, 32)
+        _check_range("shift", self.shift, -32, 32)
         _check_choices("axes", self.axes, ("x", "y", "both"))
 
     def draw(self, rng: random.Random) -> Edit:
@@ -270,7 +270,7 @@ class Jpeg(Kind):
     quality: Range = (10.0, 90.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "quality", self.quality, 1, 100)
+        _check_range("quality", self.quality, 1, 100)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"quality": rng.randint(round(self.quality[0]), round(self.quality[1]))}, jpeg)
@@ -292,7 +292,7 @@ class Rescale(Kind):
     factor: Range = (0.3, 2.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "factor", self.factor, 0.05, 8)
+        _check_range("factor", self.factor, 0.05, 8)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"factor": rng.uniform(*self.factor)}, rescale)
@@ -315,7 +315,7 @@ class Crop(Kind):
     keep: Range = (0.7, 0.95)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "keep", self.keep, 0.05, 1)
+        _check_range("keep", self.keep, 0.05, 1)
 
     def draw(self, rng: random.Random) -> Edit:
         keep_x, keep_y = rng.uniform(*self.keep), rng.uniform(*self.keep)
@@ -363,8 +363,8 @@ class Colour(Kind):
     hue: Range = (-0.1, 0.1)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "saturation", self.saturation, 0, 5)
-        _check_range(self.name, "hue", self.hue, -0.5, 0.5)
+        _check_range("saturation", self.saturation, 0, 5)
+        _check_range("hue", self.hue, -0.5, 0.5)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"saturation": rng.uniform(*self.saturation), "hue": rng.uniform(*self.hue)},
@@ -387,8 +387,8 @@ class BrightnessContrast(Kind):
     contrast: Range = (0.6, 1.4)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "brightness", self.brightness, 0, 5)
-        _check_range(self.name, "contrast", self.contrast, 0, 5)
+        _check_range("brightness", self.brightness, 0, 5)
+        _check_range("contrast", self.contrast, 0, 5)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"brightness": rng.uniform(*self.brightness),
@@ -420,7 +420,7 @@ class Text(Kind):
     size: Range = (4.0, 8.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "size", self.size, 1, 32)
+        _check_range("size", self.size, 1, 32)
 
     def draw(self, rng: random.Random) -> Edit:
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
@@ -456,7 +456,7 @@ class Sticker(Kind):
     side: Range = (6.0, 14.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "side", self.side, 1, 32)
+        _check_range("side", self.side, 1, 32)
 
     def draw(self, rng: random.Random) -> Edit:
         fill = rng.choice([(255, 204, 0), tuple(rng.randrange(256) for _ in range(3))])
@@ -480,7 +480,7 @@ class Border(Kind):
     width: Range = (1.0, 5.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "width", self.width, 0.1, 32)
+        _check_range("width", self.width, 0.1, 32)
 
     def draw(self, rng: random.Random) -> Edit:
         fill = rng.choice([BLACK, (255, 255, 255), tuple(rng.randrange(256) for _ in range(3))])
@@ -504,7 +504,7 @@ class Noise(Kind):
     sigma: Range = (2.0, 20.0)
 
     def __post_init__(self) -> None:
-        _check_range(self.name, "sigma", self.sigma, 0, 128)
+        _check_range("sigma", self.sigma, 0, 128)
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"sigma": rng.uniform(*self.sigma), "seed": rng.getrandbits(63)}, noise)

@@ -27,6 +27,10 @@ from .trust import Change, add_key, remove_key, trusted_keys
 # Commands that need a model import torch (seconds) inside the command, so that `--help`, `trust` and `log`
 # answer at once.
 if TYPE_CHECKING:
+    from vetohash.bundle import Bundle
+    from vetohash.chunked import Manifest
+
+    from .ingest import Ingested, IngestedList
     from .screening import ImageResult, Screener, Upload
 
 PROGRESS_MIN = 50  # files before a progress bar appears on a terminal without --progress
@@ -231,15 +235,9 @@ def ingest(bundle: Path, as_json: bool) -> None:
         return
     done = ingest_file(_store(), bundle)
     b = done.bundle
-    if as_json:
-        _emit({"outcome": done.outcome.value, "authority": b.authority, "key_id": b.key_id,
-               "list": b.list_name, "sequence": b.sequence, "previous_sequence": done.previous_sequence,
-               "decision": b.decision, **signal_fields([(s.name, len(s.hashes), s.threshold) for s in b.signals]),
-               "expires": iso(b.expires), "sha256": done.sha256})
-        return
-    what = f"list {b.list_name!r} from {b.authority!r} (key {b.key_id}), sequence {b.sequence}"
-    if done.outcome is Outcome.UNCHANGED:
-        click.echo(f"already ingested, nothing changed: {what}")
+    what = _ingested(done, b, {"decision": b.decision, **signal_fields([(s.name, len(s.hashes), s.threshold)
+                                                                       for s in b.signals])}, as_json)
+    if what is None:
         return
     replaced = f", replacing sequence {done.previous_sequence}" if done.outcome is Outcome.REPLACED else ""
     crops = "" if b.crops is None else f", {len(b.crops.hashes)} crop hashes, crops threshold {b.crops.threshold}"
@@ -252,25 +250,37 @@ def ingest(bundle: Path, as_json: bool) -> None:
 def _ingest_chunked(path: Path, as_json: bool) -> None:
     from vetohash.chunked import IMAGES, REMOVED
 
-    from .ingest import Outcome, ingest_chunked
+    from .ingest import ingest_chunked
 
     done = ingest_chunked(_store(), path)
     m = done.manifest
-    if as_json:
-        _emit({"outcome": done.outcome.value, "authority": m.authority, "key_id": m.key_id, "list": m.list_name,
-               "sequence": m.sequence, "previous_sequence": done.previous_sequence, "base": m.base,
-               "images": m.images, "added": m.count(IMAGES), "removed": m.count(REMOVED),
-               "threshold": m.signals.neural, "dct_threshold": m.signals.dct, "crops_threshold": m.signals.crops,
-               "expires": iso(m.expires), "sha256": done.sha256})
-        return
-    what = f"list {m.list_name!r} from {m.authority!r} (key {m.key_id}), sequence {m.sequence}"
-    if done.outcome is Outcome.UNCHANGED:
-        click.echo(f"already ingested, nothing changed: {what}")
+    what = _ingested(done, m, {"base": m.base, "images": m.images, "added": m.count(IMAGES),
+                               "removed": m.count(REMOVED), "threshold": m.signals.neural,
+                               "dct_threshold": m.signals.dct, "crops_threshold": m.signals.crops}, as_json)
+    if what is None:
         return
     how = (f"delta on sequence {m.base}: {m.count(IMAGES)} added, {m.count(REMOVED)} removed"
            if m.base is not None else "whole list")
     click.echo(f"ingested {what} ({how}): {m.images} images, threshold {m.signals.neural}, DCT threshold "
                f"{_or_dash(m.signals.dct)}, crops threshold {_or_dash(m.signals.crops)}, expires {iso(m.expires)}")
+
+
+def _ingested(done: Ingested | IngestedList, listed: Bundle | Manifest, fields: dict[str, Any],
+              as_json: bool) -> str | None:
+    """Print an ingest's JSON record (the list's identity, `fields`, its expiry and digest), or the line saying
+    that nothing changed; else return the words that name the list, for the caller's line."""
+    from .ingest import Outcome
+
+    if as_json:
+        _emit({"outcome": done.outcome.value, "authority": listed.authority, "key_id": listed.key_id,
+               "list": listed.list_name, "sequence": listed.sequence, "previous_sequence": done.previous_sequence,
+               **fields, "expires": iso(listed.expires), "sha256": done.sha256})
+        return None
+    what = f"list {listed.list_name!r} from {listed.authority!r} (key {listed.key_id}), sequence {listed.sequence}"
+    if done.outcome is Outcome.UNCHANGED:
+        click.echo(f"already ingested, nothing changed: {what}")
+        return None
+    return what
 
 
 def _signal_text(found: Sequence[tuple[str, int, int]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,23 +139,25 @@ def test_envelope_built_from_the_spec_equals_the_library(paper_data: bytes) -> N
     assert seal_fields(payload_of(paper_data)) == paper_data
 
 
-def test_every_single_byte_change_is_refused(tiny_data: bytes) -> None:
-    """Flipping any one byte anywhere gives a BundleError subclass, never another exception or a bundle."""
-    data = bytearray(tiny_data)
+def assert_damage_refused(data: bytes, read: Callable[[bytes], object]) -> None:
+    """Every one-byte flip of the signed `data` makes `read` raise a BundleError subclass, never another
+    exception nor a result; every proper prefix, and `data` with a byte appended, a BundleFormatError."""
+    damaged = bytearray(data)
     for i in range(len(data)):
-        data[i] ^= 0xFF
+        damaged[i] ^= 0xFF
         with pytest.raises(BundleError):
-            read_bundle(bytes(data), TRUSTED, now=NOW)
-        data[i] ^= 0xFF
-
-
-def test_every_truncation_and_extension_is_refused(tiny_data: bytes) -> None:
-    """Every proper prefix, and the bundle with a byte appended, is refused with a BundleFormatError."""
-    for n in range(len(tiny_data)):
+            read(bytes(damaged))
+        damaged[i] ^= 0xFF
+    for n in range(len(data)):
         with pytest.raises(BundleFormatError):
-            read_bundle(tiny_data[:n], TRUSTED, now=NOW)
+            read(data[:n])
     with pytest.raises(BundleFormatError):
-        read_bundle(tiny_data + b"\x00", TRUSTED, now=NOW)
+        read(data + b"\x00")
+
+
+def test_every_byte_change_truncation_and_extension_is_refused(tiny_data: bytes) -> None:
+    """Any one flipped byte, proper prefix or appended byte of a bundle is refused."""
+    assert_damage_refused(tiny_data, lambda data: read_bundle(data, TRUSTED, now=NOW))
 
 
 def test_every_signed_payload_byte_change_raises_only_bundle_errors(tiny_data: bytes) -> None:

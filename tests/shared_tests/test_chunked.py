@@ -40,7 +40,8 @@ from vetohash.errors import (
     VetohashError,
 )
 
-from .test_bundle import BOUNDED, CREATED, EXPIRES, KEY, NOW, OTHER_KEY, TINY, TRUSTED, fixed_weights
+from .test_bundle import (BOUNDED, CREATED, EXPIRES, KEY, NOW, OTHER_KEY, TINY, TRUSTED, assert_damage_refused,
+                          fixed_weights)
 
 SIGNALS = Signals(neural=5, dct=40, crops=4)
 HEADER = ListHeader(spec=TINY, authority="Test Authority", list_name="big", sequence=10, created=CREATED,
@@ -129,19 +130,8 @@ def test_a_list_without_dct_or_crops_round_trips(tmp_path: Path) -> None:
 
 
 def test_every_manifest_byte_flip_and_truncation_is_refused(written: Path) -> None:
-    """Any one flipped byte, proper prefix or appended byte of the manifest is a BundleError."""
-    data = (written / MANIFEST_NAME).read_bytes()
-    damaged = bytearray(data)
-    for i in range(len(data)):
-        damaged[i] ^= 0xFF
-        with pytest.raises(BundleError):
-            read_manifest(bytes(damaged), TRUSTED, now=NOW)
-        damaged[i] ^= 0xFF
-    for n in range(len(data)):
-        with pytest.raises(BundleFormatError):
-            read_manifest(data[:n], TRUSTED, now=NOW)
-    with pytest.raises(BundleFormatError):
-        read_manifest(data + b"\x00", TRUSTED, now=NOW)
+    """Any one flipped byte, proper prefix or appended byte of the manifest is refused."""
+    assert_damage_refused((written / MANIFEST_NAME).read_bytes(), lambda data: read_manifest(data, TRUSTED, now=NOW))
 
 
 def test_every_chunk_byte_flip_and_truncation_is_refused(written: Path) -> None:
