@@ -122,6 +122,7 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
     unrelated_hashes, unrelated_of = method.query_hashes(unrelated)
     altered_hashes, altered_of = method.query_hashes([image for _, _, image in altered])
     sources = np.array([i for i, _, _ in altered])
+    labels = edit_labels(altered)
 
     innocent = nearest_by_owner(unrelated_hashes, unrelated_of, len(unrelated), banned_hashes).distance
     caught = nearest_by_owner(altered_hashes, altered_of, len(altered), banned_hashes)
@@ -136,20 +137,9 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
         t = threshold_at_fpr(innocent, fpr)
         hit = caught.distance < t
         right = hit & (owners[caught.index] == sources)
-        per_kind: dict[str, list[bool]] = {}
-        per_severity: dict[str, list[bool]] = {}
-        per_family: dict[str, list[bool]] = {}
-        for (_, edit, _), h in zip(altered, hit):
-            per_kind.setdefault(edit.kind, []).append(bool(h))
-            per_severity.setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
-            per_family.setdefault(edit.family, []).append(bool(h))
         report["image_level"][str(fpr)] = {
             "threshold": t, "measured_fpr": float(np.mean(innocent < t)), "recall": float(hit.mean()),
-            "recall_right_source": float(right.mean()),
-            "family": {k: float(np.mean(v)) for k, v in per_family.items()},
-            "kind": {k: float(np.mean(v)) for k, v in per_kind.items()},
-            "severity": {k: float(np.mean(v)) for k, v in per_severity.items()},
-        }
+            "recall_right_source": float(right.mean()), **by_group(hit, labels)}
     for fpr in PAIR_FPRS:
         t = threshold_at_fpr(pair_negatives, fpr)
         report["pairwise"][str(fpr)] = {"threshold": t, "recall": recall(own, t)}
@@ -172,27 +162,27 @@ def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int) -> 
     return calibration.positives(hasher, lists, banned, digests, per_kind=per_kind)
 
 
-def signal_distances(neural: Distances, dct: Distances, crops: Distances | None) -> tuple[dict, dict]:
+def signal_distances(neural: Distances, dct: Distances, crops: Distances) -> tuple[dict, dict]:
     """(unrelated images', altered copies') distances by signal name."""
-    innocent = {NETWORK: neural.innocent, DCT: dct.innocent}
-    caught = {NETWORK: neural.altered, DCT: dct.altered}
-    if crops is not None:
-        innocent[CROPS], caught[CROPS] = crops
-    return innocent, caught
+    return ({NETWORK: neural.innocent, DCT: dct.innocent, CROPS: crops.innocent},
+            {NETWORK: neural.altered, DCT: dct.altered, CROPS: crops.altered})
 
 
-def by_group(hit: np.ndarray, altered) -> dict[str, dict[str, float]]:
-    """Recall per kind, severity and family of edit."""
-    groups: dict[str, dict[str, list[bool]]] = {"kind": {}, "severity": {}, "family": {}}
-    for (_, edit, _), h in zip(altered, hit):
-        groups["kind"].setdefault(edit.kind, []).append(bool(h))
-        groups["severity"].setdefault(f"{edit.kind}/{edit.severity}", []).append(bool(h))
-        groups["family"].setdefault(edit.family, []).append(bool(h))
-    return {group: {k: float(np.mean(v)) for k, v in values.items()} for group, values in groups.items()}
+def edit_labels(altered) -> dict[str, np.ndarray]:
+    """Each altered copy's edit: its kind, kind/severity and family."""
+    return {"kind": np.array([edit.kind for _, edit, _ in altered], dtype=str),
+            "severity": np.array([f"{edit.kind}/{edit.severity}" for _, edit, _ in altered], dtype=str),
+            "family": np.array([edit.family for _, edit, _ in altered], dtype=str)}
+
+
+def by_group(hit: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Recall per kind, severity and family of edit (`edit_labels`)."""
+    return {group: {str(k): float(hit[names == k].mean()) for k in dict.fromkeys(names.tolist())}
+            for group, names in labels.items()}
 
 
 def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
-                   list_size: int, altered, confidence: float) -> dict:
+                   list_size: int, labels: dict[str, np.ndarray], confidence: float) -> dict:
     """The figures of the fused decision (flagged when any distance is below its threshold), with every
     threshold chosen per false-positive rate as `authority publish` chooses them, on all unrelated images
     (each source photo a group)."""
@@ -206,12 +196,12 @@ def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: 
         report["image_level"][str(fpr)] = {
             "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds),
             "thresholds": chosen.thresholds, "measured_fpr": chosen.share, "bound_fpr": chosen.bound,
-            "recall": float(hit.mean()), **by_group(hit, altered)}
+            "recall": float(hit.mean()), **by_group(hit, labels)}
     return report
 
 
 def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
-             altered, target: float, confidence: float, seed: int) -> list[dict]:
+             labels: dict[str, np.ndarray], target: float, confidence: float, seed: int) -> list[dict]:
     """The bundle's own thresholds, calibrated by `authority publish`'s rule on the unrelated crops of half the
     source photos, measured on the crops of the other half, beside the oracle at that same flagged share;
     once for each half held out."""
@@ -232,9 +222,9 @@ def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names
             "held_out": sorted(names[g] for g in np.unique(test.groups)), "held_out_images": test.count,
             "target": target, "confidence": confidence, "thresholds": bundle.thresholds,
             "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
-            "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, altered),
+            "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, labels),
             "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
-                       "recall": float(oracle_hit.mean()), **by_group(oracle_hit, altered)}})
+                       "recall": float(oracle_hit.mean()), **by_group(oracle_hit, labels)}})
     return out
 
 
@@ -298,30 +288,70 @@ def print_table(reports: Sequence[dict]) -> None:
         row("images/s on one core (decode+hash)", [f"{r['speed']:.0f}" if "speed" in r else "-" for r in reports])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--banned", type=int, default=110, help="banned images (default 110, as in the paper)")
-    parser.add_argument("--unrelated", type=int, default=1085, help="unrelated images (default 1085)")
-    parser.add_argument("--model", type=Path, action="append", default=[], help="vetohash model file (repeatable)")
-    parser.add_argument("--fit-copy", action="store_true",
-                        help="fit the shipped copy detector to the benchmark's banned images (authority train's "
-                             "default recipe) and measure it")
-    parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
-    parser.add_argument("--speed", action="store_true", help="measure images/s on one core")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws (and of the photo split)")
-    parser.add_argument("--per-kind", type=int, default=calibration.COPIES_PER_KIND,
-                        help="the authority's own altered copies per banned image and alteration kind, to calibrate "
-                             "on (default as publish)")
-    parser.add_argument("--confidence", type=float, default=calibration.DEFAULT_CONFIDENCE,
-                        help="confidence of the bound on unrelated images flagged (default as publish)")
-    parser.add_argument("--altered-of", type=int,
-                        help="make the benchmark's altered copies of only the first N banned images (the list "
-                             "keeps all; default: every banned image), to size long runs")
-    parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
-                        help="target share of unrelated images flagged for the held-out check")
-    parser.add_argument("--json", type=Path, help="write every figure here")
-    args = parser.parse_args()
+@dataclass
+class Fused:
+    """One vetohash method's distances by signal (network, DCT, crops): the unrelated images', the benchmark's
+    altered copies' and the authority's own copies'; everything the fused analysis needs."""
 
+    name: str
+    bits: int
+    innocent: dict[str, np.ndarray]
+    caught: dict[str, np.ndarray]
+    own: dict[str, np.ndarray]
+
+
+@dataclass
+class Measured:
+    """Every distance the expensive part of a run computes for the fused analysis (`--save-distances`), so that
+    the calibration and held-out analysis can be redone from it in seconds (`--from-distances`): the fused
+    methods, each unrelated image's group (source photo) and each altered copy's edit (`edit_labels`)."""
+
+    banned: int
+    per_kind: int
+    groups: np.ndarray
+    group_names: list[str]
+    labels: dict[str, np.ndarray]
+    methods: list[Fused]
+
+    def save(self, path: Path) -> None:
+        arrays = {"banned": np.array(self.banned), "per_kind": np.array(self.per_kind), "groups": self.groups,
+                  "group_names": np.array(self.group_names, dtype=str),
+                  "methods": np.array([m.name for m in self.methods], dtype=str),
+                  **{f"label.{k}": v for k, v in self.labels.items()}}
+        for m in self.methods:
+            arrays[f"{m.name}.bits"] = np.array(m.bits)
+            for part in ("innocent", "caught", "own"):
+                arrays.update({f"{m.name}.{part}.{k}": v for k, v in getattr(m, part).items()})
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Measured:
+        with np.load(path, allow_pickle=False) as data:
+            def part(prefix: str) -> dict[str, np.ndarray]:
+                return {key[len(prefix):]: data[key] for key in data.files if key.startswith(prefix)}
+            methods = [Fused(str(name), int(data[f"{name}.bits"]), part(f"{name}.innocent."), part(f"{name}.caught."),
+                             part(f"{name}.own.")) for name in data["methods"]]
+            return cls(int(data["banned"]), int(data["per_kind"]), data["groups"],
+                       [str(n) for n in data["group_names"]], part("label."), methods)
+
+
+def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The fused methods' figures (thresholds chosen together on every unrelated image) and the bundle's
+    thresholds on held-out source photos, from distances alone."""
+    reports, folds = [], {}
+    for m in measured.methods:
+        plain = {k: v for k, v in m.innocent.items() if k != CROPS}, {k: v for k, v in m.caught.items() if k != CROPS}
+        reports.append(evaluate_fused(f"{m.name}+dct", *plain, m.own, measured.groups, m.bits, measured.banned,
+                                      measured.labels, args.confidence))
+        reports.append(evaluate_fused(f"{m.name}+crops+dct", m.innocent, m.caught, m.own, measured.groups, m.bits,
+                                      measured.banned, measured.labels, args.confidence))
+        folds[m.name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
+                                 measured.labels, args.target, args.confidence, args.seed)
+    return reports, folds
+
+
+def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
+    """The expensive part: hash everything, each method's figures, and the distances the fused analysis needs."""
     started = time.time()
     banned = crops(source_photos("banned"), args.banned, 128, BANNED_SEED)
     specs = crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
@@ -361,7 +391,7 @@ def main() -> None:
             report["speed"] = speed(method, jpegs)
         reports.append(report)
         print(f"{method.name}: {time.time() - t:.0f} s", file=sys.stderr)
-    folds: dict[str, list[dict]] = {}
+    fused = []
     for method in methods:
         if method.hasher is None or method.name not in crop_distances:
             continue
@@ -369,21 +399,58 @@ def main() -> None:
         own = own_copies(method.hasher, banned, args.per_kind)
         print(f"{method.name}: the authority's own {len(own[NETWORK])} altered copies in {time.time() - t:.0f} s",
               file=sys.stderr)
-        plain = signal_distances(distances[method.name], distances["dct"], None)
-        full = signal_distances(distances[method.name], distances["dct"], crop_distances[method.name])
-        reports.append(evaluate_fused(f"{method.name}+dct", *plain, own, photos, method.bits, len(banned), altered,
-                                      args.confidence))
-        reports.append(evaluate_fused(f"{method.name}+crops+dct", *full, own, photos, method.bits, len(banned),
-                                      altered, args.confidence))
-        folds[method.name] = held_out(*full, own, photos, photo_names, method.bits, altered, args.target,
-                                      args.confidence, args.seed)
+        fused.append(Fused(method.name, method.bits,
+                           *signal_distances(distances[method.name], distances["dct"], crop_distances[method.name]),
+                           own))
+    return reports, Measured(len(banned), args.per_kind, photos, photo_names, edit_labels(altered), fused)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--banned", type=int, default=110, help="banned images (default 110, as in the paper)")
+    parser.add_argument("--unrelated", type=int, default=1085, help="unrelated images (default 1085)")
+    parser.add_argument("--model", type=Path, action="append", default=[], help="vetohash model file (repeatable)")
+    parser.add_argument("--fit-copy", action="store_true",
+                        help="fit the shipped copy detector to the benchmark's banned images (authority train's "
+                             "default recipe) and measure it")
+    parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
+    parser.add_argument("--speed", action="store_true", help="measure images/s on one core")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws (and of the photo split)")
+    parser.add_argument("--per-kind", type=int, default=calibration.COPIES_PER_KIND,
+                        help="the authority's own altered copies per banned image and alteration kind, to calibrate "
+                             "on (default as publish)")
+    parser.add_argument("--confidence", type=float, default=calibration.DEFAULT_CONFIDENCE,
+                        help="confidence of the bound on unrelated images flagged (default as publish)")
+    parser.add_argument("--altered-of", type=int,
+                        help="make the benchmark's altered copies of only the first N banned images (the list "
+                             "keeps all; default: every banned image), to size long runs")
+    parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
+                        help="target share of unrelated images flagged for the held-out check")
+    parser.add_argument("--save-distances", type=Path, metavar="NPZ",
+                        help="write every distance the fused analysis needs here (unrelated images', altered "
+                             "copies' and the authority's own copies' by signal, groups, edits)")
+    parser.add_argument("--from-distances", type=Path, metavar="NPZ",
+                        help="redo only the fused analysis (calibration, held-out photos) from a --save-distances "
+                             "file, in seconds; hashes nothing")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+
+    if args.from_distances:
+        reports, measured = [], Measured.load(args.from_distances)
+    else:
+        reports, measured = measure(args)
+        if args.save_distances:
+            measured.save(args.save_distances)
+    fused, folds = analyse(measured, args)
+    reports += fused
     print_table(reports)
     for name, found in folds.items():
         print(f"\n{name}+crops+dct", end="")
         print_held_out(found)
     if args.json:
-        args.json.write_text(json.dumps({"banned": len(banned), "unrelated": len(unrelated),
-                                         "altered": len(altered), "own_copies_per_kind": args.per_kind,
+        args.json.write_text(json.dumps({"banned": measured.banned, "unrelated": len(measured.groups),
+                                         "altered": len(next(iter(measured.labels.values()))),
+                                         "own_copies_per_kind": measured.per_kind,
                                          "reports": reports, "held_out": folds}, indent=1))
 
 
