@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import random
 import sys
@@ -200,35 +201,58 @@ def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: 
     return report
 
 
-def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
-             labels: dict[str, np.ndarray], target: float, confidence: float, seed: int) -> list[dict]:
-    """The bundle's own thresholds, calibrated by `authority publish`'s rule on the unrelated crops of half the
-    source photos, measured on the crops of the other half, beside the oracle at that same flagged share;
-    once for each half held out."""
+def held_out_fold(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
+                  labels: dict[str, np.ndarray], held_groups: Sequence[int], target: float, confidence: float) -> dict:
+    """The bundle's own thresholds, calibrated by `authority publish`'s rule on the unrelated crops of the
+    source photos not in `held_groups`, measured on the crops of those, beside the oracle: thresholds chosen
+    on the held-out crops and the benchmark's own copies, flagging the same share of the held-out crops."""
     bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
-    order = np.random.default_rng(seed).permutation(np.unique(sources))
-    out = []
-    for fold in range(2):
-        held = np.isin(sources, order[fold::2])
-        fit = calibration.Innocents({k: v[~held] for k, v in innocent.items()}, sources[~held])
-        test = calibration.Innocents({k: v[held] for k, v in innocent.items()}, sources[held])
-        bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence)
-        share = float(np.mean(flagged(test.distances, bundle.thresholds)))
-        hit = flagged(caught, bundle.thresholds)
-        oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, rounds=0))
-        oracle_hit = flagged(caught, oracle.thresholds)
-        out.append({
-            "calibrated_on": sorted(names[g] for g in np.unique(fit.groups)), "calibration_images": fit.count,
-            "held_out": sorted(names[g] for g in np.unique(test.groups)), "held_out_images": test.count,
-            "target": target, "confidence": confidence, "thresholds": bundle.thresholds,
-            "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
-            "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, labels),
-            "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
-                       "recall": float(oracle_hit.mean()), **by_group(oracle_hit, labels)}})
-    return out
+    held = np.isin(sources, held_groups)
+    fit = calibration.Innocents({k: v[~held] for k, v in innocent.items()}, sources[~held])
+    test = calibration.Innocents({k: v[held] for k, v in innocent.items()}, sources[held])
+    bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence)
+    share = float(np.mean(flagged(test.distances, bundle.thresholds)))
+    hit = flagged(caught, bundle.thresholds)
+    oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, plain=True))
+    oracle_hit = flagged(caught, oracle.thresholds)
+    return {
+        "calibrated_on": sorted(names[g] for g in np.unique(fit.groups)), "calibration_images": fit.count,
+        "held_out": sorted(names[g] for g in np.unique(test.groups)), "held_out_images": test.count,
+        "target": target, "confidence": confidence, "thresholds": bundle.thresholds,
+        "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
+        "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, labels),
+        "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
+                   "recall": float(oracle_hit.mean()), **by_group(oracle_hit, labels)}}
 
 
-def print_held_out(folds: Sequence[dict]) -> None:
+def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
+             labels: dict[str, np.ndarray], target: float, confidence: float, seed: int) -> dict[str, list[dict]]:
+    """`held_out_fold` for the two halves of the source photos dealt by `seed` ("halves": each half held out
+    in turn), for every way to hold out half of them ("half"), and every way to hold out two ("two")."""
+    groups = np.unique(sources)
+    order = np.random.default_rng(seed).permutation(groups)
+    def folds(splits) -> list[dict]:
+        return [held_out_fold(innocent, caught, own, sources, names, bits, labels, list(split), target, confidence)
+                for split in splits]
+    return {"halves": folds(order[fold::2] for fold in range(2)),
+            "half": folds(itertools.combinations(groups, len(groups) // 2)),
+            "two": folds(itertools.combinations(groups, 2))}
+
+
+def spread(folds: Sequence[dict]) -> dict[str, float]:
+    """Over many splits: the held-out share flagged as a multiple of the target, and the gap to the oracle."""
+    ratios = np.array([fold["held_out_fpr"] / fold["target"] for fold in folds])
+    gaps = np.array([100 * (fold["oracle"]["recall"] - fold["recall"]) for fold in folds])
+    return {"splits": len(folds), "ratio_mean": float(ratios.mean()), "ratio_median": float(np.median(ratios)),
+            "ratio_p10": float(np.quantile(ratios, 0.1)), "ratio_p90": float(np.quantile(ratios, 0.9)),
+            "within": float(np.mean((ratios >= 0.5) & (ratios <= 1.5))), "above": float(np.mean(ratios > 1.5)),
+            "below": float(np.mean(ratios < 0.5)),
+            "recall_mean": float(np.mean([fold["recall"] for fold in folds])), "gap_mean": float(gaps.mean()),
+            "gap_max": float(gaps.max()), "gap_within_3": float(np.mean(gaps <= 3))}
+
+
+def print_held_out(found: dict[str, list[dict]]) -> None:
+    folds = found["halves"]
     print()
     print(f"Bundle thresholds on held-out source photos (target {folds[0]['target']:.1%}, bound at "
           f"{folds[0]['confidence']:.0%} confidence; the oracle chooses on the held-out crops and the benchmark's "
@@ -245,10 +269,14 @@ def print_held_out(folds: Sequence[dict]) -> None:
               f"oracle {oracle['thresholds']} at {oracle['held_out_fpr']:.2%}: {oracle['recall']:.1%} (paper "
               f"{oracle['family'].get('paper', float('nan')):.1%}, common "
               f"{oracle['family'].get('common', float('nan')):.1%}); gap {100 * (oracle['recall'] - fold['recall']):.1f} points")
-    shares = [fold["held_out_fpr"] / fold["target"] for fold in folds]
-    gaps = [100 * (fold["oracle"]["recall"] - fold["recall"]) for fold in folds]
-    print(f"  mean over folds: held-out flagged {np.mean(shares):.2f}x the target, gap to the oracle "
-          f"{np.mean(gaps):.1f} points")
+    groups = len(folds[0]["calibrated_on"]) + len(folds[0]["held_out"])
+    for key, held in (("half", groups // 2), ("two", 2)):
+        s = spread(found[key])
+        print(f"  every way to hold out {held} of the {groups} photos ({s['splits']} splits): held-out flagged / target "
+              f"mean {s['ratio_mean']:.2f}x, median {s['ratio_median']:.2f}x (10-90 %: {s['ratio_p10']:.2f}-"
+              f"{s['ratio_p90']:.2f}x), within 0.5-1.5x in {s['within']:.0%} of splits (above {s['above']:.0%}, "
+              f"below {s['below']:.0%}); recall {s['recall_mean']:.1%} on average, gap to the oracle mean "
+              f"{s['gap_mean']:.1f}, at most {s['gap_max']:.1f} points, within 3 points in {s['gap_within_3']:.0%}")
 
 
 def speed(method: Method, files: Sequence[bytes]) -> float:
@@ -335,7 +363,7 @@ class Measured:
                        [str(n) for n in data["group_names"]], part("label."), methods)
 
 
-def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], dict[str, list[dict]]]:
+def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], dict[str, dict[str, list[dict]]]]:
     """The fused methods' figures (thresholds chosen together on every unrelated image) and the bundle's
     thresholds on held-out source photos, from distances alone."""
     reports, folds = [], {}

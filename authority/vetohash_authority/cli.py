@@ -460,7 +460,8 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help="Share of innocent images the calibrated thresholds may flag, by any hash (held to the "
                    "upper bound, not the measured share).")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
-              show_default=True, help="Confidence of the upper bound on the share of innocent images flagged.")
+              show_default=True, help="Confidence of the upper bound on the share flagged in a new group of "
+                                      "innocent images.")
 @click.option("--list-name", default="default", show_default=True, help="Name of the list this bundle replaces.")
 @click.option("--sequence", type=click.IntRange(0),
               help="Sequence number (default: max(now, last published for the list + 1)).")
@@ -500,13 +501,16 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
 
     With --innocent, the thresholds not given by hand are chosen together: those that catch the most of the
     authority's own altered copies of the banned images (every alteration kind, drawn apart from any
-    training) while an upper bound, at --confidence, on the share of innocent images flagged by any hash stays
-    within --target-fpr. The bound resamples the innocent images by group (each sub-folder of --innocent is
-    one group; without sub-folders every image is its own group, which trusts unrelated images to be
-    unrelated), because related innocent images are flagged together. The bundle records the target, the
-    measured share, the bound, the confidence and the numbers of images and groups (format version 5, or the
-    manifest of a version 4 folder). Without --innocent, the defaults are 20 (network) and 32 (DCT), not
-    calibrated, and crop hashes are published only with --crops-threshold.
+    training) while an upper bound, at --confidence, on the share flagged by any hash in a new group of
+    innocent images stays within --target-fpr. Related innocent images are flagged together and platforms
+    screen groups the authority never saw, so the bound is a prediction from the spread of the groups'
+    shares (Student's t, wider when groups are few), counting one more flagged image than seen: N images
+    flagging none still give 1/(N+1). Each sub-folder of --innocent is one group; without sub-folders every
+    image is its own group, which trusts unrelated images to be unrelated; one sub-folder alone gives no
+    bound. The bundle records the target, the measured share, the bound, the confidence and the numbers of
+    images and groups (format version 5, or the manifest of a version 4 folder). Without --innocent, the
+    defaults are 20 (network) and 32 (DCT), not calibrated, and crop hashes are published only with
+    --crops-threshold.
 
     Featureless banned images (flat colour, faint gradients, near-blank pages) are refused: their hashes
     would match every blank upload. Remove them, or give --skip-featureless to leave them out.
@@ -639,8 +643,8 @@ def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None,
     rule = " or ".join(f"{name} distance < {threshold}" for name, threshold in bundle.thresholds.items())
     calibrated = "" if calibration is None else (
         f" (calibrated on {calibration.innocent_images} innocent images in {calibration.innocent_groups} groups: "
-        f"{100 * calibration.measured_fpr:.2f}% flagged, at most {100 * calibration.bound_fpr:.2f}% at "
-        f"{calibration.confidence:.0%} confidence, target {100 * calibration.target_fpr:.2f}%)")
+        f"{100 * calibration.measured_fpr:.2f}% flagged, at most {100 * calibration.bound_fpr:.2f}% in a new group "
+        f"at {calibration.confidence:.0%} confidence, target {100 * calibration.target_fpr:.2f}%)")
     click.echo(f"match if {rule}{calibrated}")
     click.echo(f"signed by {bundle.authority!r}, key id {bundle.key_id}; valid {_iso(bundle.created)} to "
                f"{_iso(bundle.expires)}")

@@ -292,9 +292,9 @@ def render(data: Mapping[str, Any]) -> str:
         fused = data["suggested_fused"]
         rule = ", ".join(f"{name} < {t}" for name, t in fused["thresholds"].items())
         lines += [f"chosen together, as publish calibrates by default ({fused['crops_hashes']} crop hashes): {rule}",
-                  f"  innocent images flagged {_pct(fused['measured_fpr'])}, at most {_pct(fused['bound_fpr'])} at "
-                  f"{fused['confidence']:.0%} confidence over {fused['innocent_groups']} groups; own altered copies "
-                  f"caught {_pct(fused['own_copies_caught'])}",
+                  f"  innocent images flagged {_pct(fused['measured_fpr'])}, at most {_pct(fused['bound_fpr'])} in a "
+                  f"new group at {fused['confidence']:.0%} confidence ({fused['innocent_groups']} groups); own "
+                  f"altered copies caught {_pct(fused['own_copies_caught'])}",
                   f"  recall of held-out altered copies {_pct(fused['recall']['all'])} ("
                   + ", ".join(f"{k} {_pct(v)}" for k, v in fused["recall"]["per_kind"].items()) + ")"]
     for fold in data.get("held_out", []):

@@ -1,5 +1,5 @@
-"""Joint calibration: the chosen thresholds against a brute-force search, the group bootstrap's bound, innocent
-groups from sub-folders, the authority's own altered copies, and the held-out check."""
+"""Joint calibration: the chosen thresholds against a brute-force search, the prediction bound over groups and
+its t quantiles, innocent groups from sub-folders, the authority's own altered copies, and the held-out check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from vetohash.signals import CROPS, DCT, NETWORK, flagged
 from vetohash_authority.alterations import KINDS, make_kind
 from vetohash_authority.calibration import (Bound, CalibrationError, Innocents, altered_copies, choose, cross_check,
-                                            groups_of)
+                                            groups_of, t_quantile)
 from vetohash_authority.config import AlterationPlan
 from vetohash_authority.pairs import draw_edit
 
@@ -78,14 +78,41 @@ def test_the_bound_grows_when_the_flagged_images_share_a_group() -> None:
 
 def test_an_image_at_the_threshold_counts_toward_the_bound() -> None:
     """An image at a distance equal to the threshold is not flagged, but the bound counts it, so the lower of
-    two thresholds flagging the same images has the lower bound; one bit lower, nothing is counted. Without the
-    bootstrap (rounds=0) the bound is the share itself."""
+    two thresholds flagging the same images has the lower bound; one bit lower, nothing is counted but the one
+    more image every bound assumes. With `plain` the bound is the share itself."""
     distances = {NETWORK: np.arange(100, dtype=np.int32) + 10}
     groups = np.arange(100)
     share, upper = Bound(groups, 0.9).measure(distances, {NETWORK: 10})
-    assert share == 0.0 and upper > 0.0
-    assert Bound(groups, 0.9).measure(distances, {NETWORK: 9}) == (0.0, 0.0)  # no image at 9
-    assert Bound(groups, 0.5, rounds=0).measure(distances, {NETWORK: 10}) == (0.0, 0.0)
+    assert share == 0.0 and upper > 2 / 101
+    assert Bound(groups, 0.9).measure(distances, {NETWORK: 9}) == (0.0, 1 / 101)  # no image at 9
+    assert Bound(groups, 0.5, plain=True).measure(distances, {NETWORK: 10}) == (0.0, 0.0)
+
+
+def test_the_bound_is_a_t_prediction_bound_for_a_new_group() -> None:
+    """Worked by hand: 4 groups of 10 images, 2 flagged in the first: pooled share (2+1)/(40+1), spread of the
+    groups' shares 0.1 (shares 0.2, 0, 0, 0 about 0.05, weighted by size), t(0.9, 3) = 1.6377; nothing flagged
+    gives 1/(N+1); one group gives no bound (1)."""
+    groups = np.repeat(np.arange(4), 10)
+    distances = {NETWORK: np.full(40, 50)}
+    distances[NETWORK][:2] = 1
+    share, upper = Bound(groups, 0.9).measure(distances, {NETWORK: 5})
+    assert share == 0.05
+    assert upper == pytest.approx(3 / 41 + 1.637744 * 0.1 * np.sqrt(1 + 1 / 4), abs=1e-6)
+    far = {NETWORK: np.full(40, 50)}
+    assert Bound(groups, 0.9).measure(far, {NETWORK: 5}) == (0.0, 1 / 41)
+    assert Bound(np.zeros(40), 0.9).measure(far, {NETWORK: 5}) == (0.0, 1.0)
+
+
+def test_t_quantiles_match_the_tables() -> None:
+    """Student's t quantiles from the finite sums, against published table values (odd and even degrees of
+    freedom, the tails either side); the quantile falls toward the normal's as groups grow."""
+    table = {(0.9, 1): 3.077684, (0.9, 3): 1.637744, (0.95, 2): 2.919986, (0.99, 7): 2.997952,
+             (0.975, 10): 2.228139, (0.9, 120): 1.288646, (0.1, 5): -1.475884, (0.5, 4): 0.0}
+    for (probability, freedom), value in table.items():
+        assert t_quantile(probability, freedom) == pytest.approx(value, abs=1e-5)
+    assert 1.2815 < t_quantile(0.9, 20000) < t_quantile(0.9, 100) < t_quantile(0.9, 10) < t_quantile(0.9, 3)
+    with pytest.raises(CalibrationError):
+        t_quantile(0.9, 0)
 
 
 def test_a_signal_turned_off_counts_no_edge_and_the_others_are_still_calibrated() -> None:
@@ -93,7 +120,7 @@ def test_a_signal_turned_off_counts_no_edge_and_the_others_are_still_calibrated(
     it do not count toward the bound: a network under which innocents lie as near as the banned images is left
     at 0 while the DCT threshold is still chosen (was: every choice infeasible, every threshold 0)."""
     innocent = Innocents({NETWORK: np.zeros(10, np.int32), DCT: np.full(10, 110)}, np.arange(10))
-    assert Bound(innocent.groups, 0.9).measure(innocent.distances, {NETWORK: 0, DCT: 100}) == (0.0, 0.0)
+    assert Bound(innocent.groups, 0.9).measure(innocent.distances, {NETWORK: 0, DCT: 100}) == (0.0, 1 / 11)
     caught = {NETWORK: np.zeros(20, np.int32), DCT: np.arange(20)}
     choice = choose(innocent, caught, 0.2, {NETWORK: 16, DCT: 256})
     assert choice.thresholds[NETWORK] == 0 and choice.thresholds[DCT] == 109 and choice.recall == 1.0
