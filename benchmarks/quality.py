@@ -4,18 +4,21 @@ Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and ea
 ("vetohash+dct": flagged when either hash is near) and with crop hashes besides ("vetohash+crops+dct", what
 `authority publish` writes by default: the network's hashes of 17 crops of each banned image), every threshold
 chosen together on the unrelated images as `authority publish` chooses them (vetohash_authority.calibration:
-the most of the authority's own altered copies caught while a group-bootstrap bound on unrelated images flagged
-stays within the rate).
+the most of the authority's own altered copies caught while a bound on the share flagged in a new group of
+unrelated images stays within the rate).
 
 Then the check that matters for a bundle: its thresholds calibrated by that rule on the unrelated crops of some
 source photos, the share they flag among the crops of the other source photos (which calibration never saw),
 and what they catch of the benchmark's altered copies, beside the oracle: thresholds chosen together on the
-benchmark's own copies and held-out crops at that same flagged share.
+benchmark's own copies and held-out crops at that same flagged share. In detail for the two halves the seed
+deals, then summed up over every way to hold out half of the photos and every way to hold out two.
 
     python benchmarks/quality.py                          # 110 banned images, baselines only
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
     python benchmarks/quality.py --fit-copy               # vetohash's default recipe, fitted to this list
     python benchmarks/quality.py --fit-copy --banned 1000 --json out.json
+    python benchmarks/quality.py --fit-copy --no-baselines --save-distances q.npz  # keep every distance
+    python benchmarks/quality.py --from-distances q.npz   # redo the calibration analysis alone, in seconds
 
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
 (examples/make_example_images.py). Every banned image gets one altered copy per edit in the suite (the
@@ -479,7 +482,9 @@ def main() -> None:
         args.json.write_text(json.dumps({"banned": measured.banned, "unrelated": len(measured.groups),
                                          "altered": len(next(iter(measured.labels.values()))),
                                          "own_copies_per_kind": measured.per_kind,
-                                         "reports": reports, "held_out": folds}, indent=1))
+                                         "reports": reports, "held_out": folds,
+                                         "held_out_spread": {name: {key: spread(found[key]) for key in ("half", "two")}
+                                                             for name, found in folds.items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ others = {2, 4, 8} if threshold < 8 else {threshold // 2, threshold * 3 // 4, th
 for limit in sorted({threshold, 20} | others):
     row(limit)
 print()
-print(f"The authority chose its thresholds together, so that an upper bound on the share of its own innocent\n"
-      f"images flagged (resampling them by source photo) stayed within {target:.0%}; the other rows apply other network\n"
+print(f"The authority chose its thresholds together, so that an upper bound on the share flagged in a source photo\n"
+      f"it never saw (from the spread over its own photos) stayed within {target:.0%}; the other rows apply other network\n"
       "thresholds to the same distances (the paper's 20 was never checked against unrelated images). Read the two\n"
       "columns together: catching altered copies is worth something only while unrelated images stay clean.\n"
       "See the README's 'Limitations'.")
