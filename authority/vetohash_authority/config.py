@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from vetohash.errors import SpecError, VetohashError
+from vetohash.files import read_bounded
 from vetohash.specs import ModelSpec, preset
 
 from .alterations import KINDS, PAPER_KINDS, AlterationError, Kind, make_kind
+
+MAX_CONFIG_BYTES = 1 << 20  # a recipe is a few dozen lines of TOML
 
 
 class ConfigError(VetohashError):
@@ -162,10 +165,8 @@ def load_config(path: Path | None) -> TrainingConfig:
     if path is None:
         return TrainingConfig()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as error:
+        data = tomllib.loads(read_bounded(path, MAX_CONFIG_BYTES, "config file", ConfigError).decode("utf-8"))
+    except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: cannot read config file ({error})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None

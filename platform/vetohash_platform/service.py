@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vetohash.errors import ImageTooLargeError, VetohashError
+from vetohash.files import read_bounded
 from vetohash.preprocess import MAX_FILE_BYTES
 
 from .active import Status, StoredBundle, stored_bundles
@@ -46,6 +47,7 @@ SETTINGS_ENV = "VETOHASH_SERVE_SETTINGS"  # how `platform serve` hands its setti
 UPLOAD = "<upload>"  # the name an image sent as a raw body is reported by
 RAW_TYPES = ("application/octet-stream",)  # besides image/*
 MULTIPART_SLACK = 64 * 1024  # room for multipart boundaries and headers beyond the image itself
+MAX_TOKEN_FILE_BYTES = 4096  # a bearer token is one line
 DRAIN_BYTES = 16 * 1024 * 1024  # an oversized body is read this far so the client gets the 413, not a reset
 
 
@@ -79,11 +81,8 @@ class Problem(Exception):
 
 def read_token(path: Path) -> bytes:
     """The bearer token in a file (surrounding whitespace dropped); refused when empty or readable by others."""
-    try:
-        mode = path.stat().st_mode
-        token = path.read_bytes().strip()
-    except OSError as error:
-        raise VetohashError(f"cannot read the token file {path}: {error.strerror}") from None
+    token = read_bounded(path, MAX_TOKEN_FILE_BYTES, "token file", VetohashError).strip()
+    mode = path.stat().st_mode
     if mode & 0o077:
         raise VetohashError(f"the token file {path} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
     if not token:

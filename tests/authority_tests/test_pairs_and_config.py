@@ -46,6 +46,16 @@ def test_bad_config_files_fail_with_a_clear_message(tmp_path: Path, text: str, m
         load_config(path)
 
 
+def test_a_config_path_that_is_no_readable_file_fails_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="a folder, not a regular file"):
+        load_config(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes(b"name = '\xe9'")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "latin1.toml")
+
+
 def test_a_quarter_of_each_images_copies_of_each_kind_is_held_out() -> None:
     config = TrainingConfig()
     copies = plan_copies(DIGESTS, config.alterations, seed=3, share=0.25)

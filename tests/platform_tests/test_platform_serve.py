@@ -242,3 +242,11 @@ def test_a_token_file_others_can_read_is_refused_before_serving(platform, tmp_pa
     assert result.code == 2 and "readable by others" in result.stderr and "chmod 600" in result.stderr
 
 
+
+
+def test_a_token_file_that_is_no_regular_file_is_refused_at_once(platform, tmp_path):
+    """A FIFO would block a plain read forever: the bounded read refuses it before reading a byte."""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    result = platform("serve", "--token-file", fifo)
+    assert result.code == 2 and f"{fifo}: a FIFO, not a regular file" in result.stderr
