@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vetohash import signals
-from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S, Bundle, read_bundle_file
+from vetohash.bundle import MAX_SEQUENCE_STEP, MAX_VALIDITY_S, Bundle, decision_of, read_bundle_file
 from vetohash.chunked import IMAGES, REMOVED, Manifest, open_chunked, read_manifest
 from vetohash.errors import BundleError, BundleSignatureError
 from vetohash.files import folder_aside, make_folder, place_folder
@@ -166,12 +166,10 @@ def _located(error: BundleError, path: Path, trusted: bool) -> BundleError:
 def _chunked_row(m: Manifest, data: bytes, digest: str, crop_hashes: int) -> BundleRow:
     calibration = m.calibration
     counts = {signals.NETWORK: m.images, signals.CROPS: crop_hashes, signals.DCT: m.images}
-    decision = "neural" + ("-or-crops" if m.signals.crops is not None else "") \
-        + ("-or-dct" if m.signals.dct is not None else "")
     return BundleRow(
         key_id=m.key_id, list_name=m.list_name, authority=m.authority, sequence=m.sequence, sha256=digest,
         data=data, model=m.spec.name, created=m.created, expires=m.expires, ingested=int(time.time()),
-        decision=decision,
+        decision=decision_of(dct=m.signals.dct is not None, crops=m.signals.crops is not None),
         signals=tuple(SignalRow(name, counts[name], threshold) for name, threshold in m.signals.thresholds.items()),
         calibration=None if calibration is None else calibration.to_dict(), chunked=1)
 

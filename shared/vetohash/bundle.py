@@ -240,11 +240,16 @@ class Bundle:
 
     @property
     def decision(self) -> str:
-        """How a query is matched: NEURAL_ONLY, NEURAL_OR_DCT, NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT (any
-        named distance below its own threshold)."""
-        if self.crops is not None:
-            return NEURAL_OR_CROPS if self.dct is None else NEURAL_OR_CROPS_OR_DCT
-        return NEURAL_ONLY if self.dct is None else NEURAL_OR_DCT
+        """How a query is matched (decision_of)."""
+        return decision_of(dct=self.dct is not None, crops=self.crops is not None)
+
+
+def decision_of(*, dct: bool, crops: bool) -> str:
+    """The decision field of a list that carries DCT and crop hashes or not: NEURAL_ONLY, NEURAL_OR_DCT,
+    NEURAL_OR_CROPS or NEURAL_OR_CROPS_OR_DCT (a match is any named distance below its own threshold)."""
+    if crops:
+        return NEURAL_OR_CROPS_OR_DCT if dct else NEURAL_OR_CROPS
+    return NEURAL_OR_DCT if dct else NEURAL_ONLY
 
 
 def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
@@ -448,9 +453,7 @@ def parse_spec(what: str, value: Any) -> ModelSpec:
 def _parse_signals(fields: Mapping[str, Any], bits: int, count: int) -> tuple[DctSignal | None, CropSignal | None]:
     """The `dct` and `crops` of a version 5 payload, each a map or nil, and the decision that names exactly
     the signals present."""
-    decisions = {(False, False): NEURAL_ONLY, (True, False): NEURAL_OR_DCT, (False, True): NEURAL_OR_CROPS,
-                 (True, True): NEURAL_OR_CROPS_OR_DCT}
-    expected = decisions[(fields["dct"] is not None, fields["crops"] is not None)]
+    expected = decision_of(dct=fields["dct"] is not None, crops=fields["crops"] is not None)
     if fields["decision"] != expected:
         raise BundleFormatError(f"bundle decision must be {expected!r} for the signals it carries, got "
                                 f"{fields['decision']!r}")
