@@ -6,7 +6,7 @@ chosen, subject to the share of innocent images flagged by any signal (vetohash.
 apply) staying at most the target. That share is not taken at face value: innocent images come in clusters
 (crops of one photo, shots of one scene), images of a cluster are flagged together, and what a platform
 screens are clusters the authority never saw. The constraint is therefore on an upper prediction bound for
-the share flagged in a new group (`Bound`: the groups' spread, Student's t with as few degrees of freedom as
+the share flagged in a new group (`Bound`: the groups' spread, Student's t with one degree of freedom fewer than
 there are groups, one more flagged image than seen). Innocent groups are sub-folders of the innocent folder
 (`groups_of`).
 
