@@ -693,10 +693,10 @@ def _read_key(path: Path, ask: bool) -> Ed25519PrivateKey:
     for another key. --passphrase is not: asking to type a passphrase for a plain key is refused, as the
     library refuses one, because the user believed the key was encrypted (or gave the wrong file).
     """
-    from vetohash.keys import read_private_key
+    from vetohash.keys import is_encrypted, read_private_key
 
-    if not _is_encrypted(path):
-        key = read_private_key(path)  # also the error for a missing, unreadable or malformed file
+    if not is_encrypted(path):  # also the error for a missing or unreadable file
+        key = read_private_key(path)  # and for a malformed one
         if ask:
             raise KeyFileError(f"{path} is not encrypted, but --passphrase was given; leave it out, or use a key "
                                f"made with a passphrase")
@@ -710,14 +710,6 @@ def _read_key(path: Path, ask: bool) -> Ed25519PrivateKey:
         if passphrase is None:
             raise KeyFileError(f"{error}: set ${PASSPHRASE_ENV} or pass --passphrase") from None
         raise
-
-
-def _is_encrypted(path: Path) -> bool:
-    try:
-        with path.open("rb") as file:
-            return b"ENCRYPTED PRIVATE KEY" in file.read(4096)
-    except OSError:
-        return False
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ PRIVATE_KEY_NAME = "authority.key"
 PUBLIC_KEY_NAME = "authority.pub"
 MAX_KEY_FILE_BYTES = 64 * 1024  # far above any PEM key; refuses to slurp a wrong, huge file
 KEY_FOLDER_MODE = 0o700  # a folder keygen creates holds the private key
+_ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"  # PKCS#8 with a passphrase, as keygen writes it
 _PUBLIC_BODY = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, unpadded URL-safe base64
 
 
@@ -101,10 +102,15 @@ def write_keypair(out_dir: Path, key: Ed25519PrivateKey, passphrase: bytes | Non
     return private_path, public_path
 
 
+def is_encrypted(path: Path) -> bool:
+    """Whether the private key file at `path` needs a passphrase; a KeyFileError if it cannot be read."""
+    return _ENCRYPTED_PEM in _read_small(path, "private key")
+
+
 def read_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
     """Load an Ed25519 private key file; each way it can fail is its own KeyFileError."""
     data = _read_small(path, "private key")
-    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+    encrypted = _ENCRYPTED_PEM in data
     if encrypted and not passphrase:
         raise KeyFileError(f"{path} is encrypted; a passphrase is needed")
     if not encrypted and passphrase:

@@ -16,6 +16,7 @@ from vetohash.errors import KeyFileError
 from vetohash.keys import (
     PublicKey,
     generate_private_key,
+    is_encrypted,
     public_key_of,
     read_private_key,
     read_public_key,
@@ -125,7 +126,8 @@ def test_existing_key_is_never_overwritten(tmp_path: Path) -> None:
 def test_passphrase_round_trip(tmp_path: Path) -> None:
     """An encrypted key reads back with its passphrase; without it, or with a wrong one, the error says so."""
     private, _ = write_keypair(tmp_path, KEY, passphrase=b"correct horse")
-    assert b"ENCRYPTED PRIVATE KEY" in private.read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in private.read_bytes() and is_encrypted(private)
+    assert not is_encrypted(write_keypair(tmp_path / "plain", KEY)[0])
     assert read_private_key(private, b"correct horse").private_bytes_raw() == KEY.private_bytes_raw()
     with pytest.raises(KeyFileError, match="passphrase is needed"):
         read_private_key(private)
@@ -148,7 +150,7 @@ def test_empty_passphrase_is_refused(tmp_path: Path) -> None:
 
 
 def test_unreadable_private_keys(tmp_path: Path) -> None:
-    """Missing, non-key, huge, folder and non-Ed25519 key files each give their own KeyFileError."""
+    """Missing, non-key, huge, folder, FIFO and non-Ed25519 key files each give their own KeyFileError."""
     with pytest.raises(KeyFileError, match="no such private key file"):
         read_private_key(tmp_path / "missing.key")
     garbage = tmp_path / "garbage.key"
@@ -161,6 +163,9 @@ def test_unreadable_private_keys(tmp_path: Path) -> None:
         read_private_key(huge)
     with pytest.raises(KeyFileError, match="a folder, not a regular file"):
         read_private_key(tmp_path)
+    os.mkfifo(tmp_path / "fifo.key")  # a plain open() would wait for a writer forever
+    with pytest.raises(KeyFileError, match="a FIFO, not a regular file"):
+        is_encrypted(tmp_path / "fifo.key")
     ec_key = tmp_path / "ec.key"
     ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
