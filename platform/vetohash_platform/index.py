@@ -47,7 +47,7 @@ def build_shard(hashes: np.ndarray, rows: np.ndarray, path: Path, *, trained: fa
     elif trained is None:
         index = train(hashes)
     else:
-        index = faiss.clone_binary_index(trained)  # type: ignore[attr-defined]  # missing from faiss's stubs
+        index = faiss.deserialize_index_binary(faiss.serialize_index_binary(trained))  # a copy: the stubs lack clone
     for start in range(0, len(hashes), batch):
         index.add_with_ids(np.ascontiguousarray(hashes[start:start + batch]),
                            np.ascontiguousarray(rows[start:start + batch], dtype=np.int64))
