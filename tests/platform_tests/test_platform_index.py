@@ -79,3 +79,18 @@ def test_inverted_index_finds_near_copies_as_brute_force_does(tmp_path: Path, mo
     found = loaded.nearest(queries)
     np.testing.assert_array_equal(found.distance, nearest(queries, banned).distance)
     np.testing.assert_array_equal(found.index, np.arange(0, 20_000, 200))
+
+
+def test_shards_built_from_one_trained_index_leave_it_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each shard fills its own copy of a trained index (biglist trains once per signal for every shard): the
+    template stays empty, each shard holds only its rows, and near copies are found in both."""
+    monkeypatch.setattr(index, "EXACT_MAX", 1000)
+    banned = random_hashes(8000)
+    trained = index.train(banned)
+    build_shard(banned[:4000], np.arange(4000, dtype=np.int64), tmp_path / "a.faiss", trained=trained)
+    build_shard(banned[4000:], np.arange(4000, 8000, dtype=np.int64), tmp_path / "b.faiss", trained=trained)
+    assert trained.ntotal == 0
+    loaded = SignalIndex.load([tmp_path / "a.faiss", tmp_path / "b.faiss"], 160)
+    assert [shard.ntotal for shard in loaded.shards] == [4000, 4000]
+    queries = flipped(banned[::100], 12)
+    np.testing.assert_array_equal(loaded.nearest(queries).index, np.arange(0, 8000, 100))
