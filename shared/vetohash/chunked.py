@@ -109,19 +109,27 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """The signed, parsed manifest of a version 4 bundle: plain data, no network is built from it."""
+class ListHeader:
+    """What the writer of a list says of it: everything its manifest says besides the key, the image count
+    and the chunks."""
 
     spec: ModelSpec
     authority: str
-    key_id: str
     list_name: str
     sequence: int
     created: int
     expires: int
-    calibration: Calibration | None
     signals: Signals
-    base: int | None  # for a delta, the sequence it applies to; None for a whole list
+    calibration: Calibration | None = None
+    base: int | None = None  # for a delta, the sequence it applies to; None for a whole list
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(ListHeader):
+    """The signed, parsed manifest of a version 4 bundle (its header, the signing key, the image count, the
+    chunks): plain data, no network is built from it."""
+
+    key_id: str
     images: int  # images in the list (after applying, for a delta)
     chunks: tuple[ChunkRef, ...]
 
@@ -348,21 +356,6 @@ def _blob(value: Any, size: int, what: str) -> np.ndarray:
 
 
 # writing
-
-
-@dataclass(frozen=True)
-class ListHeader:
-    """Everything a manifest says besides its chunks."""
-
-    spec: ModelSpec
-    authority: str
-    list_name: str
-    sequence: int
-    created: int
-    expires: int
-    signals: Signals
-    calibration: Calibration | None = None
-    base: int | None = None
 
 
 def image_chunk_bytes(chunk: ImageChunk, signals: Signals) -> bytes:
