@@ -10,17 +10,20 @@ A bundle is signed, not encrypted: whoever holds it can invert its hashes. The s
 
 Each level is a set of signals; fewer signals cost recall, which `authority evaluate` measures per level on
 the authority's own images, beside how well DCT sketches identify them.
+
+The levels are read when the CLI starts (its --privacy choices), so numpy and Pillow are imported only by the
+functions that measure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
-from vetohash import dcthash
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 THUMB = 32  # sketches and images are compared as THUMB x THUMB grey levels
 
@@ -49,12 +52,19 @@ DEFAULT = "max-recall"
 
 def thumbnail(image: Image.Image) -> np.ndarray:
     """An image as THUMB x THUMB grey levels (ITU-R 601-2 luma, area averaging), float64."""
+    import numpy as np
+    from PIL import Image
+
     return np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float64)
 
 
 def dct_sketches(packed: np.ndarray) -> np.ndarray:
     """What anyone can draw from DCT hashes (N, 32 bytes): the inverse DCT of +1 or -1 at each kept
     low frequency, zero elsewhere, as (N, THUMB, THUMB) grey levels up to scale."""
+    import numpy as np
+
+    from vetohash import dcthash
+
     c = dcthash.cosine_matrix()
     signs = np.unpackbits(packed, axis=1).astype(np.float64).reshape(len(packed), dcthash.BLOCK, dcthash.BLOCK)
     sketches = np.einsum("ui,nuv,vj->nij", c, 2 * signs - 1, c)
@@ -65,6 +75,8 @@ def dct_sketches(packed: np.ndarray) -> np.ndarray:
 def identification_ranks(sketches: np.ndarray, gallery: np.ndarray, truth: Sequence[int]) -> np.ndarray:
     """For each sketch, the rank (1 = best) of its true image `truth[i]` among the `gallery` thumbnails by
     Pearson correlation of grey levels; ties count against it."""
+    import numpy as np
+
     def standard(a: np.ndarray) -> np.ndarray:
         flat = a.reshape(len(a), -1)
         flat = flat - flat.mean(axis=1, keepdims=True)
