@@ -8,18 +8,20 @@ signed bundle as a platform does and, from the bundle alone,
   reconstruction against every example image by correlation of 32x32 grey levels (chance: top-1 1/N, median
   rank about N/2);
 - forges collisions (an unrelated image perturbed under an L-infinity budget until the platform flags it as a
-  chosen banned image) and evasions (a banned image perturbed until every signal is clean), at 4/255, 8/255
-  and 16/255, by projected gradient steps on each signal; every forged image is written as PNG and judged by
-  the platform's own screening (vetohash_platform.screening.Screener on a bundle ingested into a scratch
-  database), never by a re-implementation;
+  chosen banned image) and evasions (a banned image perturbed until the platform calls it clean), at 4/255,
+  8/255 and 16/255, by projected gradient steps that know the bundle's match rule (vetohash.signals): every
+  way it allows a match is tried (one signal within its threshold alone, two within their agreement
+  thresholds), the budget going to the signals not yet close; every forged image is written as PNG and
+  judged by the platform's own screening (vetohash_platform.screening.Screener on a bundle ingested into a
+  scratch database), never by a re-implementation;
 - screens the edits that need no model (keeping the top-left quarter, a centre crop of half each side, a
   30-degree rotation with its corners cropped off or left black) and random crops keeping 25-50 % of the
   image, and reports the bits' balance.
 
 Without --bundle it builds the demo's bundle with the library functions `authority train` and `authority
 publish` use: the copy detector fitted to examples/banned, thresholds calibrated on examples/unrelated-000..099
-at a 1 % false-positive target, a fresh key (model, bundle and public key cached in .bench/attacks/; delete
-that folder after changing the library). The banned images are needed only to
+at a 1 % false-positive target, with the agreement thresholds publish calibrates by default, a fresh key
+(model, bundle and public key cached in .bench/attacks/; delete that folder after changing the library). The banned images are needed only to
 score the attacks (which bundle row is which image), never to mount them.
 
     python benchmarks/attacks.py --quick                     # about 10 images per attack: a few minutes
@@ -34,6 +36,7 @@ import argparse
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import math
 import random
@@ -61,7 +64,7 @@ from vetohash.signals import CROPS as CROPS_SIGNAL
 from vetohash.signals import DCT, NETWORK
 from vetohash_authority.alterations import crop, rotate
 from vetohash_authority.cropviews import CROPS, Box, crop_hashes
-from vetohash_authority.listfit import BASE_MODEL, ListFitConfig, fit_to_list
+from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
 from vetohash_authority.privacy import DEFAULT, LEVELS, THUMB, Level, dct_sketches, identification_ranks, thumbnail
 from vetohash_authority.calibration import Lists, calibrate
 from vetohash_authority.publishing import CropHashes, build_bundle, split_featureless
@@ -95,13 +98,13 @@ class Setup:
     others: list[Path]  # further images to rank reconstructions against (not banned)
 
 
-def fitted_demo_model(banned: Sequence[Source], cache: Path) -> Path:
+def fitted_demo_model(banned: Sequence[Source], cache: Path, fit: ListFitConfig = ListFitConfig()) -> Path:
     """The demo's model (`authority train examples/banned --recipe copy --seed 0`), fitted once and cached."""
     path = cache / "banned.model"
     if not path.exists():
-        base, _ = read_model(BASE_MODEL)
+        base = base_model()
         say(f"fitting the copy detector to {len(banned)} banned images (once; cached in {path})")
-        hasher, meta = fit_to_list(base, [s.image for s in banned], ListFitConfig(), seed=SEED)
+        hasher, meta = fit_to_list(base, [s.image for s in banned], fit, seed=SEED)
         meta["sources"] = [s.digest for s in banned]
         cache.mkdir(parents=True, exist_ok=True)
         write_model(path, hasher, meta)
@@ -109,19 +112,20 @@ def fitted_demo_model(banned: Sequence[Source], cache: Path) -> Path:
 
 
 def demo_bundle(banned_dir: Path, innocent: Sequence[Path], cache: Path, level: Level,
-                boxes: Sequence[Box] = CROPS, name: str | None = None) -> tuple[Path, str]:
+                boxes: Sequence[Box] = CROPS, name: str | None = None,
+                fit: ListFitConfig = ListFitConfig()) -> tuple[Path, str]:
     """A bundle as `authority publish MODEL banned --innocent ... --target-fpr 0.01 --privacy LEVEL` writes it
     in the demo (innocent images grouped by source photo, crop hashes of `boxes`, every threshold chosen
-    together by calibration.calibrate), and its public key; both cached beside the model (the private key is
-    thrown away)."""
+    together by calibration.calibrate, under the rule's limits), and its public key; both cached beside the
+    model (the private key is thrown away). `fit` sizes the list fit (a test fits a small one)."""
     stem = name or level.name
     path, pub = cache / f"{stem}.vhb", cache / f"{stem}.pub"
     if path.exists() and pub.exists():
         return path, pub.read_text(encoding="utf-8")
-    base, _ = read_model(BASE_MODEL)
+    base = base_model()
     pre = dataclasses.replace(base.spec.preprocess, trim=True, upright=True)
     banned = read_sources(image_files([banned_dir]), pre)
-    hasher, _ = read_model(fitted_demo_model(banned, cache))
+    hasher, _ = read_model(fitted_demo_model(banned, cache, fit))
     pre = hasher.spec.preprocess
     banned = read_sources(image_files([banned_dir]), pre)
     calibration_set, _ = split_featureless(read_sources(innocent, pre))
@@ -135,7 +139,7 @@ def demo_bundle(banned_dir: Path, innocent: Sequence[Path], cache: Path, level: 
     key = generate_private_key()
     _, data = build_bundle(hasher, banned, key, thresholds=done.choice.thresholds, authority="attacks",
                            list_name="demo", sequence=1, expires_in=MAX_VALIDITY_S,
-                           calibration=done.calibration, crops=crops)
+                           calibration=done.calibration, crops=crops, agree=done.choice.agree)
     path.write_bytes(data)
     pub.write_text(public_key_of(key).to_text() + "\n", encoding="utf-8")
     return path, pub.read_text(encoding="utf-8")
@@ -374,32 +378,42 @@ def reconstruction(setup: Setup, chosen: Sequence[int], steps: int) -> dict[str,
 
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
-Done = Callable[[Image.Image], bool]
 Distances = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+Close = Callable[[Distances], bool]
 
 
-def pgd(start: Image.Image, losses: Sequence[Loss], done: Done, budget: int, steps: int) -> Image.Image:
-    """Projected signed-gradient descent on the sum of `losses`, each one's gradient scaled to the same mean
-    size so that none drowns the others, within `budget` grey levels of `start`; `done` is checked on the
-    8-bit image every few steps. Returns the last image tried."""
+RESTING = 0.1  # weight of a goal already reached: enough pull to keep it, little enough to spend the budget elsewhere
+
+
+def pgd(start: Image.Image, goals: Sequence[tuple[Loss, Close]], enough: int, distances: Callable[[Image.Image], Distances],
+        budget: int, steps: int) -> Image.Image:
+    """Projected signed-gradient descent within `budget` grey levels of `start` on a weighted sum of the goals'
+    losses, each one's gradient scaled to the same mean size so that none drowns the others. Every few steps
+    the 8-bit image is checked: it is done when `enough` goals are close; a goal already close rests (weight
+    RESTING), so the budget goes to the ones still open, as an attacker who knows the rule would spend it.
+    Returns the last image tried."""
     x0 = tensor(start)
     delta = torch.zeros_like(x0, requires_grad=True)
     step = max(0.25, budget / 8)
     image = start
+    weights = [1.0] * len(goals)
     for i in range(steps):
         x = (x0 + delta).clamp(0, 255)
         grad = torch.zeros_like(x0)
-        for loss in losses:
+        for (loss, _), weight in zip(goals, weights, strict=True):
             (part,) = torch.autograd.grad(loss(x), delta, retain_graph=True)
-            grad += part / part.abs().mean().clamp(min=1e-12)
+            grad += weight * part / part.abs().mean().clamp(min=1e-12)
         with torch.no_grad():
             delta -= step * grad.sign()
             delta.clamp_(-budget, budget)
             delta.copy_((x0 + delta).clamp(0, 255) - x0)
         if i % 5 == 4 or i == steps - 1:
             image = picture(x0 + delta)
-            if done(image):
+            found = distances(image)
+            reached = [close(found) for _, close in goals]
+            if sum(reached) >= enough:
                 return image
+            weights = [RESTING if r else 1.0 for r in reached]
     return image
 
 
@@ -427,39 +441,42 @@ class Forger:
         return hamming_matrix(own, self.bundle.hashes)[0], crops, dct
 
     def signals(self) -> list[str]:
-        return ["network"] + (["crops"] if self.bundle.crops is not None else []) + (
-            ["dct"] if self.bundle.dct is not None else [])
+        return [s.name for s in self.bundle.signals]
 
-    def _pull(self, start: Image.Image, row: int, signal: str) -> tuple[Loss, Callable[[Distances], bool]]:
+    def ways(self) -> dict[str, tuple[str, ...]]:
+        """Every way the bundle's rule (vetohash.signals) lets an image match, by name: each signal alone
+        (below its threshold), and, where agreement thresholds differ from the thresholds, each pair of signals
+        (both below their agreement thresholds)."""
+        names = self.signals()
+        out = {name: (name,) for name in names if self.bundle.thresholds[name] > 0}
+        if self.bundle.agreement != self.bundle.thresholds:
+            out.update({f"{a} + {b}": (a, b) for a, b in itertools.combinations(names, 2)})
+        return out
+
+    def _pull(self, start: Image.Image, row: int, signal: str, limit: int) -> tuple[Loss, Close]:
         """A loss pulling one signal's hash towards banned row `row`'s, and whether distances are close enough
-        (SAFETY bits inside the threshold). The crops signal pulls towards the row's crop hash nearest `start`."""
+        (SAFETY bits inside `limit`). The crops signal pulls towards the row's crop hash nearest `start`."""
         bundle, box = self.bundle, self.box
         if signal == "dct" and bundle.dct is not None:
-            dct_target, dct_limit = signs(bundle.dct.hashes[row])[0], bundle.dct.threshold
+            dct_target = signs(bundle.dct.hashes[row])[0]
             return (lambda x: F.relu(2.0 - dct_target * box.dct(x)[0]).sum(),
-                    lambda d: d[2] is not None and d[2][row] < dct_limit - SAFETY)
+                    lambda d: d[2] is not None and d[2][row] < limit - SAFETY)
         if signal == "crops" and bundle.crops is not None:
             rows = np.flatnonzero(bundle.crops.owners == row)
             own = self.hasher.hash_images([start])
             nearest = rows[np.argmin(hamming_matrix(own, bundle.crops.hashes[rows])[0])]
-            crop_target, crop_limit = signs(bundle.crops.hashes[nearest])[0], bundle.crops.threshold
+            crop_target = signs(bundle.crops.hashes[nearest])[0]
             return (lambda x: bits_away(box.embed(x), crop_target, 1.0),
-                    lambda d: d[1] is not None and d[1][rows].min() < crop_limit - SAFETY)
-        target, limit = signs(bundle.hashes[row])[0], bundle.threshold
+                    lambda d: d[1] is not None and d[1][rows].min() < limit - SAFETY)
+        target = signs(bundle.hashes[row])[0]
         return lambda x: bits_away(box.embed(x), target, 1.0), lambda d: d[0][row] < limit - SAFETY
 
-    def collide(self, start: Image.Image, row: int, signals: Sequence[str], budget: int,
-                needed: int | None = None) -> Image.Image:
-        """`start` perturbed so that `needed` (default: all) of `signals` come within their thresholds of
-        banned row `row`."""
-        parts = [self._pull(start, row, signal) for signal in signals]
-        enough = len(parts) if needed is None else needed
-
-        def done(image: Image.Image) -> bool:
-            distances = self._distances(image)
-            return sum(close(distances) for _, close in parts) >= enough
-
-        return pgd(start, [loss for loss, _ in parts], done, budget, self.steps)
+    def collide(self, start: Image.Image, row: int, signals: Sequence[str], budget: int) -> Image.Image:
+        """`start` perturbed so that every one of `signals` comes within its threshold of banned row `row`: a
+        single signal within its threshold alone, two or more within their agreement thresholds."""
+        limits = self.bundle.thresholds if len(signals) == 1 else self.bundle.agreement
+        goals = [self._pull(start, row, signal, limits[signal]) for signal in signals]
+        return pgd(start, goals, len(goals), self._distances, budget, self.steps)
 
     def evade(self, start: Image.Image, row: int, budget: int) -> Image.Image:
         """Banned image `start` (row `row`) perturbed until every signal is beyond its threshold of every
@@ -469,25 +486,26 @@ class Forger:
         if bundle.crops is not None:
             away += list(signs(bundle.crops.hashes[bundle.crops.owners == row]))
         dct_own = None if bundle.dct is None else signs(bundle.dct.hashes[row])[0]
+        agree = bundle.agreement
 
         def network(x: torch.Tensor) -> torch.Tensor:
             outputs = box.embed(x)
             return sum((bits_away(outputs, -target, 1.0) for target in away), torch.zeros(()))
 
-        losses: list[Loss] = [network]
+        def far(d: Distances) -> bool:
+            """No signal below its threshold alone, and at most one below its agreement threshold."""
+            found = {NETWORK: d[0].min(), CROPS_SIGNAL: None if d[1] is None else d[1].min(),
+                     DCT: None if d[2] is None else d[2].min()}
+            below = [name for name, value in found.items() if value is not None and name in agree
+                     and value < agree[name] + SAFETY]
+            alone = [name for name, value in found.items() if value is not None and name in agree
+                     and value < bundle.thresholds[name] + SAFETY]
+            return not alone and len(below) < 2
+
+        goals: list[tuple[Loss, Close]] = [(network, far)]
         if dct_own is not None:
-            losses.append(lambda x: F.relu(2.0 + dct_own * box.dct(x)[0]).sum())
-
-        def done(image: Image.Image) -> bool:
-            network, crops, dct = self._distances(image)
-            clean = network.min() >= bundle.threshold + SAFETY
-            if crops is not None and bundle.crops is not None:
-                clean &= crops.min() >= bundle.crops.threshold + SAFETY
-            if dct is not None and bundle.dct is not None:
-                clean &= dct.min() >= bundle.dct.threshold + SAFETY
-            return bool(clean)
-
-        return pgd(start, losses, done, budget, self.steps)
+            goals.append((lambda x: F.relu(2.0 + dct_own * box.dct(x)[0]).sum(), far))
+        return pgd(start, goals, len(goals), self._distances, budget, self.steps)
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
@@ -495,37 +513,34 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
-def collisions(setup: Setup, forger: Forger, pairs: Sequence[tuple[Path, int]]) -> dict[str, Any]:
+def collisions(setup: Setup, forger: Forger, pairs: Sequence[tuple[Path, int]], budgets: Sequence[int] = BUDGETS
+               ) -> dict[str, Any]:
     """For each (unrelated image, banned image) pair and budget: did the platform flag the forged image as that
-    banned image, by each signal attacked on its own, by any; and, attacking every signal at once, by two
-    signals together (what a rule asking two signals to agree would face). A success at a budget counts at
-    the larger ones (the same image is within them)."""
+    banned image (a match naming it), by each way the rule allows (Forger.ways: a signal alone, or two
+    signals agreeing), and by any of them, which is what an attacker gets who tries them all. A success at a
+    budget counts at the larger ones (the same image is within them)."""
     bundle = setup.bundle
-    signals = forger.signals()
-    attacks = {s: [s] for s in signals}
-    if len(signals) > 1:
-        attacks["two at once"] = signals
-    hits = {name: {b: 0 for b in BUDGETS} for name in [*signals, "any", *attacks.keys() - set(signals)]}
+    attacks = forger.ways()
+    hits = {name: {b: 0 for b in budgets} for name in [*attacks, "any"]}
     quality: list[float] = []
     for path, banned in pairs:
         start = open_image(path)
         row = setup.row_of[banned]
         target = bundle.ids[row]
         won: dict[str, int | None] = {name: None for name in attacks}
-        for budget in BUDGETS:
+        for budget in budgets:
             todo = [name for name in attacks if won[name] is None]
-            forged = [forger.collide(start, row, attacks[name], budget, 1 if name in signals else 2) for name in todo]
+            forged = [forger.collide(start, row, attacks[name], budget) for name in todo]
             for name, image, verdict in zip(todo, forged, screen(setup, forged), strict=True):
-                named = [s for s, banned_id in flagged_as(verdict).items() if banned_id == target]
-                if (name in named) if name in signals else len(named) >= 2:
+                if verdict.match and target in flagged_as(verdict).values():
                     won[name] = budget
                     quality.append(psnr(start, image))
         for name in attacks:
-            for budget in BUDGETS:
+            for budget in budgets:
                 hits[name][budget] += won[name] is not None and won[name] <= budget
-        for budget in BUDGETS:
-            hits["any"][budget] += any(won[s] is not None and won[s] <= budget for s in signals)
-    return {"attempts": len(pairs), "budgets": list(BUDGETS),
+        for budget in budgets:
+            hits["any"][budget] += any(won[s] is not None and won[s] <= budget for s in attacks)
+    return {"attempts": len(pairs), "budgets": list(budgets),
             "succeeded": {name: {str(b): n for b, n in per.items()} for name, per in hits.items()},
             "median_psnr_db": float(np.median(quality)) if quality else None}
 
@@ -795,7 +810,9 @@ def attacks(setup: Setup, count: int, steps: int, per_image: int, quick: bool) -
                                          f"{bundle.decision}, thresholds network {bundle.threshold}"
                                          + (f", crops {bundle.crops.threshold} ({len(bundle.crops.hashes)} "
                                             f"crop hashes)" if bundle.crops else "")
-                                         + (f", DCT {bundle.dct.threshold}" if bundle.dct else "")}
+                                         + (f", DCT {bundle.dct.threshold}" if bundle.dct else "")
+                                         + ("" if bundle.agree is None else ", two of " + ", ".join(
+                                             f"{name} < {t}" for name, t in bundle.agreement.items()))}
     say("reconstruction")
     figures["reconstruction"] = reconstruction(setup, chosen, 60 if quick else 100)
     say("forced collisions")

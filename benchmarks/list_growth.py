@@ -6,9 +6,9 @@ extrapolation to 10 million banned images from the measured distance distributio
 One model (the shipped copy detector fitted to the first --fit banned images, as `authority train` does) hashes
 every banned image (network hash, DCT hash, crop hashes) and the unrelated images, so a longer list is the
 same list with more images, as when deltas add to it without a new model. For each list size N (the first N
-banned images): the share of unrelated images flagged by the default rule (any signal below its threshold)
-at the thresholds calibrated for 1 % at the smallest size, and the recall of altered copies of the first
---altered banned images at those thresholds; then the same with thresholds recalibrated for 1 % at N (what
+banned images): the share of unrelated images flagged by the any-signal rule (bundle formats before 6, and
+version 4 lists) at the thresholds calibrated for 1 % at the smallest size, and the recall of altered copies
+of the first --altered banned images at those thresholds; then the same with thresholds recalibrated for 1 % at N (what
 `authority publish --innocent` does, seeing the whole list: vetohash_authority.calibration.choose, every
 threshold chosen together to catch the most altered copies while the group-bootstrap bound on the share flagged,
 each unrelated image its own group, stays within the target).
@@ -87,7 +87,7 @@ def calibrated(innocent: dict[str, np.ndarray], altered: dict[str, np.ndarray], 
     """The thresholds `authority publish --innocent` would choose for a list of the first n banned images."""
     found = nearest(innocent, n)
     choice = choose(Innocents(found, np.arange(len(found[NETWORK]))), nearest(altered, n), TARGET,
-                    {NETWORK: bits, CROPS: bits, DCT: 256})
+                    {NETWORK: bits, CROPS: bits, DCT: 256}, limits=None)  # the any-signal rule, as measured
     return choice.thresholds
 
 

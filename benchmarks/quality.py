@@ -1,11 +1,14 @@
 """Detection quality of vetohash beside PDQ, pHash and dHash, on real photographs, in one run.
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
-("vetohash+dct": flagged when either hash is near) and with crop hashes besides ("vetohash+crops+dct", what
-`authority publish` writes by default: the network's hashes of 17 crops of each banned image), every threshold
-chosen together on the unrelated images as `authority publish` chooses them (vetohash_authority.calibration:
-the most of the authority's own altered copies caught while a bound on the share flagged in a new group of
-unrelated images stays within the rate).
+("vetohash+dct") and with crop hashes besides ("vetohash+crops+dct", what `authority publish` writes by
+default: the network's hashes of 17 crops of each banned image), by the match rule (vetohash.signals: one
+signal very near, or two near), every threshold chosen together on the unrelated images as `authority
+publish` chooses them (vetohash_authority.calibration: the most of the authority's own altered copies caught
+while a bound on the share flagged in a new group of unrelated images stays within the rate, the thresholds
+within FORGERY_LIMITS); "vetohash+crops+dct any" is the same by the rule before bundle format 6 (any one
+signal near, no limits), which forged images pass far more easily: the difference in recall is what that
+defence costs.
 
 Then the check that matters for a bundle: its thresholds calibrated by that rule on the unrelated crops of some
 source photos, the share they flag among the crops of the other source photos (which calibration never saw),
@@ -58,7 +61,7 @@ from vetohash.hasher import Hasher  # noqa: E402
 from vetohash.matching import hamming_matrix, nearest_by_owner, nearest_own  # noqa: E402
 from vetohash.modelfile import read_model  # noqa: E402
 from vetohash.preprocess import query_arrays  # noqa: E402
-from vetohash.signals import CROPS, DCT, NETWORK, flagged  # noqa: E402
+from vetohash.signals import CROPS, DCT, NETWORK  # noqa: E402
 from vetohash_authority import calibration  # noqa: E402
 from vetohash_authority.cropviews import crop_hashes  # noqa: E402
 
@@ -186,21 +189,24 @@ def by_group(hit: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, dict[s
 
 
 def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
-                   list_size: int, labels: dict[str, np.ndarray], confidence: float) -> dict:
-    """The figures of the fused decision (flagged when any distance is below its threshold), with every
-    threshold chosen per false-positive rate as `authority publish` chooses them, on all unrelated images
-    (each source photo a group)."""
+                   list_size: int, labels: dict[str, np.ndarray], confidence: float,
+                   limits: calibration.Limits | None = calibration.FORGERY_LIMITS) -> dict:
+    """The figures of the fused decision (vetohash.signals; with `limits` None, the rule before format version
+    6: any one signal), with every threshold chosen per false-positive rate as `authority publish` chooses
+    them, on all unrelated images (each source photo a group)."""
     report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
               "pairwise": {}}
     bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
     for fpr in IMAGE_FPRS:
         chosen = calibration.choose(calibration.Innocents(innocent, sources), {k: own[k] for k in innocent}, fpr,
-                                    bits_by, confidence=confidence)
-        hit = flagged(caught, chosen.thresholds)
+                                    bits_by, confidence=confidence, limits=limits)
+        hit = chosen.flags(caught)
         report["image_level"][str(fpr)] = {
-            "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds),
-            "thresholds": chosen.thresholds, "measured_fpr": chosen.share, "bound_fpr": chosen.bound,
-            "recall": float(hit.mean()), **by_group(hit, labels)}
+            "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds)
+                         + ("" if chosen.agree is None else
+                            "/" + "|".join(str(chosen.agree[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.agree)),
+            "thresholds": chosen.thresholds, "agree": chosen.agree, "measured_fpr": chosen.share,
+            "bound_fpr": chosen.bound, "recall": float(hit.mean()), **by_group(hit, labels)}
     return report
 
 
@@ -214,14 +220,14 @@ def held_out_fold(innocent: dict, caught: dict, own: dict, sources: np.ndarray, 
     fit = calibration.Innocents({k: v[~held] for k, v in innocent.items()}, sources[~held])
     test = calibration.Innocents({k: v[held] for k, v in innocent.items()}, sources[held])
     bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence)
-    share = float(np.mean(flagged(test.distances, bundle.thresholds)))
-    hit = flagged(caught, bundle.thresholds)
+    share = float(np.mean(bundle.flags(test.distances)))
+    hit = bundle.flags(caught)
     oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, plain=True))
-    oracle_hit = flagged(caught, oracle.thresholds)
+    oracle_hit = oracle.flags(caught)
     return {
         "calibrated_on": sorted(names[g] for g in np.unique(fit.groups)), "calibration_images": fit.count,
         "held_out": sorted(names[g] for g in np.unique(test.groups)), "held_out_images": test.count,
-        "target": target, "confidence": confidence, "thresholds": bundle.thresholds,
+        "target": target, "confidence": confidence, "thresholds": bundle.thresholds, "agree": bundle.agree,
         "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
         "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, labels),
         "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
@@ -297,7 +303,8 @@ def speed(method: Method, files: Sequence[bytes]) -> float:
 
 def print_table(reports: Sequence[dict]) -> None:
     names = [r["method"] for r in reports]
-    width = max(12, *(len(n) for n in names)) + 2
+    width = max(12, *(len(n) for n in names),
+                *(len(r["image_level"][str(fpr)]["threshold"]) + 9 for r in reports for fpr in IMAGE_FPRS)) + 2
     def row(label: str, values: Sequence[str]) -> None:
         print(f"{label:<34}" + "".join(f"{v:>{width}}" for v in values))
     row("", names)
@@ -376,6 +383,8 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
                                       measured.labels, args.confidence))
         reports.append(evaluate_fused(f"{m.name}+crops+dct", m.innocent, m.caught, m.own, measured.groups, m.bits,
                                       measured.banned, measured.labels, args.confidence))
+        reports.append(evaluate_fused(f"{m.name}+crops+dct any", m.innocent, m.caught, m.own, measured.groups,
+                                      m.bits, measured.banned, measured.labels, args.confidence, limits=None))
         folds[m.name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
                                  measured.labels, args.target, args.confidence, args.seed)
     return reports, folds

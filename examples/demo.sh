@@ -194,6 +194,11 @@ if others:
     print(f"Each row also matches an image when {' or '.join(others)} (the bundle's other thresholds);\n"
           f"by those alone, {sum(o and v != 'featureless' for _, v, _, o in altered)} altered copies "
           f"and {sum(o and v != 'featureless' for _, v, _, o in unrelated)} unrelated images.")
+if any("to agree)" in line for line in open(sys.argv[1], encoding="utf-8")):
+    print(f"Two signals below their agreement thresholds also match together (bundle format 6), which the rows\n"
+          f"below leave out: by the platform's verdicts, {sum(v == 'match' for _, v, _, _ in altered)} of "
+          f"{len(altered)} altered copies caught and {sum(v == 'match' for _, v, _, _ in unrelated)} of "
+          f"{len(unrelated)} unrelated images flagged.")
 print()
 print(f"{'':<26} altered copies   unrelated images")
 print(f"{'':<26} caught           flagged")

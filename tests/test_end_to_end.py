@@ -159,8 +159,9 @@ def test_the_platform_holds_what_the_authority_published(workflow: Workflow) -> 
            (published["sequence"], published["threshold"], 12, published["expires"])
     assert published["calibration"]["target_fpr"] == TARGET_FPR
     assert published["calibration"]["innocent_images"] == 10
-    # Crop hashes and the DCT signal are on by default, and a calibration records its bound: format v5.
-    assert (published["format_version"], published["decision"]) == (5, "neural-or-crops-or-dct")
+    # Crop hashes and the DCT signal are on by default, a calibration records its bound, and with them come
+    # agreement thresholds: format v6.
+    assert (published["format_version"], published["decision"]) == (6, "neural-or-crops-or-dct")
     assert published["crops_hashes"] > 0 and published["crops_threshold"] is not None
     assert (stored["decision"], stored["dct_threshold"]) == ("neural-or-crops-or-dct", published["dct_threshold"])
     assert (stored["crops_hashes"], stored["crops_threshold"]) == \
@@ -186,17 +187,19 @@ def test_most_altered_copies_are_near_a_banned_hash(workflow: Workflow) -> None:
     assert sum(d < FIXED_THRESHOLD for d in distances) >= 0.75 * len(distances), distances
 
 
-def test_verdicts_follow_either_distance_below_its_bundle_threshold(workflow: Workflow) -> None:
-    # This small a model is often calibrated to a crops threshold of 0 (innocent images lie as near the crops);
+def test_verdicts_follow_the_distances_against_the_bundle_s_thresholds(workflow: Workflow) -> None:
+    # One signal below its threshold, or two below their agreement thresholds (vetohash.signals). This small a
+    # model is often calibrated to a crops threshold of 0 (innocent images lie as near the crops);
     # platform_tests/test_platform_crops.py pins crop matches themselves.
+    prefixes = {"network": "", "crops": "crops_", "dct": "dct_"}
     for folder in workflow.screened:
         for record, result in zip(workflow.screened[folder], results(workflow, folder)):
-            assert result["threshold"] == workflow.published["threshold"]
-            assert result["dct_threshold"] == workflow.published["dct_threshold"]
-            assert result["crops_threshold"] == workflow.published["crops_threshold"]
-            by = [name for name, below in (("network", result["distance"] < result["threshold"]),
-                                           ("crops", result["crops_distance"] < result["crops_threshold"]),
-                                           ("dct", result["dct_distance"] < result["dct_threshold"])) if below]
+            for prefix in prefixes.values():
+                assert result[f"{prefix}threshold"] == workflow.published[f"{prefix}threshold"]
+                assert result[f"{prefix}agree"] == workflow.published[f"{prefix}agree"]
+            alone = [name for name, p in prefixes.items() if result[f"{p}distance"] < result[f"{p}threshold"]]
+            near = [name for name, p in prefixes.items() if result[f"{p}distance"] < result[f"{p}agree"]]
+            by = [name for name in prefixes if name in alone or (len(near) >= 2 and name in near)]
             assert result["by"] == by
             assert result["match"] == bool(by)
             assert record["verdict"] == ("match" if result["match"] else "clean")

@@ -10,6 +10,13 @@ the share flagged in a new group (`Bound`: the groups' spread, Student's t with 
 there are groups, one more flagged image than seen). Innocent groups are sub-folders of the innocent folder
 (`groups_of`).
 
+With two or more signals, the rule asks two signals to agree, or one to be very close (vetohash.signals): the
+thresholds searched are the agreement thresholds, and each signal's threshold alone is the smaller of its
+agreement threshold and its limit alone. Both are bounded by FORGERY_LIMITS, distances that images forged by
+small perturbations mostly did not reach (benchmarks/attacks.py, docs/threat-model.md): innocent images
+rarely come that close anyway, so the bound on innocents flagged seldom lowers them further. A bundle with
+one signal keeps one threshold, with no limit.
+
 What the innocent images say about a threshold changes only at their distances, so each signal's candidates
 are those distances and the ones just below them; the network's threshold is found by bisection for each
 combination of the others', since a larger threshold never flags fewer images.
@@ -40,6 +47,7 @@ from .alterations import KINDS, make_kind
 DEFAULT_CONFIDENCE = 0.9
 COPIES_PER_KIND = 2  # altered copies of each banned image per alteration kind
 _SEED_TAG = "vetohash-calibration"  # the copies' own random stream, apart from list fits' and training's
+
 
 
 class CalibrationError(VetohashError):
@@ -208,15 +216,20 @@ class Bound:
         self.sizes = np.bincount(self.groups, minlength=self.count).astype(np.float64)
         self.quantile = t_quantile(confidence, self.count - 1) if self.count > 1 else math.inf
 
-    def measure(self, distances: Mapping[str, np.ndarray], thresholds: Mapping[str, int]) -> tuple[float, float]:
-        """The share of images flagged by `thresholds` (vetohash.signals.flagged), and its upper bound."""
-        flags = flagged(distances, thresholds)
+    def measure(self, distances: Mapping[str, np.ndarray], thresholds: Mapping[str, int],
+                agree: Mapping[str, int] | None = None) -> tuple[float, float]:
+        """The share of images flagged by `thresholds` and `agree` (vetohash.signals.flagged), and its upper
+        bound."""
+        flags = flagged(distances, thresholds, agree)
         point = float(flags.mean())
         if self.plain:
             return point, point
-        # A threshold of 0 turns its signal off (nothing is lower), so its images at distance 0 are no edge.
-        edges = np.logical_or.reduce([(distances[name] == threshold) & (threshold > 0)
-                                      for name, threshold in thresholds.items()])
+        # The images every threshold one higher would flag; a threshold of 0 turns its signal off (nothing is
+        # lower), so its images at distance 0 are no edge.
+        def higher(values: Mapping[str, int]) -> dict[str, int]:
+            return {name: value + 1 if value > 0 else 0 for name, value in values.items()}
+
+        edges = flagged(distances, higher(thresholds), None if agree is None else higher(agree))
         hits = np.bincount(self.groups, weights=(flags | edges).astype(np.float64), minlength=self.count)
         if self.count == 1:
             return point, 1.0
@@ -229,23 +242,65 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The largest thresholds of a bundle with two or more signals, as shares of each signal's bits: `alone`,
+    below which one signal matches by itself, and `agree`, below which two signals must both be."""
+
+    alone: Mapping[str, float]
+    agree: Mapping[str, float]
+
+    def cap(self, name: str, bits: int, agreeing: bool) -> int:
+        """The largest threshold, in bits, of signal `name`: its agreement threshold or its threshold alone."""
+        return int((self.agree if agreeing else self.alone)[name] * bits)
+
+
+# Chosen on forgeries against the demo's bundle (docs/threat-model.md, "Forced collisions"): at most 1 in 10
+# unrelated images pushed within 4/255 of their pixels, and 3 in 10 within 8/255, reached a threshold alone or
+# two agreement thresholds together. In bits: network and crops (160-bit hashes) 20 and 16 alone, 40 and 28 to
+# agree; the DCT hash (256 bits), which such perturbations move furthest (to 12 bits of a chosen image at
+# 8/255), 8 alone and 76 to agree.
+FORGERY_LIMITS = Limits(alone={NETWORK: 0.125, CROPS: 0.1, DCT: 0.03125},
+                        agree={NETWORK: 0.25, CROPS: 0.175, DCT: 0.296875})
+
+
+@dataclass(frozen=True)
 class Choice:
-    """Thresholds chosen jointly, what they flag among the innocents (share and bound) and catch among the
-    altered copies."""
+    """Thresholds chosen jointly (each signal's alone and, when signals must agree, its agreement threshold),
+    what they flag among the innocents (share and bound) and catch among the altered copies."""
 
     thresholds: dict[str, int]
     share: float
     bound: float
     recall: float
+    agree: dict[str, int] | None = None
+
+    def flags(self, distances: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Which of the images at `distances` these thresholds flag (vetohash.signals.flagged)."""
+        return flagged(distances, self.thresholds, self.agree)
+
+
+def limited(agree: Mapping[str, int], limits: Limits | None, bits: Mapping[str, int],
+            given: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int] | None]:
+    """The thresholds alone and the agreement thresholds for agreement thresholds `agree`: with `limits`, each
+    signal's alone the smaller of its agreement threshold and its limit alone, except a given threshold,
+    which is both; without, the thresholds are `agree` and there is no agreement."""
+    if limits is None or len(agree) < 2:
+        return dict(agree), None
+    alone = {name: given[name] if name in given else min(t, limits.cap(name, bits[name], agreeing=False))
+             for name, t in agree.items()}
+    return alone, dict(agree)
 
 
 def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
            confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
-           bound: Bound | None = None) -> Choice:
+           bound: Bound | None = None, limits: Limits | None = FORGERY_LIMITS) -> Choice:
     """The thresholds (one per signal in `innocent.distances`) catching most of `caught` (distances of altered
     copies) while the bound on innocents flagged stays at most `target`; thresholds in `given` are kept as
-    they are. Ties go to the lower bound. If even the given thresholds with the network's at 0 break the
-    target, that choice is returned (its bound says so)."""
+    they are. With `limits` (by default FORGERY_LIMITS) and two or more signals, the thresholds searched are
+    the agreement thresholds, up to their limits, and each alone is capped by its limit (`limited`); with
+    None, there is no agreement (the rule before format version 6: any signal alone). Ties go to the lower bound. If
+    even the given thresholds with the network's at 0 break the target, that choice is returned (its bound
+    says so)."""
     if not 0.0 <= target <= 1.0:
         raise CalibrationError(f"the target false-positive rate must be in [0, 1], got {target}")
     given = dict(given or {})
@@ -254,8 +309,17 @@ def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float,
     if NETWORK not in names:
         raise CalibrationError("calibration needs the network's distances")
 
-    def measure(thresholds: dict[str, int]) -> tuple[float, float]:
-        return bound.measure(innocent.distances, thresholds)
+    def rule(agree: dict[str, int]) -> tuple[dict[str, int], dict[str, int] | None]:
+        return limited(agree, limits, bits, given)
+
+    def measure(agree: dict[str, int]) -> tuple[float, float]:
+        return bound.measure(innocent.distances, *rule(agree))
+
+    def choice(agree: dict[str, int]) -> Choice:
+        share, upper = measure(agree)
+        alone, agreeing = rule(agree)
+        recall = float(np.mean(flagged(caught, alone, agreeing))) if len(caught[NETWORK]) else 0.0
+        return Choice(alone, share, upper, recall, agreeing)
 
     def candidates(name: str) -> list[int]:
         if name in given:
@@ -265,6 +329,9 @@ def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float,
         values = np.unique(innocent.distances[name])
         options = sorted({0, bits[name], *(min(int(v) + step, bits[name]) for v in values for step in (-1, 0)
                                           if v + step >= 0)})
+        if limits is not None and len(names) > 1:  # an agreement threshold flags nothing by itself
+            cap = limits.cap(name, bits[name], agreeing=True)
+            return sorted({cap, *(t for t in options if t < cap)})
         # A threshold that alone flags more than the target is never feasible: stop at the first one.
         alone = [t for t in options if measure({name: t})[1] <= target]
         return alone or [0]
@@ -285,16 +352,11 @@ def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float,
                 high = middle - 1
         if high < 0:
             continue
-        thresholds = {NETWORK: network[low], **fixed}
-        share, upper = measure(thresholds)
-        recall = float(np.mean(flagged(caught, thresholds))) if len(caught[NETWORK]) else 0.0
-        if best is None or (recall, -upper) > (best.recall, -best.bound):
-            best = Choice(thresholds, share, upper, recall)
+        found = choice({NETWORK: network[low], **fixed})
+        if best is None or (found.recall, -found.bound) > (best.recall, -best.bound):
+            best = found
     if best is None:  # nothing keeps within the target: the least that can be done
-        thresholds = {NETWORK: given.get(NETWORK, 0), **{name: given.get(name, 0) for name in others}}
-        share, upper = measure(thresholds)
-        recall = float(np.mean(flagged(caught, thresholds))) if len(caught[NETWORK]) else 0.0
-        best = Choice(thresholds, share, upper, recall)
+        best = choice({NETWORK: given.get(NETWORK, 0), **{name: given.get(name, 0) for name in others}})
     return best
 
 
@@ -318,7 +380,8 @@ class HeldOut:
 
 
 def cross_check(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
-                confidence: float = DEFAULT_CONFIDENCE, folds: int = 2, seed: int = 0) -> list[HeldOut]:
+                confidence: float = DEFAULT_CONFIDENCE, folds: int = 2, seed: int = 0,
+                limits: Limits | None = FORGERY_LIMITS) -> list[HeldOut]:
     """Calibrate on some groups, measure on the others: the groups are dealt into `folds` parts (shuffled by
     `seed`), and each part in turn is held out while the rest calibrate. What a platform will see is the
     held-out share, not the share on the images the thresholds were chosen on."""
@@ -331,8 +394,8 @@ def cross_check(innocent: Innocents, caught: Mapping[str, np.ndarray], target: f
     for fold in range(folds):
         held = np.isin(innocent.groups, order[fold::folds])
         fit, test = innocent.subset(np.flatnonzero(~held)), innocent.subset(np.flatnonzero(held))
-        choice = choose(fit, caught, target, bits, confidence=confidence)
-        share = float(np.mean(flagged(test.distances, choice.thresholds)))
+        choice = choose(fit, caught, target, bits, confidence=confidence, limits=limits)
+        share = float(np.mean(choice.flags(test.distances)))
         out.append(HeldOut(choice, fit.count, len(np.unique(fit.groups)), test.count, len(np.unique(test.groups)),
                            share))
     return out
@@ -352,7 +415,8 @@ class Calibrated:
 def calibrate(hasher: Hasher, lists: Lists, banned: Sequence[Image.Image], digests: Sequence[str],
               innocent_views: Sequence[np.ndarray], innocent_dct: np.ndarray, groups: np.ndarray, target: float, *,
               confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
-              per_kind: int = COPIES_PER_KIND, progress: Callable[[int], None] | None = None) -> Calibrated:
+              per_kind: int = COPIES_PER_KIND, progress: Callable[[int], None] | None = None,
+              limits: Limits | None = FORGERY_LIMITS) -> Calibrated:
     """Hash the innocent images once (their views and DCT hashes, each in its group), alter the banned images,
     and choose every threshold of `lists` together (`choose`)."""
     if len(innocent_views) == 0:
@@ -361,5 +425,5 @@ def calibrate(hasher: Hasher, lists: Lists, banned: Sequence[Image.Image], diges
     caught = positives(hasher, lists, banned, digests, per_kind=per_kind, progress=progress)
     bound = Bound(groups, confidence)
     bits = {name: hasher.spec.bits if name != DCT else dcthash.BITS for name in lists.hashes}
-    choice = choose(innocent, caught, target, bits, confidence=confidence, given=given, bound=bound)
+    choice = choose(innocent, caught, target, bits, confidence=confidence, given=given, bound=bound, limits=limits)
     return Calibrated(choice, record(choice, target, innocent, bound), innocent, caught)

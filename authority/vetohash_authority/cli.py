@@ -456,6 +456,10 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--innocent", type=PATH,
               help="Folder of images NOT in the banned set to calibrate the thresholds on; each sub-folder is a "
                    "group of related images (one photo's crops, one scene's shots).")
+@click.option("--any-signal", is_flag=True,
+              help="Calibrate without agreement thresholds: any one hash near is a match, as before format "
+                   "version 6. More recall (cropped, rotated and shifted copies, and those edited to evade), "
+                   "and forged false flags get easy again (docs/threat-model.md measures both).")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Share of innocent images the calibrated thresholds may flag, by any hash (held to the "
                    "upper bound, not the measured share).")
@@ -482,15 +486,17 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
             dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool, privacy: str,
-            innocent: Path | None, target_fpr: float, confidence: float, list_name: str, sequence: int | None,
-            expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool, chunked: bool,
-            delta_from: Path | None, quiet: bool, as_json: bool) -> None:
+            innocent: Path | None, any_signal: bool, target_fpr: float, confidence: float, list_name: str,
+            sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
+            chunked: bool, delta_from: Path | None, quiet: bool, as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
     hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
     (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
-    upload when any is near (below its own threshold). --no-dct and --no-crops leave those out, and so do
+    upload when one is very near (below its threshold), or when two are near (below their agreement
+    thresholds), so that a forged image must fool two hashes at once or one by a margin small perturbations
+    do not reach (calibrated bundles, format version 6). --no-dct and --no-crops leave those out, and so do
     the privacy levels: --privacy balanced carries no DCT hashes (they sketch each banned image's layout well
     enough to identify it), --privacy strict the network's whole-image hash alone (docs/threat-model.md
     measures what each level gives away and costs).
@@ -553,7 +559,8 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
             raise VetohashError(f"{label} {given[name]} is more than the hash's {hasher.spec.bits} bits")
     sources = _without_featureless(load_sources(images_dir, hasher.spec.preprocess, warn=_warn), images_dir,
                                    skip_featureless)
-    plan = _thresholds(hasher, sources, given, not no_dct, not no_crops, innocent, target_fpr, confidence, quiet)
+    plan = _thresholds(hasher, sources, given, not no_dct, not no_crops, innocent, target_fpr, confidence, quiet,
+                       agreement=not (any_signal or chunked or delta_from is not None))
     now = int(time.time())
     state = key_path.parent / STATE_NAME
     if sequence is None:
@@ -567,7 +574,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     authority = authority_name or os.environ.get(AUTHORITY_ENV) or "authority"
     bundle, data = build_bundle(hasher, sources, key, thresholds=plan.thresholds, authority=authority,
                                 list_name=list_name, sequence=sequence, expires_in=seconds,
-                                calibration=plan.calibration, crops=plan.crops, now=now)
+                                calibration=plan.calibration, crops=plan.crops, agree=plan.agree, now=now)
     written = None
     if chunked or delta_from is not None:
         written = _write_chunked(bundle, key, out, delta_from)
@@ -584,7 +591,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
 
 
 def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: bool, crops: bool,
-                innocent: Path | None, target_fpr: float, confidence: float, quiet: bool) -> Any:
+                innocent: Path | None, target_fpr: float, confidence: float, quiet: bool, agreement: bool) -> Any:
     """publishing.thresholds_for, with the innocent images read (featureless ones left out: platforms never
     match them) and grouped by sub-folder, and a progress bar over the banned images' altered copies."""
     from tqdm import tqdm
@@ -606,7 +613,7 @@ def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: 
     with tqdm(total=len(sources), unit="img", desc="calibrating", disable=quiet or innocent is None,
               file=sys.stderr, leave=False) as bar:
         return thresholds_for(hasher, sources, given, dct=dct, crops=crops, innocent=found, target_fpr=target_fpr,
-                              confidence=confidence, warn=_warn, progress=bar.update)
+                              confidence=confidence, agreement=agreement, warn=_warn, progress=bar.update)
 
 
 def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None, privacy: str,
@@ -628,6 +635,7 @@ def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None,
         for name in signals.ORDER:
             fields[signals.key(name, "hashes")] = counts.get(name, 0)
             fields[signals.key(name, "threshold")] = bundle.thresholds.get(name)
+            fields[signals.key(name, "agree")] = bundle.agreement.get(name)
         click.echo(json.dumps({"bundle": str(out), "bytes": size, **fields, "decision": bundle.decision,
                                "format_version": bundle.version if written is None else CHUNKED_VERSION,
                                "privacy": privacy, "base": base, "added": added, "removed": removed,
@@ -641,6 +649,8 @@ def _print_published(out: Path, size: int, bundle: Any, written: Chunked | None,
     click.echo(f"wrote {out} ({size} bytes): {len(bundle.ids)} hashes{crops_note} of list "
                f"{bundle.list_name!r}, sequence {bundle.sequence}{delta_note}")
     rule = " or ".join(f"{name} distance < {threshold}" for name, threshold in bundle.thresholds.items())
+    if bundle.agree is not None:
+        rule += ", or two of " + ", ".join(f"{name} distance < {t}" for name, t in bundle.agreement.items())
     calibrated = "" if calibration is None else (
         f" (calibrated on {calibration.innocent_images} innocent images in {calibration.innocent_groups} groups: "
         f"{100 * calibration.measured_fpr:.2f}% flagged, at most {100 * calibration.bound_fpr:.2f}% in a new group "

@@ -22,7 +22,7 @@ import numpy as np
 from vetohash import dcthash
 from vetohash.errors import VetohashError
 from vetohash.files import make_folder, write_atomic
-from vetohash.signals import CROPS, DCT, NETWORK, flagged
+from vetohash.signals import CROPS, DCT, NETWORK
 from vetohash.hasher import Hasher
 from vetohash.matching import hamming_matrix, nearest, nearest_by_owner, nearest_own
 
@@ -193,9 +193,10 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
         bits_by = {NETWORK: bits, CROPS: bits, DCT: dcthash.BITS}
         own_copies = positives(hasher, lists, [s.image for s in sources], digests)
         chosen = choose(innocent_by, own_copies, target_fpr, bits_by, confidence=confidence)
-        caught = flagged({NETWORK: to_own, CROPS: crops_to_own, DCT: dct_to_own}, chosen.thresholds)
+        caught = chosen.flags({NETWORK: to_own, CROPS: crops_to_own, DCT: dct_to_own})
         data["suggested_fused"] = {
             "target_fpr": target_fpr, "confidence": confidence, "thresholds": chosen.thresholds,
+            "agree": chosen.agree,
             "crops_hashes": int(len(crops)), "measured_fpr": chosen.share, "bound_fpr": chosen.bound,
             "innocent_groups": int(len(np.unique(innocent_by.groups))), "own_copies_caught": chosen.recall,
             "recall": {"all": _share(caught), "per_kind": {kind: _share(caught[kind_of == kind]) for kind in kinds}}}
@@ -203,6 +204,7 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
             data["held_out"] = [
                 {"calibration": [fold.calibration_images, fold.calibration_groups],
                  "held_out": [fold.held_out_images, fold.held_out_groups], "thresholds": fold.choice.thresholds,
+                 "agree": fold.choice.agree,
                  "measured_fpr": fold.choice.share, "bound_fpr": fold.choice.bound,
                  "held_out_fpr": fold.held_out_share}
                 for fold in cross_check(innocent_by, own_copies, target_fpr, bits_by, confidence=confidence)]
@@ -212,8 +214,8 @@ def evaluate(hasher: Hasher, meta: Mapping[str, Any], sources: Sequence[Source],
             names = [NETWORK, *([CROPS] if level.crops else []), *([DCT] if level.dct else [])]
             at = choose(Innocents({name: innocent_by.distances[name] for name in names}, innocent_by.groups),
                         {name: own_copies[name] for name in names}, target_fpr, bits_by, confidence=confidence)
-            levels[level.name] = {"thresholds": at.thresholds, "measured_fpr": at.share, "bound_fpr": at.bound,
-                                  "recall": _share(flagged(to_copies, at.thresholds))}
+            levels[level.name] = {"thresholds": at.thresholds, "agree": at.agree, "measured_fpr": at.share,
+                                  "bound_fpr": at.bound, "recall": _share(at.flags(to_copies))}
         gallery = np.stack([thumbnail(s.image) for s in [*sources, *innocent]])
         ranks = identification_ranks(dct_sketches(banned_dct), gallery, range(len(sources)))
         data["privacy"] = {"levels": levels, "dct_identified_top1": _share(ranks == 1),
@@ -290,7 +292,7 @@ def render(data: Mapping[str, Any]) -> str:
               + ", ".join(f"{k} {_pct(v)}" for k, v in suggested["recall"]["per_kind"].items()) + ")"]
     if "suggested_fused" in data:
         fused = data["suggested_fused"]
-        rule = ", ".join(f"{name} < {t}" for name, t in fused["thresholds"].items())
+        rule = _rule(fused)
         lines += [f"chosen together, as publish calibrates by default ({fused['crops_hashes']} crop hashes): {rule}",
                   f"  innocent images flagged {_pct(fused['measured_fpr'])}, at most {_pct(fused['bound_fpr'])} in a "
                   f"new group at {fused['confidence']:.0%} confidence ({fused['innocent_groups']} groups); own "
@@ -298,7 +300,7 @@ def render(data: Mapping[str, Any]) -> str:
                   f"  recall of held-out altered copies {_pct(fused['recall']['all'])} ("
                   + ", ".join(f"{k} {_pct(v)}" for k, v in fused["recall"]["per_kind"].items()) + ")"]
     for fold in data.get("held_out", []):
-        rule = ", ".join(f"{name} < {t}" for name, t in fold["thresholds"].items())
+        rule = _rule(fold)
         lines.append(f"calibrated on {fold['calibration'][0]} innocent images ({fold['calibration'][1]} groups): "
                      f"{rule}, flagged {_pct(fold['measured_fpr'])} (bound {_pct(fold['bound_fpr'])}); on the "
                      f"other {fold['held_out'][0]} ({fold['held_out'][1]} groups): {_pct(fold['held_out_fpr'])}")
@@ -307,9 +309,17 @@ def render(data: Mapping[str, Any]) -> str:
         lines += ["", "privacy levels (publish --privacy), each calibrated alike (docs/threat-model.md says what each "
                       "gives away):"]
         for name, level in privacy["levels"].items():
-            rule = ", ".join(f"{signal} < {t}" for signal, t in level["thresholds"].items())
+            rule = _rule(level)
             lines.append(f"  {name:<11} {rule}: recall of altered copies {_pct(level['recall'])}, innocent images "
                          f"flagged {_pct(level['measured_fpr'])} (at most {_pct(level['bound_fpr'])})")
         lines.append(f"  the DCT hashes alone (max-recall) identify {_pct(privacy['dct_identified_top1'])} of the "
                      f"banned images among these {privacy['dct_gallery']} images, by an inverse DCT of their signs")
     return "\n".join(lines)
+
+
+def _rule(chosen: dict[str, Any]) -> str:
+    """Thresholds as the report shows them: each alone, then, when signals must agree, their agreement ones."""
+    alone = ", ".join(f"{name} < {t}" for name, t in chosen["thresholds"].items())
+    if not chosen.get("agree"):
+        return alone
+    return f"{alone}, or two of " + ", ".join(f"{name} < {t}" for name, t in chosen["agree"].items())

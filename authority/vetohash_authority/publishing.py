@@ -8,7 +8,8 @@ current Unix time and one more than the last sequence this authority published f
 A bundle carries the DCT signal unless told not to, and, when it is calibrated, crop hashes (vetohash.signals,
 cropviews). With innocent images, its thresholds are chosen together by `calibration`: the most of the
 authority's own altered copies caught while an upper bound on the innocent images flagged stays within the
-target.
+target; with two or more signals, each also gets an agreement threshold (vetohash.signals: a match needs two
+signals to agree unless one is very close).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from vetohash.hasher import Hasher
 from vetohash.keys import public_key_of
 from vetohash.signals import CROPS, DCT, NETWORK, CropSignal, DctSignal
 
-from .calibration import DEFAULT_CONFIDENCE, Lists, calibrate
+from .calibration import DEFAULT_CONFIDENCE, FORGERY_LIMITS, Lists, calibrate
 from .cropviews import crop_hashes
 from .evaluation import PAPER_THRESHOLD
 from .sources import Source
@@ -94,15 +95,18 @@ class Thresholds:
     thresholds: dict[str, int]
     crops: CropHashes | None
     calibration: Calibration | None
+    agree: dict[str, int] | None = None
 
 
 def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str, int], *, dct: bool, crops: bool,
                    innocent: Innocent | None, target_fpr: float, confidence: float = DEFAULT_CONFIDENCE,
-                   warn: Callable[[str], None], progress: Callable[[int], None] | None = None) -> Thresholds:
+                   agreement: bool = True, warn: Callable[[str], None],
+                   progress: Callable[[int], None] | None = None) -> Thresholds:
     """Every threshold of a bundle: those `given` as they are, the others calibrated together on the innocent
-    images (calibration.calibrate). Without innocent images, the DCT threshold defaults to
-    DEFAULT_DCT_THRESHOLD and the network's to the paper's, both uncalibrated (`warn` says so), and crop hashes
-    come only with a given crops threshold."""
+    images (calibration.calibrate), with agreement thresholds unless `agreement` is off (a version 4 folder
+    cannot carry them). Without innocent images, the DCT threshold defaults to DEFAULT_DCT_THRESHOLD and the
+    network's to the paper's, both uncalibrated (`warn` says so), there are no agreement thresholds, and crop
+    hashes come only with a given crops threshold."""
     with_crops = crops and (innocent is not None or CROPS in given)
     crop_list = CropHashes(*crop_hashes(hasher, [source.image for source in sources])) if with_crops else None
     if innocent is None:
@@ -121,7 +125,8 @@ def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str
                    **({DCT: np.stack([source.dct for source in sources])} if dct else {})})
     done = calibrate(hasher, lists, [s.image for s in sources], [s.digest for s in sources],
                      [s.views for s in innocent.sources], np.stack([s.dct for s in innocent.sources]),
-                     innocent.groups, target_fpr, confidence=confidence, given=given, progress=progress)
+                     innocent.groups, target_fpr, confidence=confidence, given=given, progress=progress,
+                     limits=FORGERY_LIMITS if agreement else None)
     chosen, record = done.choice.thresholds, done.calibration
     if chosen[NETWORK] <= 2 and NETWORK not in given:
         warn(f"the calibrated network threshold is {chosen[NETWORK]}: at a {target_fpr:g} false-positive rate this "
@@ -129,7 +134,7 @@ def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str
     if record.bound_fpr is not None and record.bound_fpr > target_fpr:
         warn(f"the bound on innocent images flagged is {100 * record.bound_fpr:.1f}%, more than the target "
              f"{100 * target_fpr:.1f}%, even at the least the given thresholds allow")
-    return Thresholds(chosen, crop_list, record)
+    return Thresholds(chosen, crop_list, record, done.choice.agree)
 
 
 def next_sequence(state_path: Path, list_name: str, now: int) -> int:
@@ -174,9 +179,10 @@ def split_featureless(sources: Sequence[Source]) -> tuple[list[Source], list[Sou
 def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateKey, *, thresholds: dict[str, int],
                  authority: str, list_name: str, sequence: int, expires_in: int,
                  calibration: Calibration | None = None, crops: CropHashes | None = None,
-                 now: int | None = None) -> tuple[Bundle, bytes]:
+                 agree: Mapping[str, int] | None = None, now: int | None = None) -> tuple[Bundle, bytes]:
     """The bundle for the banned images and its signed bytes; with a DCT threshold it also carries their
-    DCT hashes, with a crops threshold their `crops` (vetohash.bundle picks the format version)."""
+    DCT hashes, with a crops threshold their `crops`, with `agree` its signals' agreement thresholds
+    (vetohash.bundle picks the format version)."""
     if not sources:
         raise PublishError("there are no banned images to publish")
     _, flat = split_featureless(sources)
@@ -200,7 +206,8 @@ def build_bundle(hasher: Hasher, sources: Sequence[Source], key: Ed25519PrivateK
     bundle = Bundle(spec=hasher.spec, weights=hasher.encoded_weights(), hashes=hashes[order],
                     ids=opaque_ids(len(sources)), threshold=thresholds[NETWORK], authority=authority,
                     key_id=public_key_of(key).key_id, list_name=list_name, sequence=sequence, created=created,
-                    expires=created + expires_in, calibration=calibration, dct=dct, crops=crop_signal)
+                    expires=created + expires_in, calibration=calibration, dct=dct, crops=crop_signal,
+                    agree=None if agree is None else dict(agree))
     return bundle, sign_bundle(bundle, key)
 
 
@@ -210,7 +217,10 @@ def write_chunked_bundle(bundle: Bundle, key: Ed25519PrivateKey, out: Path, base
 
     A delta matches images by content: a banned image whose network and DCT hashes are both in the base keeps
     the base's id and is not resent; the base's images missing from `bundle` are removed, the others added.
+    Version 4 has no agreement thresholds: a bundle with them is refused.
     """
+    if bundle.agree is not None:
+        raise PublishError("a version 4 folder carries no agreement thresholds; calibrate it without them")
     signals = Signals(bundle.threshold, None if bundle.dct is None else bundle.dct.threshold,
                       None if bundle.crops is None else bundle.crops.threshold)
     header = ListHeader(spec=bundle.spec, authority=bundle.authority, list_name=bundle.list_name,

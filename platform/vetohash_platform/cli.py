@@ -243,6 +243,8 @@ def ingest(bundle: Path, as_json: bool) -> None:
     crops = "" if b.crops is None else f", {len(b.crops.hashes)} crop hashes, crops threshold {b.crops.threshold}"
     dct = "" if b.dct is None else f", DCT threshold {b.dct.threshold}"
     fused = "" if len(b.signals) == 1 else " (any matches)" if len(b.signals) > 2 else " (either matches)"
+    if b.agree is not None:
+        fused = ", or two below their agreement thresholds " + "/".join(str(t) for t in b.agreement.values())
     click.echo(f"ingested {what}{replaced}: {len(b.hashes)} hashes, threshold {b.threshold}{crops}{dct}{fused}, "
                f"expires {iso(b.expires)}")
 
@@ -408,7 +410,8 @@ def _with_progress(items: Sequence[Upload], results: Iterable[ImageResult], show
 @cli.command()
 @_image_options
 @click.option("--threshold", type=click.IntRange(min=0),
-              help="Match when the network hash's distance is below this, instead of each bundle's own threshold.")
+              help="Match when the network hash's distance is below this, instead of each bundle's own threshold "
+                   "(alone and, for bundles with agreement thresholds, to agree).")
 @click.option("--dct-threshold", type=click.IntRange(0, 256),
               help="Match when the DCT hash's distance is below this, instead of the own DCT threshold of each "
                    "bundle that carries one.")
@@ -495,15 +498,18 @@ def _screen_lines(result: ImageResult) -> Iterator[str]:
         else:
             verdict = "MATCH" if v.match else "clean"
             detail = "  ".join(f"{'' if side is network else side.signal + ' '}nearest {side.nearest_id}  "
-                               f"distance {side.distance} {_compared(side.distance, side.threshold)}"
+                               f"distance {side.distance} {_compared(side.distance, side.threshold, side.agree)}"
                                for side in [network, *others] if side.distance is not None)
             detail += f"  by {'+'.join(v.by)}" if others and v.by else ""
         yield f"{verdict}  {result.name}  {list_label(v.authority, v.list_name, v.sequence, v.key_id)}  {detail}  " \
               f"hash {v.hash}"
 
 
-def _compared(distance: int, threshold: int) -> str:
-    return f"{'<' if distance < threshold else '>='} {threshold}"
+def _compared(distance: int, threshold: int, agree: int | None = None) -> str:
+    alone = f"{'<' if distance < threshold else '>='} {threshold}"
+    if agree is None or agree == threshold:
+        return alone
+    return f"{alone} ({'<' if distance < agree else '>='} {agree} to agree)"
 
 
 @cli.command("hash")

@@ -56,7 +56,8 @@ def screen_record(result: ImageResult, warnings: Sequence[str] = ()) -> dict[str
             "detail": _rounded(result.detail), "results": [
         {"authority": v.authority, "key_id": v.key_id, "list": v.list_name, "sequence": v.sequence,
          "bundle_sha256": v.bundle_sha256, "hash": v.hash, "match": v.match, "by": list(v.by),
-         **side_fields([(s.signal, s.nearest_id, s.distance, s.threshold, s.hash) for s in v.sides], "nearest_id")}
+         **side_fields([(s.signal, s.nearest_id, s.distance, s.threshold, s.hash, s.agree) for s in v.sides],
+                      "nearest_id")}
         for v in result.verdicts]}
 
 
@@ -66,21 +67,22 @@ def log_record(row: MatchRow) -> dict[str, Any]:
     return {"time": iso(row.time), "image_sha256": row.image_sha256, "image_hash": row.image_hash,
             "authority": row.authority, "key_id": row.key_id, "list": row.list_name, "sequence": row.sequence,
             "bundle_sha256": row.bundle_sha256, "by": list(row.matched_by),
-            **side_fields([(s.signal, s.hash_id, s.distance, s.threshold, s.hash) for s in row.sides], "hash_id")}
+            **side_fields([(s.signal, s.hash_id, s.distance, s.threshold, s.hash, s.agree) for s in row.sides], "hash_id")}
 
 
-def side_fields(sides: Sequence[tuple[str, str | None, int | None, int, str | None]], id_field: str
+def side_fields(sides: Sequence[tuple[str, str | None, int | None, int, str | None, int | None]], id_field: str
                 ) -> dict[str, Any]:
-    """(signal, nearest id, distance, threshold, own hash) for the signals of a bundle as flat fields, every
-    signal present (vetohash.signals.key: `distance`, `crops_distance`, `dct_distance`, ...; null for a signal
-    the bundle lacks); the image's own hash under each signal whose hash function is not the network's
-    (`dct_hash`)."""
+    """(signal, nearest id, distance, threshold, own hash, agreement threshold) for the signals of a bundle as
+    flat fields, every signal present (vetohash.signals.key: `distance`, `crops_distance`, `dct_distance`, ...;
+    null for a signal the bundle lacks; the agreement threshold is the threshold's for bundles before version
+    6); the image's own hash under each signal whose hash function is not the network's (`dct_hash`)."""
     by_name = {side[0]: side for side in sides}
     out: dict[str, Any] = {}
     for name in signals.ORDER:
-        _, found, distance, threshold, own = by_name.get(name, (name, None, None, None, None))
+        _, found, distance, threshold, own, agree = by_name.get(name, (name, None, None, None, None, None))
         out.update({signals.key(name, id_field): found, signals.key(name, "distance"): distance,
-                    signals.key(name, "threshold"): threshold})
+                    signals.key(name, "threshold"): threshold,
+                    signals.key(name, "agree"): threshold if agree is None else agree})
         if signals.CLASSES[name].function != signals.NEURAL_FUNCTION:
             out[signals.key(name, "hash")] = own
     return out

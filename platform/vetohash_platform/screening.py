@@ -103,6 +103,7 @@ class Side:
     distance: int | None
     threshold: int
     hash: str | None = None
+    agree: int | None = None  # the signal's agreement threshold; None: its threshold (bundles before version 6)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ class ListVerdict:
         if self.featureless:
             return ()
         return signals.matched_by({s.signal: s.distance for s in self.sides},
-                                  {s.signal: s.threshold for s in self.sides})
+                                  {s.signal: s.threshold for s in self.sides},
+                                  {s.signal: s.agree for s in self.sides if s.agree is not None})
 
     @property
     def match(self) -> bool:
@@ -186,6 +188,7 @@ class _List:
     stored: StoredBundle
     bundle: Bundle | BigList  # a version 4 list is searched through its indexes
     thresholds: dict[str, int]  # signal name -> the threshold screening uses, in vetohash.signals.ORDER
+    agree: dict[str, int]  # signal name -> the agreement threshold screening uses
 
     @property
     def header(self) -> Bundle | Manifest:
@@ -244,7 +247,8 @@ class Screener:
 
     def __init__(self, active: Sequence[StoredBundle], thresholds: Mapping[str, int] | None = None,
                  workers: int | None = None, batch: int = BATCH, decode_budget: int = DECODE_BUDGET_BYTES) -> None:
-        """`thresholds` (signal name -> threshold) replace every bundle's own for the signals it carries."""
+        """`thresholds` (signal name -> threshold) replace every bundle's own for the signals it carries, alone
+        and to agree (0 turns a signal off)."""
         if not active:
             raise VetohashError("no active bundles to screen against: trust an authority key with "
                                 "`platform trust add`, then `platform ingest BUNDLE` (see `platform bundles`)")
@@ -267,7 +271,8 @@ class Screener:
             if model_id not in hashers:
                 hashers[model_id] = found.hasher().with_threads(self.workers)
             used = {name: own if given.get(name) is None else given[name] for name, own in found.thresholds.items()}
-            groups.setdefault(model_id, []).append(_List(stored, found.bundle, used))
+            agree = {name: own if given.get(name) is None else given[name] for name, own in found.agree.items()}
+            groups.setdefault(model_id, []).append(_List(stored, found.bundle, used, agree))
             dct_any = dct_any or signals.DCT in used
         self.models = [_Model(mid, hashers[mid], tuple(lists)) for mid, lists in groups.items()]
         self.dct = dct_any
@@ -353,7 +358,7 @@ def _compare(lst: _List, hashes: np.ndarray, queries: signals.Queries, featurele
             if function != signals.NEURAL_FUNCTION:
                 own_hash = Hash(queries.views[function][0][row].tobytes()).hex
             nearest_id, distance = found[name][row]
-            sides.append(Side(name, nearest_id, distance, threshold, own_hash))
+            sides.append(Side(name, nearest_id, distance, threshold, own_hash, lst.agree[name]))
         out.append(ListVerdict(header.authority, header.key_id, header.list_name, header.sequence,
                                lst.stored.row.sha256, Hash(h.tobytes()).hex, tuple(sides), f))
     return out
@@ -384,6 +389,7 @@ class _Searchable:
     spec: ModelSpec
     weights: Any
     thresholds: dict[str, int]  # each signal's own threshold, by name, in vetohash.signals.ORDER
+    agree: dict[str, int]  # each signal's agreement threshold (its threshold in lists before version 6)
     bits: dict[str, int]  # each signal's hash width, the largest threshold
 
     def hasher(self) -> Hasher:
@@ -395,11 +401,11 @@ def _searchable(stored: StoredBundle) -> _Searchable:
         big = BigList(stored.manifest, stored.folder)
         thresholds = stored.manifest.signals.thresholds
         bits = {name: DCT_BITS if name == signals.DCT else stored.manifest.spec.bits for name in thresholds}
-        return _Searchable(big, stored.manifest.spec, big.weights(), thresholds, bits)
+        return _Searchable(big, stored.manifest.spec, big.weights(), thresholds, dict(thresholds), bits)
     bundle = stored.bundle
     if bundle is None:
         raise ValueError("Screener takes active bundles only")
-    return _Searchable(bundle, bundle.spec, bundle.weights, bundle.thresholds,
+    return _Searchable(bundle, bundle.spec, bundle.weights, bundle.thresholds, bundle.agreement,
                        {s.name: s.bits for s in bundle.signals})
 
 
@@ -442,7 +448,7 @@ class MatchLog:
             if v.match and result.sha256 is not None:
                 self.rows.append(MatchRow(now, result.sha256, v.hash, v.bundle_sha256, v.authority, v.key_id,
                                           v.list_name, v.sequence, v.by,
-                                          tuple(MatchSide(s.signal, s.nearest_id, s.distance, s.threshold, s.hash)
+                                          tuple(MatchSide(s.signal, s.nearest_id, s.distance, s.threshold, s.hash, s.agree)
                                                 for s in v.sides)))
         if len(self.rows) >= self.flush_every:
             self.flush()

@@ -250,6 +250,7 @@ class MatchSide:
     distance: int | None
     threshold: int
     hash: str | None = None
+    agree: int | None = None  # the signal's agreement threshold (bundles of version 6), else None
 
 
 @dataclass(frozen=True)

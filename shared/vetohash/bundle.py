@@ -1,4 +1,5 @@
-"""Signed single-file bundles (formats v1 to v3 and v5): what an authority publishes and a platform screens against.
+"""Signed single-file bundles (formats v1 to v3, v5 and v6): what an authority publishes and a platform screens
+against.
 
 A bundle is a msgpack envelope holding a msgpack payload and an Ed25519 signature over a pre-authentication
 encoding of that payload. Readers check the envelope, verify the signature with a key they already trust, and
@@ -8,8 +9,11 @@ threshold, and the rule that fuses the two. Version 3 adds crop hashes: the netw
 each banned image, each naming the id it was cut from, with their own threshold (a cropped or shifted upload
 lies nearer one of its source's crops than the source). Version 4 is the chunked folder of vetohash.chunked.
 Version 5 records an upper confidence bound on the share of innocent images the thresholds flag, with its
-confidence and the number of innocent groups, beside any signals (vetohash.signals). A bundle is written in the lowest version that holds
-what it carries, so platforms that read only older versions keep working. The normative description is
+confidence and the number of innocent groups, beside any signals (vetohash.signals). Version 6 adds agreement
+thresholds, one per signal: an image also matches when two signals are below theirs (vetohash.signals), so
+that a signal's own threshold can be tight enough that a forged image cannot reach it alone. A bundle is
+written in the lowest version that holds what it carries, so platforms that read only older versions keep
+working. The normative description is
 docs/bundle-format.md.
 """
 
@@ -28,7 +32,7 @@ import msgpack
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import codec, dcthash
+from . import codec, dcthash, signals
 from .errors import (
     BundleContentError,
     BundleError,
@@ -51,7 +55,8 @@ FUSED_VERSION = 2  # a bundle that also carries a DCT signal
 CROPS_VERSION = 3  # a bundle that carries crop hashes (and a DCT signal or not)
 CHUNKED_VERSION = 4  # a signed manifest over content-addressed chunks: vetohash.chunked
 BOUNDED_VERSION = 5  # a bundle whose calibration records an upper bound on innocents flagged (any signals)
-VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION, BOUNDED_VERSION)  # the single-file versions
+AGREEMENT_VERSION = 6  # a version 5 bundle that also carries agreement thresholds
+VERSIONS = (FORMAT_VERSION, FUSED_VERSION, CROPS_VERSION, BOUNDED_VERSION, AGREEMENT_VERSION)  # single-file
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HASHES = 10_000_000
 CLOCK_SKEW_S = 300
@@ -71,6 +76,7 @@ PAYLOAD_KEYS = frozenset({"version", "spec", "weights", "hashes", "ids", "thresh
                           "list_name", "sequence", "created", "expires", "calibration"})
 FUSED_PAYLOAD_KEYS = PAYLOAD_KEYS | {"dct", "decision"}
 CROPS_PAYLOAD_KEYS = FUSED_PAYLOAD_KEYS | {"crops"}
+AGREEMENT_PAYLOAD_KEYS = CROPS_PAYLOAD_KEYS | {"agree"}
 CALIBRATION_KEYS = frozenset({"target_fpr", "measured_fpr", "innocent_images"})
 BOUNDED_CALIBRATION_KEYS = CALIBRATION_KEYS | {"bound_fpr", "confidence", "innocent_groups"}
 DCT_KEYS = frozenset({"algorithm", "hashes", "threshold"})
@@ -164,6 +170,8 @@ class Bundle:
     calibration: Calibration | None = None
     dct: DctSignal | None = None
     crops: CropSignal | None = None
+    # Each signal's agreement threshold, by name (format version 6); None: the rule before it, any one signal.
+    agree: Mapping[str, int] | None = None
     _hasher: Hasher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +201,8 @@ class Bundle:
                 raise BundleContentError(f"bundle holds {len(self.dct.hashes)} DCT hashes for {len(self.ids)} ids")
         if self.crops is not None:
             self._check_crops(self.crops)
+        if self.agree is not None:
+            self._check_agree(self.agree)
         try:
             hasher = Hasher.from_encoded(self.spec, self.weights)  # checks the weights; builds no network
         except WeightsError as error:
@@ -212,6 +222,19 @@ class Bundle:
             raise BundleContentError(f"bundle crop owners must be id indices in [0, {len(self.ids)})")
         _check_int("crops threshold", crops.threshold, 0, self.spec.bits)
 
+    def _check_agree(self, agree: Mapping[str, int]) -> None:
+        if not isinstance(agree, Mapping):
+            raise BundleFormatError("bundle agree must be a map of agreement thresholds or None")
+        names = [s.name for s in self.signals]
+        if sorted(agree) != sorted(names):
+            raise BundleFormatError(f"bundle agree must name exactly its signals {names}, got {sorted(agree)}")
+        if len(names) < 2:
+            raise BundleFormatError("bundle agree needs at least two signals to agree")
+        for s in self.signals:
+            _check_int(f"{s.name} agreement threshold", agree[s.name], s.threshold, s.bits)
+        if self.calibration is None or not self.calibration.bounded:
+            raise BundleFormatError("a bundle with agreement thresholds records its calibration with a bound")
+
     def hasher(self) -> Hasher:
         """The hasher of the spec and weights (checked at construction; its network is built on its first hash,
         so parsing, listing and re-verifying bundles never builds one)."""
@@ -229,9 +252,17 @@ class Bundle:
         return {s.name: s.threshold for s in self.signals}
 
     @property
+    def agreement(self) -> dict[str, int]:
+        """Each signal's agreement threshold, by name (its threshold in bundles before version 6)."""
+        return signals.agreement(self.thresholds, self.agree)
+
+    @property
     def version(self) -> int:
-        """The format version this bundle is written in: the lowest that holds what it carries (5 with a
-        bounded calibration, else 3 with crop hashes, 2 with a DCT signal alone, else 1)."""
+        """The format version this bundle is written in: the lowest that holds what it carries (6 with
+        agreement thresholds, 5 with a bounded calibration, else 3 with crop hashes, 2 with a DCT signal alone,
+        else 1)."""
+        if self.agree is not None:
+            return AGREEMENT_VERSION
         if self.calibration is not None and self.calibration.bounded:
             return BOUNDED_VERSION
         if self.crops is not None:
@@ -278,8 +309,10 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey) -> bytes:
         fields["dct"] = None if bundle.dct is None else {
             "algorithm": bundle.dct.algorithm, "threshold": bundle.dct.threshold,
             "hashes": np.ascontiguousarray(bundle.dct.hashes).tobytes()}
-    if bundle.version == BOUNDED_VERSION:
+    if bundle.version in (BOUNDED_VERSION, AGREEMENT_VERSION):
         fields["crops"] = None
+    if bundle.agree is not None:
+        fields["agree"] = dict(bundle.agree)
     if bundle.crops is not None:
         fields["crops"] = {"hashes": np.ascontiguousarray(bundle.crops.hashes).tobytes(),
                            "owners": bundle.crops.owners.astype("<u4").tobytes(),
@@ -358,7 +391,8 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         raise BundleFormatError("bundle payload must be a map")
     _check_keys("bundle payload", fields, {FORMAT_VERSION: PAYLOAD_KEYS, FUSED_VERSION: FUSED_PAYLOAD_KEYS,
                                            CROPS_VERSION: CROPS_PAYLOAD_KEYS,
-                                           BOUNDED_VERSION: CROPS_PAYLOAD_KEYS}[version])
+                                           BOUNDED_VERSION: CROPS_PAYLOAD_KEYS,
+                                           AGREEMENT_VERSION: AGREEMENT_PAYLOAD_KEYS}[version])
     if fields["version"] != version or type(fields["version"]) is not int:
         raise BundleFormatError(f"bundle payload version {fields['version']!r} differs from the envelope's")
     if fields["key_id"] != key_id:
@@ -368,10 +402,11 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         raise BundleFormatError("bundle ids must be an array")
     if not isinstance(blob, bytes):
         raise BundleFormatError("bundle hashes must be binary")
-    if version == BOUNDED_VERSION and not isinstance(calibration, dict):
-        raise BundleFormatError("bundle calibration must be a map in format version 5")
+    bounded = version in (BOUNDED_VERSION, AGREEMENT_VERSION)
+    if bounded and not isinstance(calibration, dict):
+        raise BundleFormatError(f"bundle calibration must be a map in format version {version}")
     calibration = parse_calibration("bundle", calibration,
-                                    BOUNDED_CALIBRATION_KEYS if version == BOUNDED_VERSION else CALIBRATION_KEYS)
+                                    BOUNDED_CALIBRATION_KEYS if bounded else CALIBRATION_KEYS)
     spec = parse_spec("bundle", fields["spec"])
     if len(blob) != len(ids) * spec.hash_bytes:
         raise BundleContentError(f"bundle hashes hold {len(blob)} bytes; {len(ids)} ids of "
@@ -387,8 +422,12 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
             raise BundleFormatError(f"bundle decision must be {NEURAL_OR_CROPS!r} or {NEURAL_OR_CROPS_OR_DCT!r}, "
                                     f"got {fields['decision']!r}")
         crops = _parse_crops(fields["crops"], spec.bits)
-    elif version == BOUNDED_VERSION:
+    elif bounded:
         dct, crops = _parse_signals(fields, spec.bits, len(ids))
+    agree = fields.get("agree")
+    if version == AGREEMENT_VERSION and (not isinstance(agree, dict)
+                                         or not all(isinstance(name, str) for name in agree)):
+        raise BundleFormatError("bundle agree must be a map from signal names to thresholds")
     bundle = Bundle(
         spec=spec,
         weights=fields["weights"],
@@ -404,6 +443,7 @@ def _parse_payload(payload: bytes, key_id: str, version: int, now: float) -> Bun
         calibration=calibration,
         dct=dct,
         crops=crops,
+        agree=agree,
     )
     check_in_force(bundle.created, bundle.expires, now)
     return bundle
@@ -451,7 +491,7 @@ def parse_spec(what: str, value: Any) -> ModelSpec:
 
 
 def _parse_signals(fields: Mapping[str, Any], bits: int, count: int) -> tuple[DctSignal | None, CropSignal | None]:
-    """The `dct` and `crops` of a version 5 payload, each a map or nil, and the decision that names exactly
+    """The `dct` and `crops` of a version 5 or 6 payload, each a map or nil, and the decision that names exactly
     the signals present."""
     expected = decision_of(dct=fields["dct"] is not None, crops=fields["crops"] is not None)
     if fields["decision"] != expected:

@@ -4,10 +4,17 @@ A **signal** is one list of banned hashes in a bundle, with its threshold and th
 hashed with to be compared with it. A bundle always carries the `network` signal (the network's hash of each
 banned image), and may carry `crops` (the network's hashes of crops of each banned image, each naming the
 image it was cut from) and `dct` (a classical DCT hash of each banned image, vetohash.dcthash). The signals
-fail on different edits, so any one being close is evidence:
+fail on different edits, so a close one is evidence; but whoever holds a bundle holds the model too, and can
+push an innocent-looking image close to a chosen banned image's hash on whichever signal is easiest
+(docs/threat-model.md). So each signal has two thresholds, and
 
     an image matches a bundle when, for any of its signals, the distance from the image to the nearest hash
-    of that signal is strictly below the signal's threshold.
+    of that signal is strictly below the signal's threshold (its "alone" threshold), or when, for at least
+    two of its signals, that distance is strictly below the signal's agreement threshold.
+
+A forgery then needs to fool two signals at once, or one of them by a margin a small perturbation cannot
+reach. Bundles before format version 6 carry no agreement thresholds: theirs are their thresholds, and the
+rule is "any one signal below its threshold" (two signals below their thresholds already include one).
 
 `flagged` (arrays, the authority's calibration and evaluation) and `matched_by` (one image, the platform's
 verdict) are that rule; both compare through `below`, so the two parties count the same images as matched.
@@ -43,21 +50,40 @@ def below(distances: ArrayLike, threshold: int) -> np.ndarray:
     return np.asarray(distances) < threshold
 
 
-def flagged(distances: Mapping[str, ArrayLike], thresholds: Mapping[str, int]) -> np.ndarray:
-    """Elementwise: whether any signal in `thresholds` has its distance (same shape for every signal) below
-    its threshold. Every signal named in `thresholds` needs its distances."""
+AGREEING = 2  # signals that must agree when none is below its threshold alone
+
+
+def flagged(distances: Mapping[str, ArrayLike], thresholds: Mapping[str, int],
+            agree: Mapping[str, int] | None = None) -> np.ndarray:
+    """Elementwise: whether the images match by the rule above, for the signals in `thresholds` (their
+    distances all of one shape); `agree` holds the agreement thresholds (a signal it leaves out, or None for
+    all, agrees at its threshold). Every signal named in `thresholds` needs its distances."""
     missing = sorted(set(thresholds) - set(distances))
     if missing:
         raise ValueError(f"no distances for the signals {missing}")
     if not thresholds:
         raise ValueError("at least one signal is needed")
-    return np.logical_or.reduce([below(distances[name], threshold) for name, threshold in thresholds.items()])
+    alone = np.logical_or.reduce([below(distances[name], threshold) for name, threshold in thresholds.items()])
+    agreeing = agreement(thresholds, agree)
+    votes = np.sum([below(distances[name], agreeing[name]) for name in thresholds], axis=0)
+    return alone | (votes >= AGREEING)
 
 
-def matched_by(distances: Mapping[str, int | None], thresholds: Mapping[str, int]) -> tuple[str, ...]:
-    """The signals that match one image, in ORDER; a signal whose distance is None (an empty list) never does."""
-    return tuple(sorted((name for name, distance in distances.items()
-                         if distance is not None and bool(below(distance, thresholds[name]))), key=_rank))
+def matched_by(distances: Mapping[str, int | None], thresholds: Mapping[str, int],
+               agree: Mapping[str, int] | None = None) -> tuple[str, ...]:
+    """The signals that match one image, in ORDER: each below its threshold, and, when at least two are below
+    their agreement thresholds, those too; a signal whose distance is None (an empty list) never matches."""
+    agreeing = agreement(thresholds, agree)
+    present = {name: d for name, d in distances.items() if d is not None}
+    alone = {name for name, d in present.items() if bool(below(d, thresholds[name]))}
+    votes = {name for name, d in present.items() if bool(below(d, agreeing[name]))}
+    return tuple(sorted(alone | (votes if len(votes) >= AGREEING else set()), key=_rank))
+
+
+def agreement(thresholds: Mapping[str, int], agree: Mapping[str, int] | None) -> dict[str, int]:
+    """Each signal's agreement threshold: its own in `agree`, else its threshold (the rule before version 6)."""
+    given = agree or {}
+    return {name: given.get(name, threshold) for name, threshold in thresholds.items()}
 
 
 def ordered(names: Mapping[str, object]) -> list[str]:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from vetohash.signals import CROPS, DCT, NETWORK, flagged
 from vetohash_authority.alterations import KINDS, make_kind
-from vetohash_authority.calibration import (Bound, CalibrationError, Innocents, altered_copies, choose, cross_check,
-                                            groups_of, t_quantile)
+from vetohash_authority.calibration import (FORGERY_LIMITS, Bound, CalibrationError, Innocents, Limits,
+                                            altered_copies, choose, cross_check, groups_of, t_quantile)
 from vetohash_authority.config import AlterationPlan
 from vetohash_authority.pairs import draw_edit
 
@@ -30,14 +30,14 @@ def sample(rng: np.random.Generator, innocents: int = 60, copies: int = 80, grou
 
 
 def test_choose_finds_the_best_feasible_thresholds_by_brute_force() -> None:
-    """No combination of thresholds whose bound is within the target catches more copies, nor as many with a
-    lower bound; the chosen one is within the target."""
+    """Without agreement (the rule before format version 6), no combination of thresholds whose bound is within
+    the target catches more copies, nor as many with a lower bound; the chosen one is within the target."""
     rng = np.random.default_rng(3)
     for _ in range(6):
         innocent, caught = sample(rng)
         target = float(rng.choice([0.05, 0.1, 0.2]))
         bound = Bound(innocent.groups, 0.8)
-        chosen = choose(innocent, caught, target, BITS, bound=bound)
+        chosen = choose(innocent, caught, target, BITS, bound=bound, limits=None)
         best = (-1.0, 0.0)
         for combo in itertools.product(*(range(bits + 1) for bits in BITS.values())):
             thresholds = dict(zip(BITS, combo, strict=True))
@@ -49,15 +49,62 @@ def test_choose_finds_the_best_feasible_thresholds_by_brute_force() -> None:
         assert chosen.share == pytest.approx(np.mean(flagged(innocent.distances, chosen.thresholds)))
 
 
+def test_choose_finds_the_best_agreement_thresholds_within_their_limits_by_brute_force() -> None:
+    """With limits, no agreement thresholds within them (each signal's threshold alone the smaller of its
+    agreement threshold and its limit alone) catch more copies within the target, nor as many with a lower
+    bound; the chosen ones keep within the limits."""
+    limits = Limits(alone={NETWORK: 0.25, CROPS: 0.2, DCT: 0.0}, agree={NETWORK: 0.75, CROPS: 0.6, DCT: 0.8})
+    caps = {name: limits.cap(name, bits, agreeing=True) for name, bits in BITS.items()}
+    alone_caps = {name: limits.cap(name, bits, agreeing=False) for name, bits in BITS.items()}
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        innocent, caught = sample(rng)
+        target = float(rng.choice([0.05, 0.1, 0.2]))
+        bound = Bound(innocent.groups, 0.8)
+        chosen = choose(innocent, caught, target, BITS, bound=bound, limits=limits)
+        best = (-1.0, 0.0)
+        for combo in itertools.product(*(range(caps[name] + 1) for name in BITS)):
+            agree = dict(zip(BITS, combo, strict=True))
+            alone = {name: min(t, alone_caps[name]) for name, t in agree.items()}
+            _, upper = bound.measure(innocent.distances, alone, agree)
+            if upper <= target:
+                best = max(best, (float(np.mean(flagged(caught, alone, agree))), -upper))
+        assert chosen.bound <= target and chosen.agree is not None
+        assert all(chosen.agree[name] <= caps[name] and chosen.thresholds[name] <= alone_caps[name] for name in BITS)
+        assert (chosen.recall, -chosen.bound) == pytest.approx(best)
+        assert chosen.share == pytest.approx(np.mean(chosen.flags(innocent.distances)))
+
+
+def test_agreement_catches_more_than_the_same_limits_alone_would() -> None:
+    """Copies near on two signals but on neither very near are what agreement thresholds catch: with the
+    thresholds alone held to their limits and no agreement, they would be missed."""
+    innocent, caught = sample(np.random.default_rng(8))
+    limits = Limits(alone={NETWORK: 0.25, CROPS: 0.25, DCT: 0.25}, agree={NETWORK: 0.75, CROPS: 0.75, DCT: 0.75})
+    chosen = choose(innocent, caught, 0.1, BITS, confidence=0.8, limits=limits)
+    capped = {name: limits.cap(name, bits, agreeing=False) for name, bits in BITS.items()}
+    assert chosen.recall > float(np.mean(flagged(caught, capped)))
+    # One signal has nothing to agree with: its one threshold is calibrated as before, with no limit.
+    single = choose(Innocents({NETWORK: innocent.distances[NETWORK]}, innocent.groups), {NETWORK: caught[NETWORK]},
+                    0.1, BITS, confidence=0.8, limits=limits)
+    assert single.agree is None and single == choose(Innocents({NETWORK: innocent.distances[NETWORK]},
+                                                               innocent.groups), {NETWORK: caught[NETWORK]}, 0.1,
+                                                     BITS, confidence=0.8, limits=None)
+    assert FORGERY_LIMITS.alone.keys() == FORGERY_LIMITS.agree.keys() == {NETWORK, CROPS, DCT}
+
+
 def test_given_thresholds_are_kept_and_the_others_chosen_around_them() -> None:
     innocent, caught = sample(np.random.default_rng(4))
-    chosen = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={DCT: 3, NETWORK: 3})
+    chosen = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={DCT: 3, NETWORK: 3}, limits=None)
     assert (chosen.thresholds[DCT], chosen.thresholds[NETWORK]) == (3, 3) and chosen.bound <= 0.1
-    free = choose(innocent, caught, 0.1, BITS, confidence=0.8)
+    free = choose(innocent, caught, 0.1, BITS, confidence=0.8, limits=None)
     assert free.recall >= chosen.recall
     # Given thresholds that break the target on their own are still kept, and the bound says so.
-    over = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={NETWORK: 12})
+    over = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={NETWORK: 12}, limits=None)
     assert over.thresholds[NETWORK] == 12 and over.bound > 0.1
+    # With agreement, a given threshold is the signal's threshold alone and its agreement threshold, unlimited.
+    agreeing = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={DCT: 3, NETWORK: 3})
+    assert agreeing.agree is not None and (agreeing.agree[DCT], agreeing.agree[NETWORK]) == (3, 3)
+    assert (agreeing.thresholds[DCT], agreeing.thresholds[NETWORK]) == (3, 3)
 
 
 def test_the_bound_grows_when_the_flagged_images_share_a_group() -> None:
@@ -122,7 +169,7 @@ def test_a_signal_turned_off_counts_no_edge_and_the_others_are_still_calibrated(
     innocent = Innocents({NETWORK: np.zeros(10, np.int32), DCT: np.full(10, 110)}, np.arange(10))
     assert Bound(innocent.groups, 0.9).measure(innocent.distances, {NETWORK: 0, DCT: 100}) == (0.0, 1 / 11)
     caught = {NETWORK: np.zeros(20, np.int32), DCT: np.arange(20)}
-    choice = choose(innocent, caught, 0.2, {NETWORK: 16, DCT: 256})
+    choice = choose(innocent, caught, 0.2, {NETWORK: 16, DCT: 256}, limits=None)
     assert choice.thresholds[NETWORK] == 0 and choice.thresholds[DCT] == 109 and choice.recall == 1.0
 
 

@@ -152,7 +152,8 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
-    assert (summary["format_version"], summary["decision"], bundle.version) == (5, "neural-or-dct", 5)
+    assert (summary["format_version"], summary["decision"], bundle.version) == (6, "neural-or-dct", 6)
+    assert bundle.agree is not None and summary["dct_agree"] == bundle.agree["dct"] >= bundle.dct.threshold
     assert bundle.dct is not None and bundle.dct.threshold == summary["dct_threshold"]
     files = sorted((work / "banned").glob("secret-name*"))
     hasher, _ = read_model(model)
@@ -209,8 +210,14 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
-    assert (summary["format_version"], summary["decision"]) == (5, "neural-or-crops-or-dct")
+    assert (summary["format_version"], summary["decision"]) == (6, "neural-or-crops-or-dct")
     assert bundle.crops is not None and summary["crops_hashes"] == len(bundle.crops.hashes) > 0
+    # --any-signal: the rule before version 6, no agreement thresholds, so version 5.
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5",
+                                   "--any-signal"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["format_version"] == 5
+    assert read_bundle(out.read_bytes(), {public.key_id: public}).agree is None
     hasher, _ = read_model(model)
     images = [open_image(path) for path in sorted((work / "banned").glob("secret-name*"))]
     rows = hamming_matrix(dct_hashes(images), bundle.dct.hashes).argmin(axis=1)  # each image's bundle row
@@ -231,7 +238,7 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
                                         np.arange(len(innocent)))
     expected = calibration.choose(innocent_by, copies, 0.5, {NETWORK: hasher.spec.bits, CROPS: hasher.spec.bits,
                                                              DCT: 256})
-    assert bundle.thresholds == expected.thresholds
+    assert (bundle.thresholds, bundle.agree) == (expected.thresholds, expected.agree)
     assert (bundle.calibration.measured_fpr, bundle.calibration.bound_fpr) == (expected.share, expected.bound)
 
     code, stdout, err = authority([*base, "--threshold", "10"], capsys)
@@ -249,8 +256,8 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
 def test_publish_privacy_levels_decide_which_signals_the_bundle_carries(work: Path, model: Path, tmp_path: Path,
                                                                         capsys, monkeypatch) -> None:
     """--privacy max-recall (the default) carries the network, crop and DCT hashes; balanced no DCT hashes;
-    strict the network's whole-image hash alone (all calibrated, so format version 5, which records the
-    bound). A threshold for a signal the level leaves out is refused in one line."""
+    strict the network's whole-image hash alone (all calibrated, so format version 6 with agreement
+    thresholds where there are two signals or more, else 5, which records the bound). A threshold for a signal the level leaves out is refused in one line."""
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     public = read_public_key(tmp_path / "keys" / "authority.pub")
@@ -264,7 +271,7 @@ def test_publish_privacy_levels_decide_which_signals_the_bundle_carries(work: Pa
         summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
         assert summary["privacy"] == level
         carried[level] = (bundle.version, bundle.dct is not None, bundle.crops is not None)
-    assert carried == {"max-recall": (5, True, True), "balanced": (5, False, True), "strict": (5, False, False)}
+    assert carried == {"max-recall": (6, True, True), "balanced": (6, False, True), "strict": (5, False, False)}
     code, stdout, _ = authority(base, capsys)
     assert code == 0 and json.loads(stdout)["privacy"] == "max-recall"
     for level, option in (("balanced", "--dct-threshold"), ("strict", "--dct-threshold"),
@@ -457,7 +464,9 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     published = json.loads(stdout)
     assert {"network": published["threshold"], "crops": published["crops_threshold"],
             "dct": published["dct_threshold"]} == fused["thresholds"]
-    assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 5)
+    assert {"network": published["agree"], "crops": published["crops_agree"],
+            "dct": published["dct_agree"]} == fused["agree"]
+    assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 6)
     assert published["calibration"]["bound_fpr"] == fused["bound_fpr"]
     levels = data["privacy"]["levels"]
     assert levels["max-recall"]["thresholds"] == fused["thresholds"]

@@ -62,9 +62,10 @@ def test_json_lines_carry_hash_nearest_id_distance_threshold_and_verdict(platfor
         "authority": "Test Authority", "key_id": public_key_of(key).key_id, "list": "test-list", "sequence": 7,
         "bundle_sha256": hashlib.sha256(active.read_bytes()).hexdigest(),
         "hash": Hash(hash_files(hasher, [images["banned-1"]])[0].tobytes()).hex,
-        "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "match": True, "by": ["network"],
-        "dct_hash": None, "dct_nearest_id": None, "dct_distance": None, "dct_threshold": None,
-        "crops_nearest_id": None, "crops_distance": None, "crops_threshold": None}
+        "nearest_id": "b-001", "distance": 0, "threshold": THRESHOLD, "agree": THRESHOLD, "match": True,
+        "by": ["network"], "dct_hash": None, "dct_nearest_id": None, "dct_distance": None, "dct_threshold": None,
+        "dct_agree": None, "crops_nearest_id": None, "crops_distance": None, "crops_threshold": None,
+        "crops_agree": None}
     assert unrelated["results"][0]["distance"] >= THRESHOLD and unrelated["results"][0]["match"] is False
     assert banned["sha256"] == hashlib.sha256(images["banned-1"].read_bytes()).hexdigest()
     assert result.stderr == ""

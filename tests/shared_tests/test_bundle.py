@@ -247,7 +247,7 @@ def test_read_bundle_file_returns_bundle_and_bytes(tmp_path: Path, tiny_data: by
 
 
 @pytest.mark.parametrize(("envelope", "message"), [
-    ({"version": 6}, "version 6"),
+    ({"version": 7}, "version 7"),
     ({"version": True}, "version True"),
     ({"format": "vetohash-model"}, "not a vetohash bundle"),
     ({"extra": 1}, "unexpected \\['extra'\\]"),
@@ -663,9 +663,10 @@ def bounded_data() -> bytes:
     return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal(), calibration=BOUNDED), KEY)
 
 
-def test_pinned_bytes_of_a_default_bundle() -> None:
+def test_pinned_bytes_of_a_version_5_bundle() -> None:
     """Version 5's exact bytes (crop hashes, a DCT signal and a calibration with its bound: what `authority
-    publish --innocent` writes by default), as test_pinned_bytes pins version 1's."""
+    publish --innocent --chunked` calibrates, and what it wrote by default before version 6), as
+    test_pinned_bytes pins version 1's."""
     data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes),
                                    calibration=BOUNDED), KEY)
     assert read_bundle(data, TRUSTED, now=NOW).version == 5
@@ -727,3 +728,58 @@ def test_a_bound_cannot_be_given_in_part_or_read_from_an_older_version(crops_dat
         Calibration(target_fpr=0.01, measured_fpr=0.0, innocent_images=3, confidence=0.9, innocent_groups=1)
     with pytest.raises(BundleFormatError, match="unexpected"):
         read_bundle(seal_fields(payload_of(crops_data) | {"calibration": GOOD_BOUNDED}, version=3), TRUSTED, now=NOW)
+
+
+# --- version 6: agreement thresholds ---------------------------------------------------------------------------
+
+AGREE = {"network": 30, "crops": 9, "dct": 90}
+
+
+@pytest.fixture(scope="module")
+def agreeing_data() -> bytes:
+    return sign_bundle(make_bundle(TINY, dct=dct_signal(), crops=crop_signal(), calibration=BOUNDED,
+                                   agree={"network": 6, "crops": 9, "dct": 90}), KEY)
+
+
+def test_pinned_bytes_of_a_default_bundle() -> None:
+    """Version 6's exact bytes (version 5's content and an agreement threshold per signal: what `authority
+    publish --innocent` writes by default)."""
+    data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes),
+                                   calibration=BOUNDED, agree=AGREE), KEY)
+    read = read_bundle(data, TRUSTED, now=NOW)
+    assert (read.version, read.agree, read.thresholds) == (6, AGREE, {"network": 16, "crops": 5, "dct": 40})
+    assert hashlib.sha256(data).hexdigest() == "23b8e941756a4efdf2737e100ef711dfb1bdfeb5d20c2cc99419d97ad720c903"
+
+
+def test_agreement_thresholds_are_written_as_version_6_and_read_back(agreeing_data: bytes) -> None:
+    """The agreement thresholds go in a map by signal name, the rest as in version 5; they read back to the same
+    bytes, and a bundle without them has its thresholds as agreement thresholds (the rule before version 6)."""
+    read = read_bundle(agreeing_data, TRUSTED, now=NOW)
+    assert (read.version, read.agreement) == (6, {"network": 6, "crops": 9, "dct": 90})
+    assert payload_of(agreeing_data)["agree"] == {"network": 6, "crops": 9, "dct": 90}
+    assert sign_bundle(read, KEY) == agreeing_data
+    plain = make_bundle(TINY, dct=dct_signal(), calibration=BOUNDED)
+    assert (plain.version, plain.agreement) == (5, plain.thresholds)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"agree": None}, "agree must be a map"),
+    ({"agree": [6, 9, 90]}, "agree must be a map"),
+    ({"agree": {"network": 6, "crops": 9}}, "agree must name exactly its signals"),
+    ({"agree": {"network": 6, "crops": 9, "dct": 90, "other": 3}}, "agree must name exactly its signals"),
+    ({"agree": {"network": 1, "crops": 9, "dct": 90}}, "network agreement threshold must be an integer in \\[2, 16\\]"),
+    ({"agree": {"network": 6, "crops": 9, "dct": 257}}, "dct agreement threshold"),
+    ({"agree": {"network": 6, "crops": True, "dct": 90}}, "crops agreement threshold"),
+    ({"crops": None, "dct": None, "decision": "neural", "agree": {"network": 6}}, "at least two signals"),
+    ({"calibration": None}, "calibration must be a map in format version 6"),
+])
+def test_invalid_version_6_fields_are_refused(agreeing_data: bytes, changes: dict[str, Any], message: str) -> None:
+    """Every signal has exactly one agreement threshold, an integer from its threshold to its bits; agreement
+    needs two signals and a calibration with a bound."""
+    with pytest.raises(BundleFormatError, match=message):
+        read_bundle(seal_fields(payload_of(agreeing_data) | changes, version=6), TRUSTED, now=NOW)
+
+
+def test_agreement_thresholds_cannot_be_read_from_version_5(bounded_data: bytes) -> None:
+    with pytest.raises(BundleFormatError, match="unexpected \\['agree'\\]"):
+        read_bundle(seal_fields(payload_of(bounded_data) | {"agree": AGREE}, version=5), TRUSTED, now=NOW)
