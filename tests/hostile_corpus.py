@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 
 from vetohash import codec
-from vetohash.bundle import Bundle, CropSignal, DctSignal, sign_bundle
+from vetohash.bundle import Bundle, Calibration, CropSignal, DctSignal, sign_bundle
 from vetohash.keys import public_key_of
 from vetohash.preprocess import Preprocess
 from vetohash.specs import ModelSpec
@@ -38,16 +38,22 @@ TINY = ModelSpec(name="tiny", arch={"type": "paper-cnn", "filters": 2, "kernel":
 
 
 def seed_bundle(version: int = 1) -> bytes:
-    """A valid signed tiny bundle of format `version` (1: network hashes; 2: and DCT; 3: and crop hashes)."""
+    """A valid signed tiny bundle of format `version` (1: network hashes; 2: and DCT; 3: and crop hashes; 6: and
+    a calibration with its bound and agreement thresholds)."""
     shapes = TINY.weight_shapes()
     weights = encode_arrays({name: (((np.arange(int(np.prod(shape))) % 17) - 8) / 16).astype(dtype).reshape(shape)
                              for name, (dtype, shape) in shapes.items()})
     hashes = (np.arange(3 * TINY.hash_bytes) * 37 % 256).astype(np.uint8).reshape(3, TINY.hash_bytes)
     dct = DctSignal(np.full((3, 32), 0x5A, np.uint8), 90) if version >= 2 else None
-    crops = CropSignal(hashes[[0, 0, 1, 2]] ^ 1, np.array([0, 0, 1, 2], np.int64), 3) if version == 3 else None
+    crops = CropSignal(hashes[[0, 0, 1, 2]] ^ 1, np.array([0, 0, 1, 2], np.int64), 3) if version >= 3 else None
+    calibration = agree = None
+    if version == 6:
+        calibration = Calibration(target_fpr=0.01, measured_fpr=0.0, innocent_images=100, bound_fpr=0.0099,
+                                  confidence=0.9, innocent_groups=8)
+        agree = {"network": 5, "crops": 6, "dct": 120}
     bundle = Bundle(spec=TINY, weights=weights, hashes=hashes, ids=("alpha", "beta", "gamma"), threshold=2,
                     authority="Corpus Authority", key_id=PUB.key_id, list_name="corpus", sequence=7,
-                    created=CREATED, expires=EXPIRES, dct=dct, crops=crops)
+                    created=CREATED, expires=EXPIRES, calibration=calibration, dct=dct, crops=crops, agree=agree)
     return sign_bundle(bundle, KEY)
 
 
