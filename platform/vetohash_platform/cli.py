@@ -285,12 +285,13 @@ def _ingested(done: Ingested | IngestedList, listed: Bundle | Manifest, fields: 
     return what
 
 
-def _signal_text(found: Sequence[tuple[str, int, int]]) -> str:
+def _signal_text(found: Sequence[tuple[str, int, int, int | None]]) -> str:
     """A bundle's signals in one table cell: "network<47 crops<36(1870) dct<96" (hash counts beside the
-    signals whose count differs from the network's)."""
+    signals whose count differs from the network's), with agreement thresholds after a bar when the bundle
+    has them: "network<20|40"."""
     network = found[0][1]
-    return " ".join(f"{name}<{threshold}" + ("" if count == network else f"({count})")
-                    for name, count, threshold in found)
+    return " ".join(f"{name}<{threshold}" + ("" if agree is None else f"|{agree}")
+                    + ("" if count == network else f"({count})") for name, count, threshold, agree in found)
 
 
 @cli.command()
@@ -333,7 +334,7 @@ def bundles(as_json: bool) -> None:
         return "/".join("-" if value is None else f"{value:.2g}" for value in shown)
 
     _table([(s.status.value, s.row.authority, s.row.key_id, s.row.list_name, s.row.sequence,
-             s.row.signals[0].hashes, _signal_text([(x.signal, x.hashes, x.threshold) for x in s.row.signals]),
+             s.row.signals[0].hashes, _signal_text([(x.signal, x.hashes, x.threshold, x.agree) for x in s.row.signals]),
              _day(s.row.created), _day(s.row.expires), fpr(s.row.calibration))
             for s in found],
            ("STATUS", "AUTHORITY", "KEY ID", "LIST", "SEQ", "HASHES", "SIGNALS", "CREATED (UTC)", "EXPIRES (UTC)",

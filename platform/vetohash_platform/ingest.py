@@ -188,6 +188,7 @@ def _row(bundle: Bundle, data: bytes, digest: str) -> BundleRow:
         expires=bundle.expires,
         ingested=int(time.time()),
         decision=bundle.decision,
-        signals=tuple(SignalRow(s.name, len(s.hashes), s.threshold) for s in bundle.signals),
+        signals=tuple(SignalRow(s.name, len(s.hashes), s.threshold, None if bundle.agree is None else
+                                bundle.agree[s.name]) for s in bundle.signals),
         calibration=None if calibration is None else calibration.to_dict(),
     )

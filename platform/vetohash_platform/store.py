@@ -192,11 +192,13 @@ class KeyRow:
 
 @dataclass(frozen=True)
 class SignalRow:
-    """One signal of a stored bundle: its name (vetohash.signals), how many hashes, its threshold."""
+    """One signal of a stored bundle: its name (vetohash.signals), how many hashes, its threshold, and its
+    agreement threshold (bundles of format version 6; None before)."""
 
     signal: str
     hashes: int
     threshold: int
+    agree: int | None = None
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ class Store:
         """Store a bundle, replacing the one of the same authority key and list (inside a transaction)."""
         marks = ", ".join("?" * len(BundleRow.__dataclass_fields__))
         values = [getattr(row, name) for name in BundleRow.__dataclass_fields__]
-        values[-3] = json.dumps([dataclasses.asdict(s) for s in row.signals])
+        values[-3] = json.dumps([_stored(s) for s in row.signals])
         values[-2] = None if row.calibration is None else json.dumps(row.calibration)
         self._execute(f"INSERT OR REPLACE INTO bundles ({_BUNDLE_COLUMNS}) VALUES ({marks})", values)
 
@@ -411,7 +413,7 @@ class Store:
             return
         marks = ", ".join("?" * len(MatchRow.__dataclass_fields__))
         values = [(*(getattr(row, name) for name in list(MatchRow.__dataclass_fields__)[:-2]),
-                   ",".join(row.matched_by), json.dumps([dataclasses.asdict(s) for s in row.sides]))
+                   ",".join(row.matched_by), json.dumps([_stored(s) for s in row.sides]))
                   for row in rows]
         with self.transaction():
             try:
@@ -451,3 +453,13 @@ class Store:
                     if statement.strip():
                         self._execute(statement)
             self._execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _stored(item: SignalRow | MatchSide) -> dict[str, object]:
+    """A signal or a side as its JSON object, without an agreement threshold it does not have: rows of bundles
+    before format version 6 keep the exact form they had, which earlier versions of vetohash read."""
+    fields = dataclasses.asdict(item)
+    if fields["agree"] is None:
+        del fields["agree"]
+    return fields
+

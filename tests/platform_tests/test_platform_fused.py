@@ -128,3 +128,31 @@ def test_a_featureless_image_never_matches_by_dct_either(platform, pubkey_file, 
     assert result.code == 0 and record["verdict"] == "featureless"
     assert record["results"][0]["dct_distance"] == 0 and record["results"][0]["by"] == []
     assert records(platform("log", "--json").stdout) == []
+
+
+def test_a_version_6_bundle_matches_when_two_signals_agree_and_not_one_alone(platform, pubkey_file: Path,
+                                                                             make_bundle, images, tmp_path: Path):
+    """Thresholds alone of 0 and agreement thresholds of THRESHOLD and DCT_THRESHOLD: banned-1 (near by both
+    hashes) matches by the two together; banned-0 (near by its network hash only) and unrelated-0 (by its DCT
+    hash only) do not. The listing shows both thresholds of each signal, and the log keeps them."""
+    from vetohash.bundle import Calibration
+
+    dct = dct_of(images["unrelated-0"], images["banned-1"], images["banned-2"], images["banned-3"])
+    bundle = tmp_path / "agree.vhb"
+    bundle.write_bytes(make_bundle(
+        sequence=9, threshold=0, dct=DctSignal(hashes=dct, threshold=0), agree={"network": THRESHOLD, "dct": 24},
+        calibration=Calibration(target_fpr=0.001, measured_fpr=0.0, innocent_images=2000, bound_fpr=0.0009,
+                                confidence=0.9, innocent_groups=10)))
+    assert platform("trust", "add", pubkey_file, "--name", "acme").code == 0
+    ingested = platform("ingest", bundle)
+    assert ingested.code == 0 and f"or two below their agreement thresholds {THRESHOLD}/24" in ingested.stdout
+    both, network_only, dct_only = records(platform("screen", "--json", images["banned-1"], images["banned-0"],
+                                                    images["unrelated-0"]).stdout)
+    result = both["results"][0]
+    assert (result["match"], result["by"], result["threshold"], result["agree"], result["dct_threshold"],
+            result["dct_agree"]) == (True, ["network", "dct"], 0, THRESHOLD, 0, 24)
+    assert network_only["results"][0]["distance"] == 0 and network_only["verdict"] == "clean"
+    assert dct_only["results"][0]["dct_distance"] == 0 and dct_only["verdict"] == "clean"
+    assert f"network<0|{THRESHOLD} dct<0|24" in platform("bundles").stdout
+    [logged] = records(platform("log", "--json").stdout)
+    assert (logged["by"], logged["agree"], logged["dct_agree"]) == (["network", "dct"], THRESHOLD, 24)
