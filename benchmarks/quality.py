@@ -211,18 +211,21 @@ def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: 
 
 
 def held_out_fold(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
-                  labels: dict[str, np.ndarray], held_groups: Sequence[int], target: float, confidence: float) -> dict:
-    """The bundle's own thresholds, calibrated by `authority publish`'s rule on the unrelated crops of the
-    source photos not in `held_groups`, measured on the crops of those, beside the oracle: thresholds chosen
-    on the held-out crops and the benchmark's own copies, flagging the same share of the held-out crops."""
+                  labels: dict[str, np.ndarray], held_groups: Sequence[int], target: float, confidence: float,
+                  limits: calibration.Limits | None) -> dict:
+    """The bundle's own thresholds, calibrated by `authority publish`'s rule (with `limits` None, by the rule
+    before format version 6) on the unrelated crops of the source photos not in `held_groups`, measured on the
+    crops of those, beside the oracle: thresholds chosen by the same rule on the held-out crops and the
+    benchmark's own copies, flagging the same share of the held-out crops."""
     bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
     held = np.isin(sources, held_groups)
     fit = calibration.Innocents({k: v[~held] for k, v in innocent.items()}, sources[~held])
     test = calibration.Innocents({k: v[held] for k, v in innocent.items()}, sources[held])
-    bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence)
+    bundle = calibration.choose(fit, own, target, bits_by, confidence=confidence, limits=limits)
     share = float(np.mean(bundle.flags(test.distances)))
     hit = bundle.flags(caught)
-    oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, plain=True))
+    oracle = calibration.choose(test, caught, share, bits_by, bound=calibration.Bound(test.groups, 0.5, plain=True),
+                                limits=limits)
     oracle_hit = oracle.flags(caught)
     return {
         "calibrated_on": sorted(names[g] for g in np.unique(fit.groups)), "calibration_images": fit.count,
@@ -230,19 +233,20 @@ def held_out_fold(innocent: dict, caught: dict, own: dict, sources: np.ndarray, 
         "target": target, "confidence": confidence, "thresholds": bundle.thresholds, "agree": bundle.agree,
         "calibration_fpr": bundle.share, "bound_fpr": bundle.bound, "held_out_fpr": share,
         "recall": float(hit.mean()), "own_copies_caught": bundle.recall, **by_group(hit, labels),
-        "oracle": {"thresholds": oracle.thresholds, "held_out_fpr": oracle.share,
+        "oracle": {"thresholds": oracle.thresholds, "agree": oracle.agree, "held_out_fpr": oracle.share,
                    "recall": float(oracle_hit.mean()), **by_group(oracle_hit, labels)}}
 
 
 def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
-             labels: dict[str, np.ndarray], target: float, confidence: float, seed: int) -> dict[str, list[dict]]:
+             labels: dict[str, np.ndarray], target: float, confidence: float, seed: int,
+             limits: calibration.Limits | None = calibration.FORGERY_LIMITS) -> dict[str, list[dict]]:
     """`held_out_fold` for the two halves of the source photos dealt by `seed` ("halves": each half held out
     in turn), for every way to hold out half of them ("half"), and every way to hold out two ("two")."""
     groups = np.unique(sources)
     order = np.random.default_rng(seed).permutation(groups)
     def folds(splits) -> list[dict]:
-        return [held_out_fold(innocent, caught, own, sources, names, bits, labels, list(split), target, confidence)
-                for split in splits]
+        return [held_out_fold(innocent, caught, own, sources, names, bits, labels, list(split), target, confidence,
+                              limits) for split in splits]
     return {"halves": folds(order[fold::2] for fold in range(2)),
             "half": folds(itertools.combinations(groups, len(groups) // 2)),
             "two": folds(itertools.combinations(groups, 2))}
@@ -260,6 +264,12 @@ def spread(folds: Sequence[dict]) -> dict[str, float]:
             "gap_max": float(gaps.max()), "gap_within_3": float(np.mean(gaps <= 3))}
 
 
+def rule(chosen: dict) -> str:
+    """Thresholds as printed: each signal's alone, and to agree when the rule has agreement thresholds."""
+    agree = "" if chosen.get("agree") is None else f", to agree {chosen['agree']}"
+    return f"{chosen['thresholds']}{agree}"
+
+
 def print_held_out(found: dict[str, list[dict]]) -> None:
     folds = found["halves"]
     print()
@@ -269,13 +279,13 @@ def print_held_out(found: dict[str, list[dict]]) -> None:
     for fold in folds:
         oracle = fold["oracle"]
         print(f"  calibrated on {fold['calibration_images']} crops of {', '.join(fold['calibrated_on'])}")
-        print(f"    bundle thresholds {fold['thresholds']}: {fold['calibration_fpr']:.2%} flagged there (bound "
+        print(f"    bundle thresholds {rule(fold)}: {fold['calibration_fpr']:.2%} flagged there (bound "
               f"{fold['bound_fpr']:.2%}); held out ({fold['held_out_images']} crops of "
               f"{', '.join(fold['held_out'])}): {fold['held_out_fpr']:.2%} flagged = "
               f"{fold['held_out_fpr'] / fold['target']:.2f}x the target")
         print(f"    recall at the bundle's thresholds {fold['recall']:.1%} (paper edits "
               f"{fold['family'].get('paper', float('nan')):.1%}, common {fold['family'].get('common', float('nan')):.1%}); "
-              f"oracle {oracle['thresholds']} at {oracle['held_out_fpr']:.2%}: {oracle['recall']:.1%} (paper "
+              f"oracle {rule(oracle)} at {oracle['held_out_fpr']:.2%}: {oracle['recall']:.1%} (paper "
               f"{oracle['family'].get('paper', float('nan')):.1%}, common "
               f"{oracle['family'].get('common', float('nan')):.1%}); gap {100 * (oracle['recall'] - fold['recall']):.1f} points")
     groups = len(folds[0]["calibrated_on"]) + len(folds[0]["held_out"])
@@ -385,8 +395,9 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
                                       measured.banned, measured.labels, args.confidence))
         reports.append(evaluate_fused(f"{m.name}+crops+dct any", m.innocent, m.caught, m.own, measured.groups,
                                       m.bits, measured.banned, measured.labels, args.confidence, limits=None))
-        folds[m.name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
-                                 measured.labels, args.target, args.confidence, args.seed)
+        for name, limits in ((f"{m.name}+crops+dct", calibration.FORGERY_LIMITS), (f"{m.name}+crops+dct any", None)):
+            folds[name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
+                                   measured.labels, args.target, args.confidence, args.seed, limits)
     return reports, folds
 
 
@@ -485,7 +496,7 @@ def main() -> None:
     reports += fused
     print_table(reports)
     for name, found in folds.items():
-        print(f"\n{name}+crops+dct", end="")
+        print(f"\n{name}", end="")
         print_held_out(found)
     if args.json:
         args.json.write_text(json.dumps({"banned": measured.banned, "unrelated": len(measured.groups),
