@@ -4,9 +4,9 @@ A copy detector fitted (small) to twelve of the example banned images, calibrate
 --innocent` does by default (agreement thresholds under calibration.FORGERY_LIMITS), is attacked by the
 benchmark's own white-box forger: unrelated images pushed within 4/255 of their pixels towards a chosen banned
 image, by every way the match rule allows (one signal below its threshold alone, or two below their agreement
-thresholds), each forgery judged by the platform's screening. With the rule before format version 6 (any one
-signal below its threshold), the same attack flagged most unrelated images at this budget
-(docs/threat-model.md); a change that lets it through again fails here.
+thresholds), each forgery judged by the platform's screening. None of the 3 succeeds; calibrated by the rule
+before format version 6 instead (any one signal below its threshold: network 53, crops 30, DCT 99 here), all 3
+did, so a change that lets it through again fails here.
 """
 
 from __future__ import annotations
