@@ -20,11 +20,13 @@ signed bundle as a platform does and, from the bundle alone,
 
 Without --bundle it builds the demo's bundle with the library functions `authority train` and `authority
 publish` use: the copy detector fitted to examples/banned, thresholds calibrated on examples/unrelated-000..099
-at a 1 % false-positive target, with the agreement thresholds publish calibrates by default, a fresh key
-(model, bundle and public key cached in .bench/attacks/; delete that folder after changing the library). The banned images are needed only to
-score the attacks (which bundle row is which image), never to mount them.
+at a 1 % false-positive target (with --forgery-guard, the agreement thresholds of `publish --forgery-guard`),
+a fresh key (model, bundle and public key cached in .bench/attacks/; delete that folder after changing the
+library). The banned images are needed only to score the attacks (which bundle row is which image), never to
+mount them.
 
     python benchmarks/attacks.py --quick                     # about 10 images per attack: a few minutes
+    python benchmarks/attacks.py --quick --forgery-guard     # the same against publish --forgery-guard's rule
     python benchmarks/attacks.py                             # 20 per attack, as docs/threat-model.md reports
     python benchmarks/attacks.py --bundle b.vhb --pubkey authority.pub --banned banned/ --others more/
     python benchmarks/attacks.py --quick --json out.json
@@ -66,7 +68,7 @@ from vetohash_authority.alterations import crop, rotate
 from vetohash_authority.cropviews import CROPS, Box, crop_hashes
 from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
 from vetohash_authority.privacy import DEFAULT, LEVELS, THUMB, Level, dct_sketches, identification_ranks, thumbnail
-from vetohash_authority.calibration import Lists, calibrate
+from vetohash_authority.calibration import FORGERY_LIMITS, Lists, calibrate
 from vetohash_authority.publishing import CropHashes, build_bundle, split_featureless
 from vetohash_authority.sources import Source, read_sources
 from vetohash_platform.active import stored_bundles
@@ -113,12 +115,13 @@ def fitted_demo_model(banned: Sequence[Source], cache: Path, fit: ListFitConfig 
 
 def demo_bundle(banned_dir: Path, innocent: Sequence[Path], cache: Path, level: Level,
                 boxes: Sequence[Box] = CROPS, name: str | None = None,
-                fit: ListFitConfig = ListFitConfig()) -> tuple[Path, str]:
+                fit: ListFitConfig = ListFitConfig(), guard: bool = False) -> tuple[Path, str]:
     """A bundle as `authority publish MODEL banned --innocent ... --target-fpr 0.01 --privacy LEVEL` writes it
     in the demo (innocent images grouped by source photo, crop hashes of `boxes`, every threshold chosen
-    together by calibration.calibrate, under the rule's limits), and its public key; both cached beside the
-    model (the private key is thrown away). `fit` sizes the list fit (a test fits a small one)."""
-    stem = name or level.name
+    together by calibration.calibrate; with `guard`, as --forgery-guard, under FORGERY_LIMITS), and its public
+    key; both cached beside the model (the private key is thrown away). `fit` sizes the list fit (a test fits
+    a small one)."""
+    stem = (name or level.name) + ("-guard" if guard else "")
     path, pub = cache / f"{stem}.vhb", cache / f"{stem}.pub"
     if path.exists() and pub.exists():
         return path, pub.read_text(encoding="utf-8")
@@ -135,7 +138,8 @@ def demo_bundle(banned_dir: Path, innocent: Sequence[Path], cache: Path, level: 
                    **({DCT: np.stack([s.dct for s in banned])} if level.dct else {})})
     done = calibrate(hasher, lists, [s.image for s in banned], [s.digest for s in banned],
                      [s.views for s in calibration_set], np.stack([s.dct for s in calibration_set]),
-                     source_photo_groups([s.path for s in calibration_set]), 0.01)
+                     source_photo_groups([s.path for s in calibration_set]), 0.01,
+                     limits=FORGERY_LIMITS if guard else None)
     key = generate_private_key()
     _, data = build_bundle(hasher, banned, key, thresholds=done.choice.thresholds, authority="attacks",
                            list_name="demo", sequence=1, expires_in=MAX_VALIDITY_S,
@@ -764,6 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop-study", action="store_true",
                         help="instead of the attacks: smaller crop hashes beside the shipped ones, each "
                              "calibrated alike, on 25-50 %% crops, moderate edits and unseen unrelated images")
+    parser.add_argument("--forgery-guard", action="store_true",
+                        help="build the demo bundle as `authority publish --forgery-guard` does (agreement "
+                             "thresholds under calibration.FORGERY_LIMITS)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if (args.bundle is None) != (args.pubkey is None):
@@ -784,8 +791,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.json.write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
             return 0
         if args.bundle is None:
-            say(f"the demo's bundle at privacy level {args.privacy}")
-            bundle_path, pubkey = demo_bundle(args.banned, others[:100], cache, LEVELS[args.privacy])
+            say(f"the demo's bundle at privacy level {args.privacy}" + (", forgery guard" if args.forgery_guard else ""))
+            bundle_path, pubkey = demo_bundle(args.banned, others[:100], cache, LEVELS[args.privacy],
+                                              guard=args.forgery_guard)
         else:
             bundle_path, pubkey = args.bundle, args.pubkey.read_text(encoding="utf-8")
         figures = attacks(platform_setup(bundle_path, pubkey, args.banned, others, work), count, steps,

@@ -2,13 +2,13 @@
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
 ("vetohash+dct") and with crop hashes besides ("vetohash+crops+dct", what `authority publish` writes by
-default: the network's hashes of 17 crops of each banned image), by the match rule (vetohash.signals: one
-signal very near, or two near), every threshold chosen together on the unrelated images as `authority
-publish` chooses them (vetohash_authority.calibration: the most of the authority's own altered copies caught
-while a bound on the share flagged in a new group of unrelated images stays within the rate, the thresholds
-within FORGERY_LIMITS); "vetohash+crops+dct any" is the same by the rule before bundle format 6 (any one
-signal near, no limits), which forged images pass far more easily: the difference in recall is what that
-defence costs.
+default: the network's hashes of 17 crops of each banned image), by the default match rule (vetohash.signals:
+any signal near), every threshold chosen together on the unrelated images as `authority publish` chooses them
+(vetohash_authority.calibration: the most of the authority's own altered copies caught while a bound on the
+share flagged in a new group of unrelated images stays within the rate); "vetohash+crops+dct guard" is the
+same by the rule of `publish --forgery-guard` (one signal very near or two near, the thresholds within
+FORGERY_LIMITS), which forged images pass far less easily: the difference in recall is what that defence
+costs.
 
 Then the check that matters for a bundle: its thresholds calibrated by that rule on the unrelated crops of some
 source photos, the share they flag among the crops of the other source photos (which calibration never saw),
@@ -190,9 +190,9 @@ def by_group(hit: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, dict[s
 
 def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
                    list_size: int, labels: dict[str, np.ndarray], confidence: float,
-                   limits: calibration.Limits | None = calibration.FORGERY_LIMITS) -> dict:
-    """The figures of the fused decision (vetohash.signals; with `limits` None, the rule before format version
-    6: any one signal), with every threshold chosen per false-positive rate as `authority publish` chooses
+                   limits: calibration.Limits | None = None) -> dict:
+    """The figures of the fused decision (vetohash.signals; with `limits` None, the default rule: any one
+    signal; with FORGERY_LIMITS, publish --forgery-guard's), with every threshold chosen per false-positive rate as `authority publish` chooses
     them, on all unrelated images (each source photo a group)."""
     report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
               "pairwise": {}}
@@ -239,7 +239,7 @@ def held_out_fold(innocent: dict, caught: dict, own: dict, sources: np.ndarray, 
 
 def held_out(innocent: dict, caught: dict, own: dict, sources: np.ndarray, names: Sequence[str], bits: int,
              labels: dict[str, np.ndarray], target: float, confidence: float, seed: int,
-             limits: calibration.Limits | None = calibration.FORGERY_LIMITS) -> dict[str, list[dict]]:
+             limits: calibration.Limits | None = None) -> dict[str, list[dict]]:
     """`held_out_fold` for the two halves of the source photos dealt by `seed` ("halves": each half held out
     in turn), for every way to hold out half of them ("half"), and every way to hold out two ("two")."""
     groups = np.unique(sources)
@@ -393,9 +393,10 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
                                       measured.labels, args.confidence))
         reports.append(evaluate_fused(f"{m.name}+crops+dct", m.innocent, m.caught, m.own, measured.groups, m.bits,
                                       measured.banned, measured.labels, args.confidence))
-        reports.append(evaluate_fused(f"{m.name}+crops+dct any", m.innocent, m.caught, m.own, measured.groups,
-                                      m.bits, measured.banned, measured.labels, args.confidence, limits=None))
-        for name, limits in ((f"{m.name}+crops+dct", calibration.FORGERY_LIMITS), (f"{m.name}+crops+dct any", None)):
+        reports.append(evaluate_fused(f"{m.name}+crops+dct guard", m.innocent, m.caught, m.own, measured.groups,
+                                      m.bits, measured.banned, measured.labels, args.confidence,
+                                      limits=calibration.FORGERY_LIMITS))
+        for name, limits in ((f"{m.name}+crops+dct", None), (f"{m.name}+crops+dct guard", calibration.FORGERY_LIMITS)):
             folds[name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
                                    measured.labels, args.target, args.confidence, args.seed, limits)
     return reports, folds

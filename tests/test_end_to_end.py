@@ -159,9 +159,9 @@ def test_the_platform_holds_what_the_authority_published(workflow: Workflow) -> 
            (published["sequence"], published["threshold"], 12, published["expires"])
     assert published["calibration"]["target_fpr"] == TARGET_FPR
     assert published["calibration"]["innocent_images"] == 10
-    # Crop hashes and the DCT signal are on by default, a calibration records its bound, and with them come
-    # agreement thresholds: format v6.
-    assert (published["format_version"], published["decision"]) == (6, "neural-or-crops-or-dct")
+    # Crop hashes and the DCT signal are on by default and a calibration records its bound: format v5 (no
+    # agreement thresholds without --forgery-guard).
+    assert (published["format_version"], published["decision"]) == (5, "neural-or-crops-or-dct")
     assert published["crops_hashes"] > 0 and published["crops_threshold"] is not None
     assert (stored["decision"], stored["dct_threshold"]) == ("neural-or-crops-or-dct", published["dct_threshold"])
     assert (stored["crops_hashes"], stored["crops_threshold"]) == \

@@ -1,7 +1,7 @@
 """Forced collisions stay costly: a small case of benchmarks/attacks.py's measurement, run in CI.
 
 A copy detector fitted (small) to twelve of the example banned images, calibrated as `authority publish
---innocent` does by default (agreement thresholds under calibration.FORGERY_LIMITS), is attacked by the
+--innocent --forgery-guard` does (agreement thresholds under calibration.FORGERY_LIMITS), is attacked by the
 benchmark's own white-box forger: unrelated images pushed within 4/255 of their pixels towards a chosen banned
 image, by every way the match rule allows (one signal below its threshold alone, or two below their agreement
 thresholds), each forgery judged by the platform's screening. None of the 3 succeeds; calibrated by the rule
@@ -52,7 +52,7 @@ def test_forged_collisions_at_4_of_255_mostly_fail(tmp_path: Path) -> None:
         shutil.copy(path, banned / path.name)
     others = image_files([ROOT / "examples" / "unrelated"])
     bundle, pub = attacks.demo_bundle(banned, others[:100], tmp_path / "cache", LEVELS["max-recall"],
-                                      fit=ListFitConfig(views=8, background=100))
+                                      fit=ListFitConfig(views=8, background=100), guard=True)
     setup = attacks.platform_setup(bundle, pub, banned, others, tmp_path)
     assert setup.bundle.version == 6 and setup.bundle.agree is not None
     targets = sorted(setup.row_of)[:PAIRS]

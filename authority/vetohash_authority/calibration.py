@@ -10,12 +10,13 @@ the share flagged in a new group (`Bound`: the groups' spread, Student's t with 
 there are groups, one more flagged image than seen). Innocent groups are sub-folders of the innocent folder
 (`groups_of`).
 
-With two or more signals, the rule asks two signals to agree, or one to be very close (vetohash.signals): the
-thresholds searched are the agreement thresholds, and each signal's threshold alone is the smaller of its
-agreement threshold and its limit alone. Both are bounded by FORGERY_LIMITS, distances that images forged by
-small perturbations mostly did not reach (benchmarks/attacks.py, docs/threat-model.md): innocent images
-rarely come that close anyway, so the bound on innocents flagged seldom lowers them further. A bundle with
-one signal keeps one threshold, with no limit.
+By default any one signal below its threshold is a match. With limits (FORGERY_LIMITS, `authority publish
+--forgery-guard`) and two or more signals, the rule asks two signals to agree, or one to be very close
+(vetohash.signals): the thresholds searched are the agreement thresholds, and each signal's threshold alone is
+the smaller of its agreement threshold and its limit alone. Both are bounded by FORGERY_LIMITS, distances that
+images forged by small perturbations mostly did not reach (benchmarks/attacks.py, docs/threat-model.md); the
+limits, not the innocent images, then set the thresholds, at a measured cost in recall. A bundle with one
+signal keeps one threshold, with no limit.
 
 What the innocent images say about a threshold changes only at their distances, so each signal's candidates
 are those distances and the ones just below them; the network's threshold is found by bisection for each
@@ -293,12 +294,12 @@ def limited(agree: Mapping[str, int], limits: Limits | None, bits: Mapping[str, 
 
 def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
            confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
-           bound: Bound | None = None, limits: Limits | None = FORGERY_LIMITS) -> Choice:
+           bound: Bound | None = None, limits: Limits | None = None) -> Choice:
     """The thresholds (one per signal in `innocent.distances`) catching most of `caught` (distances of altered
     copies) while the bound on innocents flagged stays at most `target`; thresholds in `given` are kept as
-    they are. With `limits` (by default FORGERY_LIMITS) and two or more signals, the thresholds searched are
-    the agreement thresholds, up to their limits, and each alone is capped by its limit (`limited`); with
-    None, there is no agreement (the rule before format version 6: any signal alone). Ties go to the lower bound. If
+    they are. With `limits` (FORGERY_LIMITS for the forgery guard) and two or more signals, the thresholds
+    searched are the agreement thresholds, up to their limits, and each alone is capped by its limit
+    (`limited`); with None (the default), there is no agreement: any signal alone. Ties go to the lower bound. If
     even the given thresholds with the network's at 0 break the target, that choice is returned (its bound
     says so)."""
     if not 0.0 <= target <= 1.0:
@@ -381,7 +382,7 @@ class HeldOut:
 
 def cross_check(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float, bits: Mapping[str, int], *,
                 confidence: float = DEFAULT_CONFIDENCE, folds: int = 2, seed: int = 0,
-                limits: Limits | None = FORGERY_LIMITS) -> list[HeldOut]:
+                limits: Limits | None = None) -> list[HeldOut]:
     """Calibrate on some groups, measure on the others: the groups are dealt into `folds` parts (shuffled by
     `seed`), and each part in turn is held out while the rest calibrate. What a platform will see is the
     held-out share, not the share on the images the thresholds were chosen on."""
@@ -416,7 +417,7 @@ def calibrate(hasher: Hasher, lists: Lists, banned: Sequence[Image.Image], diges
               innocent_views: Sequence[np.ndarray], innocent_dct: np.ndarray, groups: np.ndarray, target: float, *,
               confidence: float = DEFAULT_CONFIDENCE, given: Mapping[str, int] | None = None,
               per_kind: int = COPIES_PER_KIND, progress: Callable[[int], None] | None = None,
-              limits: Limits | None = FORGERY_LIMITS) -> Calibrated:
+              limits: Limits | None = None) -> Calibrated:
     """Hash the innocent images once (their views and DCT hashes, each in its group), alter the banned images,
     and choose every threshold of `lists` together (`choose`)."""
     if len(innocent_views) == 0:

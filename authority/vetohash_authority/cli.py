@@ -456,10 +456,11 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--innocent", type=PATH,
               help="Folder of images NOT in the banned set to calibrate the thresholds on; each sub-folder is a "
                    "group of related images (one photo's crops, one scene's shots).")
-@click.option("--any-signal", is_flag=True,
-              help="Calibrate without agreement thresholds: any one hash near is a match, as before format "
-                   "version 6. More recall (cropped, rotated and shifted copies, and those edited to evade), "
-                   "and forged false flags get easy again (docs/threat-model.md measures both).")
+@click.option("--forgery-guard", is_flag=True,
+              help="Calibrate with agreement thresholds (format version 6): a match needs two hashes near, or "
+                   "one very near, so that images forged by small perturbations rarely match; costs recall on "
+                   "cropped, rotated and shifted copies and makes evasion easier (docs/threat-model.md "
+                   "measures both). Needs --innocent and a single-file bundle.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Share of innocent images the calibrated thresholds may flag, by any hash (held to the "
                    "upper bound, not the measured share).")
@@ -486,7 +487,7 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold: int | None,
             dct_threshold: int | None, no_dct: bool, crops_threshold: int | None, no_crops: bool, privacy: str,
-            innocent: Path | None, any_signal: bool, target_fpr: float, confidence: float, list_name: str,
+            innocent: Path | None, forgery_guard: bool, target_fpr: float, confidence: float, list_name: str,
             sequence: int | None, expires_in: str, authority_name: str | None, ask: bool, skip_featureless: bool,
             chunked: bool, delta_from: Path | None, quiet: bool, as_json: bool) -> None:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
@@ -494,9 +495,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
     hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
     (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
-    upload when one is very near (below its threshold), or when two are near (below their agreement
-    thresholds), so that a forged image must fool two hashes at once or one by a margin small perturbations
-    do not reach (calibrated bundles, format version 6). --no-dct and --no-crops leave those out, and so do
+    upload when any of them is near (below its threshold). With --forgery-guard, one must be very near, or
+    two near (below their agreement thresholds), so that a forged image must fool two hashes at once or one
+    by a margin small perturbations do not reach (format version 6), at a cost in recall. --no-dct and --no-crops leave those out, and so do
     the privacy levels: --privacy balanced carries no DCT hashes (they sketch each banned image's layout well
     enough to identify it), --privacy strict the network's whole-image hash alone (docs/threat-model.md
     measures what each level gives away and costs).
@@ -542,6 +543,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
         raise VetohashError(f"--crops-threshold and --privacy {privacy} contradict each other: that level "
                             "carries no crop hashes")
     no_dct, no_crops = no_dct or not level.dct, no_crops or not level.crops
+    if forgery_guard and (innocent is None or chunked or delta_from is not None):
+        raise VetohashError("--forgery-guard needs --innocent to calibrate on and a single-file bundle (a version 4 "
+                            "folder, --chunked or --delta-from, carries no agreement thresholds)")
     for flag, value, off in (("dct", dct_threshold, no_dct), ("crops", crops_threshold, no_crops)):
         if off and value is not None:
             raise VetohashError(f"--{flag}-threshold and --no-{flag} contradict each other: give one of them")
@@ -560,7 +564,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     sources = _without_featureless(load_sources(images_dir, hasher.spec.preprocess, warn=_warn), images_dir,
                                    skip_featureless)
     plan = _thresholds(hasher, sources, given, not no_dct, not no_crops, innocent, target_fpr, confidence, quiet,
-                       agreement=not (any_signal or chunked or delta_from is not None))
+                       agreement=forgery_guard)
     now = int(time.time())
     state = key_path.parent / STATE_NAME
     if sequence is None:

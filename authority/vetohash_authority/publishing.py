@@ -8,8 +8,8 @@ current Unix time and one more than the last sequence this authority published f
 A bundle carries the DCT signal unless told not to, and, when it is calibrated, crop hashes (vetohash.signals,
 cropviews). With innocent images, its thresholds are chosen together by `calibration`: the most of the
 authority's own altered copies caught while an upper bound on the innocent images flagged stays within the
-target; with two or more signals, each also gets an agreement threshold (vetohash.signals: a match needs two
-signals to agree unless one is very close).
+target. With the forgery guard and two or more signals, each also gets an agreement threshold
+(vetohash.signals: a match needs two signals to agree unless one is very close).
 """
 
 from __future__ import annotations
@@ -100,12 +100,12 @@ class Thresholds:
 
 def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str, int], *, dct: bool, crops: bool,
                    innocent: Innocent | None, target_fpr: float, confidence: float = DEFAULT_CONFIDENCE,
-                   agreement: bool = True, warn: Callable[[str], None],
+                   agreement: bool = False, warn: Callable[[str], None],
                    progress: Callable[[int], None] | None = None) -> Thresholds:
     """Every threshold of a bundle: those `given` as they are, the others calibrated together on the innocent
-    images (calibration.calibrate), with agreement thresholds unless `agreement` is off (a version 4 folder
-    cannot carry them). Without innocent images, the DCT threshold defaults to DEFAULT_DCT_THRESHOLD and the
-    network's to the paper's, both uncalibrated (`warn` says so), there are no agreement thresholds, and crop
+    images (calibration.calibrate), with agreement thresholds (FORGERY_LIMITS) when `agreement` asks for
+    them (a version 4 folder cannot carry them). Without innocent images, the DCT threshold defaults to
+    DEFAULT_DCT_THRESHOLD and the network's to the paper's, both uncalibrated (`warn` says so), there are no agreement thresholds, and crop
     hashes come only with a given crops threshold."""
     with_crops = crops and (innocent is not None or CROPS in given)
     crop_list = CropHashes(*crop_hashes(hasher, [source.image for source in sources])) if with_crops else None

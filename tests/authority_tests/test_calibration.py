@@ -102,7 +102,8 @@ def test_given_thresholds_are_kept_and_the_others_chosen_around_them() -> None:
     over = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={NETWORK: 12}, limits=None)
     assert over.thresholds[NETWORK] == 12 and over.bound > 0.1
     # With agreement, a given threshold is the signal's threshold alone and its agreement threshold, unlimited.
-    agreeing = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={DCT: 3, NETWORK: 3})
+    agreeing = choose(innocent, caught, 0.1, BITS, confidence=0.8, given={DCT: 3, NETWORK: 3},
+                      limits=FORGERY_LIMITS)
     assert agreeing.agree is not None and (agreeing.agree[DCT], agreeing.agree[NETWORK]) == (3, 3)
     assert (agreeing.thresholds[DCT], agreeing.thresholds[NETWORK]) == (3, 3)
 

@@ -149,7 +149,8 @@ def test_publish_carries_the_dct_hashes_paired_with_the_network_hashes(work: Pat
     out = tmp_path / "fused.bundle"
     base = ["publish", str(model), str(work / "banned"), "--key", str(tmp_path / "keys" / "authority.key"),
             "--out", str(out), "--json", "--no-crops"]
-    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
+    code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5",
+                                   "--forgery-guard"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
     assert (summary["format_version"], summary["decision"], bundle.version) == (6, "neural-or-dct", 6)
@@ -210,14 +211,18 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5"], capsys)
     assert code == 0, err
     summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
-    assert (summary["format_version"], summary["decision"]) == (6, "neural-or-crops-or-dct")
+    # By default any hash near is a match: no agreement thresholds, so version 5.
+    assert (summary["format_version"], summary["decision"]) == (5, "neural-or-crops-or-dct")
     assert bundle.crops is not None and summary["crops_hashes"] == len(bundle.crops.hashes) > 0
-    # --any-signal: the rule before version 6, no agreement thresholds, so version 5.
+    assert bundle.agree is None
+    # --forgery-guard: agreement thresholds, version 6.
     code, stdout, err = authority([*base, "--innocent", str(work / "innocent"), "--target-fpr", "0.5",
-                                   "--any-signal"], capsys)
+                                   "--forgery-guard"], capsys)
     assert code == 0, err
-    assert json.loads(stdout)["format_version"] == 5
-    assert read_bundle(out.read_bytes(), {public.key_id: public}).agree is None
+    assert json.loads(stdout)["format_version"] == 6
+    assert read_bundle(out.read_bytes(), {public.key_id: public}).agree is not None
+    code, _, err = authority([*base, "--forgery-guard"], capsys)  # nothing to calibrate agreement on
+    assert code == 2 and "--forgery-guard needs --innocent" in err and err.count("\n") == 1
     hasher, _ = read_model(model)
     images = [open_image(path) for path in sorted((work / "banned").glob("secret-name*"))]
     rows = hamming_matrix(dct_hashes(images), bundle.dct.hashes).argmin(axis=1)  # each image's bundle row
@@ -256,8 +261,8 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
 def test_publish_privacy_levels_decide_which_signals_the_bundle_carries(work: Path, model: Path, tmp_path: Path,
                                                                         capsys, monkeypatch) -> None:
     """--privacy max-recall (the default) carries the network, crop and DCT hashes; balanced no DCT hashes;
-    strict the network's whole-image hash alone (all calibrated, so format version 6 with agreement
-    thresholds where there are two signals or more, else 5, which records the bound). A threshold for a signal the level leaves out is refused in one line."""
+    strict the network's whole-image hash alone (all calibrated, so format version 5, which records the
+    bound). A threshold for a signal the level leaves out is refused in one line."""
     monkeypatch.delenv("VETOHASH_PASSPHRASE", raising=False)
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     public = read_public_key(tmp_path / "keys" / "authority.pub")
@@ -271,7 +276,7 @@ def test_publish_privacy_levels_decide_which_signals_the_bundle_carries(work: Pa
         summary, bundle = json.loads(stdout), read_bundle(out.read_bytes(), {public.key_id: public})
         assert summary["privacy"] == level
         carried[level] = (bundle.version, bundle.dct is not None, bundle.crops is not None)
-    assert carried == {"max-recall": (6, True, True), "balanced": (6, False, True), "strict": (5, False, False)}
+    assert carried == {"max-recall": (5, True, True), "balanced": (5, False, True), "strict": (5, False, False)}
     code, stdout, _ = authority(base, capsys)
     assert code == 0 and json.loads(stdout)["privacy"] == "max-recall"
     for level, option in (("balanced", "--dct-threshold"), ("strict", "--dct-threshold"),
@@ -464,9 +469,10 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     published = json.loads(stdout)
     assert {"network": published["threshold"], "crops": published["crops_threshold"],
             "dct": published["dct_threshold"]} == fused["thresholds"]
+    assert fused["agree"] is None  # by default any hash near is a match: a signal agrees at its threshold
     assert {"network": published["agree"], "crops": published["crops_agree"],
-            "dct": published["dct_agree"]} == fused["agree"]
-    assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 6)
+            "dct": published["dct_agree"]} == fused["thresholds"]
+    assert (published["crops_hashes"], published["format_version"]) == (fused["crops_hashes"], 5)
     assert published["calibration"]["bound_fpr"] == fused["bound_fpr"]
     levels = data["privacy"]["levels"]
     assert levels["max-recall"]["thresholds"] == fused["thresholds"]
