@@ -665,8 +665,7 @@ def bounded_data() -> bytes:
 
 def test_pinned_bytes_of_a_version_5_bundle() -> None:
     """Version 5's exact bytes (crop hashes, a DCT signal and a calibration with its bound: what `authority
-    publish --innocent --chunked` calibrates, and what it wrote by default before version 6), as
-    test_pinned_bytes pins version 1's."""
+    publish --innocent` writes by default), as test_pinned_bytes pins version 1's."""
     data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes),
                                    calibration=BOUNDED), KEY)
     assert read_bundle(data, TRUSTED, now=NOW).version == 5
@@ -741,9 +740,9 @@ def agreeing_data() -> bytes:
                                    agree={"network": 6, "crops": 9, "dct": 90}), KEY)
 
 
-def test_pinned_bytes_of_a_default_bundle() -> None:
+def test_pinned_bytes_of_a_version_6_bundle() -> None:
     """Version 6's exact bytes (version 5's content and an agreement threshold per signal: what `authority
-    publish --innocent` writes by default)."""
+    publish --innocent --forgery-guard` writes)."""
     data = sign_bundle(make_bundle(dct=dct_signal(), crops=crop_signal(width=PAPER.hash_bytes),
                                    calibration=BOUNDED, agree=AGREE), KEY)
     read = read_bundle(data, TRUSTED, now=NOW)
