@@ -6,7 +6,7 @@ benchmark's own white-box forger: unrelated images pushed within 4/255 of their 
 image, by every way the match rule allows (one signal below its threshold alone, or two below their agreement
 thresholds), each forgery judged by the platform's screening. None of the 3 succeeds; calibrated by the rule
 before format version 6 instead (any one signal below its threshold: network 53, crops 30, DCT 99 here), all 3
-did, so a change that lets it through again fails here.
+did (as under today's default rule), so a change that lets them through the guard again fails here.
 """
 
 from __future__ import annotations
