@@ -24,7 +24,11 @@ deals, then summed up over every way to hold out half of the photos and every wa
     python benchmarks/quality.py --from-distances q.npz   # redo the calibration analysis alone, in seconds
 
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
-(examples/make_example_images.py). Every banned image gets one altered copy per edit in the suite (the
+(examples/make_example_images.py). With `--siblings N`, up to N more innocent crops of each banned image's own
+source photo join them (make_example_images.sibling_specs: sharing no pixel with any banned crop of that photo,
+each photo one more group), as a platform sees other shots of one scene: every threshold is then chosen on
+unrelated images and siblings together, the share flagged is printed for each, and beside it what thresholds
+chosen on the unrelated images alone catch and flag. Every banned image gets one altered copy per edit in the suite (the
 paper's four edits at full range, and the edits people use to dodge filters, each at three severities).
 For each method, thresholds are set on the unrelated images: the image-level false-positive rate is the
 share of unrelated images whose nearest banned hash is closer than the threshold, for this list size.
@@ -52,10 +56,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from baselines import BASELINES  # noqa: E402
-from make_example_images import BANNED_SEED, UNRELATED_SEED, crop_specs, crops, source_photos  # noqa: E402
+from make_example_images import (BANNED_SEED, SIBLING_SEED, UNRELATED_SEED, crop_specs,  # noqa: E402
+                                 sibling_specs, source_photos)
 from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
-from edits import EDITS, Edit  # noqa: E402
+from edits import EDITS, PAPER_SIGMA_KINDS, SIGMA_BLUR, Edit  # noqa: E402
 from vetohash.dcthash import dct_hashes  # noqa: E402
 from vetohash.hasher import Hasher  # noqa: E402
 from vetohash.matching import hamming_matrix, nearest_by_owner, nearest_own  # noqa: E402
@@ -69,6 +74,7 @@ HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)
 HELD_OUT_TARGET = 0.01
 PAIR_FPRS = (1e-4, 1e-3)
+SIBLING = "sibling:"  # group name prefix of a banned photo's sibling crops
 
 
 QueryFn = Callable[[Sequence[Image.Image]], tuple[np.ndarray, np.ndarray]]
@@ -122,8 +128,15 @@ def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: i
     return out
 
 
-def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distances, Distances | None]:
-    """Every figure for one method, the distances they come from, and those to its crop hashes (if any)."""
+def shares(flags: np.ndarray, sibling: np.ndarray) -> dict[str, float | None]:
+    """The share of unrelated images flagged and of sibling crops flagged (None without siblings)."""
+    return {"unrelated_fpr": float(flags[~sibling].mean()),
+            "sibling_fpr": float(flags[sibling].mean()) if sibling.any() else None}
+
+
+def evaluate(method: Method, banned, unrelated, altered, sibling: np.ndarray) -> tuple[dict, Distances, Distances | None]:
+    """Every figure for one method, the distances they come from, and those to its crop hashes (if any).
+    `unrelated` holds every innocent image; `sibling` marks the banned photos' sibling crops among them."""
     owners = np.arange(len(banned))
     banned_hashes = method.hash(list(banned))
     unrelated_hashes, unrelated_of = method.query_hashes(unrelated)
@@ -145,8 +158,13 @@ def evaluate(method: Method, banned, unrelated, altered) -> tuple[dict, Distance
         hit = caught.distance < t
         right = hit & (owners[caught.index] == sources)
         report["image_level"][str(fpr)] = {
-            "threshold": t, "measured_fpr": float(np.mean(innocent < t)), "recall": float(hit.mean()),
-            "recall_right_source": float(right.mean()), **by_group(hit, labels)}
+            "threshold": t, "measured_fpr": float(np.mean(innocent < t)), **shares(innocent < t, sibling),
+            "recall": float(hit.mean()), "recall_right_source": float(right.mean()), **by_group(hit, labels)}
+        if sibling.any():
+            t = threshold_at_fpr(innocent[~sibling], fpr)
+            hit = caught.distance < t
+            report.setdefault("unrelated_only", {})[str(fpr)] = {
+                "threshold": t, **shares(innocent < t, sibling), "recall": float(hit.mean()), **by_group(hit, labels)}
     for fpr in PAIR_FPRS:
         t = threshold_at_fpr(pair_negatives, fpr)
         report["pairwise"][str(fpr)] = {"threshold": t, "recall": recall(own, t)}
@@ -183,30 +201,40 @@ def edit_labels(altered) -> dict[str, np.ndarray]:
 
 
 def by_group(hit: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Recall per kind, severity and family of edit (`edit_labels`)."""
-    return {group: {str(k): float(hit[names == k].mean()) for k in dict.fromkeys(names.tolist())}
-            for group, names in labels.items()}
+    """Recall per kind, severity and family of edit (`edit_labels`), and of the paper's four edits with blur
+    read as a sigma ("paper-sigma" among the families) where the suite has that reading."""
+    found = {group: {str(k): float(hit[names == k].mean()) for k in dict.fromkeys(names.tolist())}
+             for group, names in labels.items()}
+    if SIGMA_BLUR in found["kind"]:
+        found["family"]["paper-sigma"] = float(hit[np.isin(labels["kind"], PAPER_SIGMA_KINDS)].mean())
+    return found
 
 
 def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
-                   list_size: int, labels: dict[str, np.ndarray], confidence: float,
+                   list_size: int, labels: dict[str, np.ndarray], confidence: float, sibling: np.ndarray,
                    limits: calibration.Limits | None = None) -> dict:
     """The figures of the fused decision (vetohash.signals; with `limits` None, the default rule: any one
-    signal; with FORGERY_LIMITS, publish --forgery-guard's), with every threshold chosen per false-positive rate as `authority publish` chooses
-    them, on all unrelated images (each source photo a group)."""
-    report = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
-              "pairwise": {}}
+    signal; with FORGERY_LIMITS, publish --forgery-guard's), with every threshold chosen per false-positive rate
+    as `authority publish` chooses them, on all innocent images (each source photo a group; `sibling` marks the
+    sibling crops), and where there are siblings, on the unrelated images alone ("unrelated_only")."""
+    report: dict = {"method": name, "bits": f"{bits}+256", "list_size": list_size, "auc": None, "image_level": {},
+                    "pairwise": {}}
     bits_by = {NETWORK: bits, CROPS: bits, DCT: 256}
-    for fpr in IMAGE_FPRS:
-        chosen = calibration.choose(calibration.Innocents(innocent, sources), {k: own[k] for k in innocent}, fpr,
-                                    bits_by, confidence=confidence, limits=limits)
-        hit = chosen.flags(caught)
-        report["image_level"][str(fpr)] = {
-            "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds)
-                         + ("" if chosen.agree is None else
-                            "/" + "|".join(str(chosen.agree[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.agree)),
-            "thresholds": chosen.thresholds, "agree": chosen.agree, "measured_fpr": chosen.share,
-            "bound_fpr": chosen.bound, "recall": float(hit.mean()), **by_group(hit, labels)}
+    everyone = np.ones(len(sources), dtype=bool)
+    for key, chosen_on in (("image_level", everyone), ("unrelated_only", ~sibling))[:1 + bool(sibling.any())]:
+        for fpr in IMAGE_FPRS:
+            chosen = calibration.choose(calibration.Innocents({k: v[chosen_on] for k, v in innocent.items()},
+                                                              sources[chosen_on]),
+                                        {k: own[k] for k in innocent}, fpr, bits_by, confidence=confidence,
+                                        limits=limits)
+            hit = chosen.flags(caught)
+            report.setdefault(key, {})[str(fpr)] = {
+                "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds)
+                             + ("" if chosen.agree is None else
+                                "/" + "|".join(str(chosen.agree[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.agree)),
+                "thresholds": chosen.thresholds, "agree": chosen.agree, "measured_fpr": chosen.share,
+                "bound_fpr": chosen.bound, **shares(chosen.flags(innocent), sibling), "recall": float(hit.mean()),
+                **by_group(hit, labels)}
     return report
 
 
@@ -322,7 +350,9 @@ def print_table(reports: Sequence[dict]) -> None:
     row("ROC AUC (image level)", ["-" if r["auc"] is None else f"{r['auc']:.4f}" for r in reports])
     for fpr in IMAGE_FPRS:
         levels = [r["image_level"][str(fpr)] for r in reports]
-        row(f"@{fpr:.1%} unrelated flagged: thresh", [f"{l['threshold']} ({l['measured_fpr']:.2%})" for l in levels])
+        row(f"@{fpr:.1%} innocents flagged: thresh", [f"{l['threshold']} ({l['measured_fpr']:.2%})" for l in levels])
+        if levels[0].get("sibling_fpr") is not None:
+            row("  unrelated / siblings flagged", [f"{l['unrelated_fpr']:.2%} / {l['sibling_fpr']:.1%}" for l in levels])
         row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
         for family in sorted(levels[0]["family"]):
             row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
@@ -334,6 +364,18 @@ def print_table(reports: Sequence[dict]) -> None:
                                                for r in reports])
     if "speed" in reports[0]:
         row("images/s on one core (decode+hash)", [f"{r['speed']:.0f}" if "speed" in r else "-" for r in reports])
+    if "unrelated_only" in reports[0]:
+        print("\nThresholds chosen on the unrelated images alone (siblings left out of the choice):")
+        for fpr in IMAGE_FPRS:
+            levels = [r["unrelated_only"][str(fpr)] for r in reports]
+            row(f"@{fpr:.1%} unrelated flagged: thresh", [str(l["threshold"]) for l in levels])
+            row("  unrelated / siblings flagged", [f"{l['unrelated_fpr']:.2%} / {l['sibling_fpr']:.1%}" for l in levels])
+            row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
+            for family in sorted(levels[0]["family"]):
+                row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
+            if fpr == IMAGE_FPRS[0]:
+                for kind in sorted(levels[0]["kind"]):
+                    row(f"    {kind}", [f"{l['kind'][kind]:.1%}" for l in levels])
 
 
 @dataclass
@@ -361,6 +403,11 @@ class Measured:
     labels: dict[str, np.ndarray]
     methods: list[Fused]
 
+    @property
+    def sibling(self) -> np.ndarray:
+        """Which innocent images are sibling crops of a banned photo."""
+        return np.array([self.group_names[g].startswith(SIBLING) for g in self.groups], dtype=bool)
+
     def save(self, path: Path) -> None:
         arrays = {"banned": np.array(self.banned), "per_kind": np.array(self.per_kind), "groups": self.groups,
                   "group_names": np.array(self.group_names, dtype=str),
@@ -387,17 +434,20 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
     """The fused methods' figures (thresholds chosen together on every unrelated image) and the bundle's
     thresholds on held-out source photos, from distances alone."""
     reports, folds = [], {}
+    sibling = measured.sibling
     for m in measured.methods:
         plain = {k: v for k, v in m.innocent.items() if k != CROPS}, {k: v for k, v in m.caught.items() if k != CROPS}
         reports.append(evaluate_fused(f"{m.name}+dct", *plain, m.own, measured.groups, m.bits, measured.banned,
-                                      measured.labels, args.confidence))
+                                      measured.labels, args.confidence, sibling))
         reports.append(evaluate_fused(f"{m.name}+crops+dct", m.innocent, m.caught, m.own, measured.groups, m.bits,
-                                      measured.banned, measured.labels, args.confidence))
+                                      measured.banned, measured.labels, args.confidence, sibling))
         reports.append(evaluate_fused(f"{m.name}+crops+dct guard", m.innocent, m.caught, m.own, measured.groups,
-                                      m.bits, measured.banned, measured.labels, args.confidence,
+                                      m.bits, measured.banned, measured.labels, args.confidence, sibling,
                                       limits=calibration.FORGERY_LIMITS))
+        # Held out: the unrelated photos only (with siblings, every way to hold out half of 8 + k groups is too many).
+        unrelated = {k: v[~sibling] for k, v in m.innocent.items()}
         for name, limits in ((f"{m.name}+crops+dct", None), (f"{m.name}+crops+dct guard", calibration.FORGERY_LIMITS)):
-            folds[name] = held_out(m.innocent, m.caught, m.own, measured.groups, measured.group_names, m.bits,
+            folds[name] = held_out(unrelated, m.caught, m.own, measured.groups[~sibling], measured.group_names, m.bits,
                                    measured.labels, args.target, args.confidence, args.seed, limits)
     return reports, folds
 
@@ -405,14 +455,22 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
 def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     """The expensive part: hash everything, each method's figures, and the distances the fused analysis needs."""
     started = time.time()
-    banned = crops(source_photos("banned"), args.banned, 128, BANNED_SEED)
+    banned_photos = source_photos("banned")
+    banned_specs = crop_specs(banned_photos, args.banned, 128, BANNED_SEED)
+    banned = [spec.image for spec in banned_specs]
     specs = crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
-    unrelated = [spec.image for spec in specs]
-    photo_names = sorted({spec.source for spec in specs})
-    photos = np.array([photo_names.index(spec.source) for spec in specs])  # each source photo is a group
+    siblings = sibling_specs(banned_photos, banned_specs, args.siblings, 128, SIBLING_SEED) if args.siblings else []
+    unrelated = [spec.image for spec in specs + siblings]  # every innocent image, siblings last
+    names = [spec.source for spec in specs] + [SIBLING + spec.source for spec in siblings]
+    photo_names = sorted(set(names))
+    photos = np.array([photo_names.index(name) for name in names])  # each source photo is a group
+    sibling = np.arange(len(names)) >= len(specs)
     altered = altered_copies(banned[:args.altered_of], EDITS, args.seed)
-    print(f"{len(banned)} banned, {len(unrelated)} unrelated, {len(altered)} altered copies "
+    print(f"{len(banned)} banned, {len(specs)} unrelated, {len(siblings)} sibling, {len(altered)} altered copies "
           f"({len(EDITS)} edits); prepared in {time.time() - started:.0f} s", file=sys.stderr)
+    if args.siblings:
+        print("siblings per banned photo (at most " + str(args.siblings) + "): " + ", ".join(
+            f"{name} {sum(s.source == name for s in siblings)}" for name, _, _ in banned_photos), file=sys.stderr)
 
     methods = [] if args.no_baselines else [Method(n, fn, bits) for n, (fn, bits) in BASELINES.items()]
     methods.append(Method("dct", dct_hashes, 256))
@@ -436,7 +494,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
         jpegs.append(out.getvalue())
     for method in methods:
         t = time.time()
-        report, distances[method.name], to_crops = evaluate(method, banned, unrelated, altered)
+        report, distances[method.name], to_crops = evaluate(method, banned, unrelated, altered, sibling)
         if to_crops is not None:
             crop_distances[method.name] = to_crops
         if args.speed:
@@ -476,6 +534,10 @@ def main() -> None:
     parser.add_argument("--altered-of", type=int,
                         help="make the benchmark's altered copies of only the first N banned images (the list "
                              "keeps all; default: every banned image), to size long runs")
+    parser.add_argument("--siblings", type=int, default=0, metavar="N",
+                        help="add up to N innocent crops of each banned image's own source photo, sharing no pixel "
+                             "with any banned crop (each photo one more group), to the innocents every threshold "
+                             "is chosen on; their flagged share is printed apart (default 0: none)")
     parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
                         help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--save-distances", type=Path, metavar="NPZ",
@@ -500,7 +562,11 @@ def main() -> None:
         print(f"\n{name}", end="")
         print_held_out(found)
     if args.json:
-        args.json.write_text(json.dumps({"banned": measured.banned, "unrelated": len(measured.groups),
+        sibling = measured.sibling
+        args.json.write_text(json.dumps({"banned": measured.banned, "unrelated": int((~sibling).sum()),
+                                         "siblings": {name[len(SIBLING):]: int((measured.groups[sibling] == g).sum())
+                                                      for g, name in enumerate(measured.group_names)
+                                                      if name.startswith(SIBLING)},
                                          "altered": len(next(iter(measured.labels.values()))),
                                          "own_copies_per_kind": measured.per_kind,
                                          "reports": reports, "held_out": folds,

@@ -32,12 +32,14 @@ Group = Literal["banned", "unrelated"]
 
 BANNED_SEED = 20240611
 UNRELATED_SEED = 20240612
+SIBLING_SEED = 20240613
 SIZE = 128
 JPEG_QUALITY = 92
 MIN_CROP, MAX_CROP = 0.35, 1.0  # crop side as a fraction of the shorter side
 MIN_STD = 12.0  # grayscale std below which a crop counts as featureless
 MAX_IOU = 0.3  # preferred upper bound on overlap with earlier crops of a photo
 TRIES = 200  # candidate boxes drawn per crop
+MIN_SIBLING = 48  # smallest sibling side in source pixels (upscaled at most 128/48 = 2.7x)
 
 # (package, file inside the package, licence, group).  Photos sharing visual
 # content (the US flag behind Collins and Hopper; the two gravel/grass
@@ -161,6 +163,46 @@ def crops(sources: list[tuple[str, str, Image.Image]], count: int,
           size: int = SIZE, seed: int = 0) -> list[Image.Image]:
     """Return only the images of :func:`crop_specs`."""
     return [c.image for c in crop_specs(sources, count, size, seed)]
+
+
+def sibling_specs(sources: list[tuple[str, str, Image.Image]], taken: list[Crop], per_photo: int,
+                  size: int = SIZE, seed: int = 0) -> list[Crop]:
+    """Up to ``per_photo`` crops of each of ``sources`` sharing no pixel with any crop in ``taken`` of the same
+    photo (IoU 0 with every one of them): other shots of a banned image's scene, for innocents.
+
+    Candidates are squares of side ``MIN_SIBLING`` or more centred where the free room allows them (a
+    chessboard distance map of the pixels outside ``taken``); as in :func:`crop_specs`, a sibling overlaps
+    earlier siblings by IoU < ``MAX_IOU`` and is textured. Fewer come back where the room runs out.
+    """
+    from scipy.ndimage import distance_transform_cdt
+
+    rng = np.random.default_rng(seed)
+    out: list[Crop] = []
+    for name, licence, im in sources:
+        w, h = im.size
+        banned = np.array([c.box for c in taken if c.source == name]).reshape(-1, 4)
+        free = np.zeros((h + 2, w + 2), dtype=bool)  # a covered frame keeps squares inside the photo
+        free[1:-1, 1:-1] = True
+        for left, top, right, bottom in banned:
+            free[top + 1:bottom + 1, left + 1:right + 1] = False
+        # A square of side 2r - 1 centred on a pixel r or more from any covered one is free.
+        room = distance_transform_cdt(free, metric="chessboard")[1:-1, 1:-1]
+        ys, xs = np.nonzero(2 * room - 1 >= MIN_SIBLING)
+        gray = im.convert("L")
+        boxes: list[tuple[int, int, int, int]] = []
+        for _ in range(TRIES * per_photo if len(ys) else 0):
+            if len(boxes) == per_photo:
+                break
+            j = int(rng.integers(len(ys)))
+            half = int(rng.integers(MIN_SIBLING // 2, room[ys[j], xs[j]]))
+            box = (int(xs[j]) - half, int(ys[j]) - half, int(xs[j]) + half + 1, int(ys[j]) + half + 1)
+            if _iou(np.array([box]), banned)[0] > 0 or _iou(np.array([box]), np.array(boxes).reshape(-1, 4))[0] >= MAX_IOU:
+                continue
+            if float(np.asarray(gray.resize((size, size), Image.Resampling.LANCZOS, box=box), np.float32).std()) < MIN_STD:
+                continue
+            boxes.append(box)
+            out.append(Crop(name, licence, box, im.resize((size, size), Image.Resampling.LANCZOS, box=box)))
+    return out
 
 
 def _jpeg(im: Image.Image) -> bytes:
