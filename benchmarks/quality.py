@@ -26,10 +26,13 @@ deals, then summed up over every way to hold out half of the photos and every wa
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
 (examples/make_example_images.py). With `--siblings N`, up to N more innocent crops of each banned image's own
 source photo join them (make_example_images.sibling_specs: sharing no pixel with any banned crop of that photo,
-each photo one more group), as a platform sees other shots of one scene: every threshold is then chosen on
-unrelated images and siblings together, the share flagged is printed for each, and beside it what thresholds
-chosen on the unrelated images alone catch and flag. Every banned image gets one altered copy per edit in the suite (the
-paper's four edits at full range, and the edits people use to dodge filters, each at three severities).
+each photo one more group), as a platform sees other shots of one scene. The banned crops leave little room
+between them; `--reserve 0.3` cuts them from the left 70 % of each photo and leaves the rest to siblings. Every
+threshold is then chosen on unrelated images and siblings together, the share flagged is printed for each, and
+beside it what thresholds chosen on the unrelated images alone catch and flag.
+
+Every banned image gets one altered copy per edit in the suite (the paper's four edits at full range, the
+paper's blur read as a sigma too, and the edits people use to dodge filters, each at three severities).
 For each method, thresholds are set on the unrelated images: the image-level false-positive rate is the
 share of unrelated images whose nearest banned hash is closer than the threshold, for this list size.
 """
@@ -57,7 +60,7 @@ sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from baselines import BASELINES  # noqa: E402
 from make_example_images import (BANNED_SEED, SIBLING_SEED, UNRELATED_SEED, crop_specs,  # noqa: E402
-                                 sibling_specs, source_photos)
+                                 keep_left, sibling_specs, source_photos)
 from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
 from edits import EDITS, PAPER_SIGMA_KINDS, SIGMA_BLUR, Edit  # noqa: E402
@@ -456,7 +459,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     """The expensive part: hash everything, each method's figures, and the distances the fused analysis needs."""
     started = time.time()
     banned_photos = source_photos("banned")
-    banned_specs = crop_specs(banned_photos, args.banned, 128, BANNED_SEED)
+    banned_specs = crop_specs(keep_left(banned_photos, args.reserve), args.banned, 128, BANNED_SEED)
     banned = [spec.image for spec in banned_specs]
     specs = crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
     siblings = sibling_specs(banned_photos, banned_specs, args.siblings, 128, SIBLING_SEED) if args.siblings else []
@@ -538,6 +541,9 @@ def main() -> None:
                         help="add up to N innocent crops of each banned image's own source photo, sharing no pixel "
                              "with any banned crop (each photo one more group), to the innocents every threshold "
                              "is chosen on; their flagged share is printed apart (default 0: none)")
+    parser.add_argument("--reserve", type=float, default=0.0, metavar="SHARE",
+                        help="cut the banned crops from the left 1 - SHARE of each banned photo's width, leaving "
+                             "the rest to --siblings (default 0: the whole photo, as before; a different banned set)")
     parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
                         help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--save-distances", type=Path, metavar="NPZ",

@@ -165,6 +165,13 @@ def crops(sources: list[tuple[str, str, Image.Image]], count: int,
     return [c.image for c in crop_specs(sources, count, size, seed)]
 
 
+def keep_left(sources: list[tuple[str, str, Image.Image]], share: float) -> list[tuple[str, str, Image.Image]]:
+    """``sources`` cut to the left ``1 - share`` of their width, in the same pixel coordinates: crops of them
+    leave a strip on the right of each photo to :func:`sibling_specs`."""
+    return [(name, licence, im.crop((0, 0, max(1, round(im.width * (1 - share))), im.height)))
+            for name, licence, im in sources]
+
+
 def sibling_specs(sources: list[tuple[str, str, Image.Image]], taken: list[Crop], per_photo: int,
                   size: int = SIZE, seed: int = 0) -> list[Crop]:
     """Up to ``per_photo`` crops of each of ``sources`` sharing no pixel with any crop in ``taken`` of the same

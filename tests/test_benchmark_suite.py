@@ -1,0 +1,56 @@
+"""The quality benchmark's harder innocents and edits: sibling crops share no pixel with a banned crop of their
+photo, and the sigma reading of the paper's blur scales its sigma (not a kernel) with the image."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
+
+from edits import EDITS, SIGMA_BLUR  # noqa: E402
+from make_example_images import MIN_SIBLING, Crop, sibling_specs  # noqa: E402
+
+
+def photo(width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_siblings_share_no_pixel_with_a_banned_crop_of_their_photo():
+    image = photo(400, 300)
+    banned = [Crop("a", "", (0, 0, 150, 150), image), Crop("a", "", (200, 100, 300, 200), image),
+              Crop("b", "", (0, 0, 300, 300), image)]  # another photo's box must not constrain photo "a"
+    siblings = sibling_specs([("a", "", image)], banned, per_photo=6, size=32, seed=1)
+    assert 0 < len(siblings) <= 6
+    taken = np.zeros((300, 400), dtype=int)
+    for left, top, right, bottom in (c.box for c in banned[:2]):
+        taken[top:bottom, left:right] += 1
+    for sibling in siblings:
+        left, top, right, bottom = sibling.box
+        assert right - left == bottom - top >= MIN_SIBLING
+        assert 0 <= left and 0 <= top and right <= 400 and bottom <= 300
+        assert taken[top:bottom, left:right].sum() == 0, sibling.box
+        assert sibling.image.size == (32, 32)
+
+
+def test_no_sibling_when_the_banned_crops_cover_the_photo():
+    image = photo(200, 200)
+    covered = [Crop("a", "", (0, 0, 120, 200), image), Crop("a", "", (100, 0, 200, 200), image)]
+    assert sibling_specs([("a", "", image)], covered, per_photo=5, seed=1) == []
+
+
+def test_sigma_blur_scales_its_sigma_with_the_image_side():
+    strong = [edit for edit in EDITS if edit.kind == SIGMA_BLUR]
+    assert [edit.severity for edit in strong] == ["low", "mid", "high"]
+    image = photo(64, 64)
+    drawn = strong[0].choices[0].draw(random.Random(3))
+    sigma = drawn.params["sigma"]
+    assert 1 <= sigma <= 4
+    # At 64 px one 32-px pixel is two: the sigma doubles.
+    assert np.array_equal(np.asarray(drawn(image)), np.asarray(image.filter(ImageFilter.GaussianBlur(2 * sigma))))
