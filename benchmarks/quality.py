@@ -137,7 +137,8 @@ def shares(flags: np.ndarray, sibling: np.ndarray) -> dict[str, float | None]:
             "sibling_fpr": float(flags[sibling].mean()) if sibling.any() else None}
 
 
-def evaluate(method: Method, banned, unrelated, altered, sibling: np.ndarray) -> tuple[dict, Distances, Distances | None]:
+def evaluate(method: Method, banned, unrelated, altered,
+             sibling: np.ndarray) -> tuple[dict, Distances, Distances | None]:
     """Every figure for one method, the distances they come from, and those to its crop hashes (if any).
     `unrelated` holds every innocent image; `sibling` marks the banned photos' sibling crops among them."""
     owners = np.arange(len(banned))
@@ -213,6 +214,11 @@ def by_group(hit: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, dict[s
     return found
 
 
+def joined(thresholds: dict[str, int]) -> str:
+    """Thresholds as printed: network|DCT|crops, those present."""
+    return "|".join(str(thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in thresholds)
+
+
 def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: np.ndarray, bits: int,
                    list_size: int, labels: dict[str, np.ndarray], confidence: float, sibling: np.ndarray,
                    limits: calibration.Limits | None = None) -> dict:
@@ -232,9 +238,7 @@ def evaluate_fused(name: str, innocent: dict, caught: dict, own: dict, sources: 
                                         limits=limits)
             hit = chosen.flags(caught)
             report.setdefault(key, {})[str(fpr)] = {
-                "threshold": "|".join(str(chosen.thresholds[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.thresholds)
-                             + ("" if chosen.agree is None else
-                                "/" + "|".join(str(chosen.agree[k]) for k in (NETWORK, DCT, CROPS) if k in chosen.agree)),
+                "threshold": joined(chosen.thresholds) + ("" if chosen.agree is None else "/" + joined(chosen.agree)),
                 "thresholds": chosen.thresholds, "agree": chosen.agree, "measured_fpr": chosen.share,
                 "bound_fpr": chosen.bound, **shares(chosen.flags(innocent), sibling), "recall": float(hit.mean()),
                 **by_group(hit, labels)}
@@ -345,9 +349,11 @@ def speed(method: Method, files: Sequence[bytes]) -> float:
 def print_table(reports: Sequence[dict]) -> None:
     names = [r["method"] for r in reports]
     width = max(12, *(len(n) for n in names),
-                *(len(r["image_level"][str(fpr)]["threshold"]) + 9 for r in reports for fpr in IMAGE_FPRS)) + 2
+                *(len(str(r["image_level"][str(fpr)]["threshold"])) + 9 for r in reports for fpr in IMAGE_FPRS)) + 2
     def row(label: str, values: Sequence[str]) -> None:
         print(f"{label:<34}" + "".join(f"{v:>{width}}" for v in values))
+    def split(level: dict) -> str:
+        return f"{level['unrelated_fpr']:.2%} / {level['sibling_fpr']:.1%}"
     row("", names)
     row("bits / list size", [f"{r['bits']}/{r['list_size']}" for r in reports])
     row("ROC AUC (image level)", ["-" if r["auc"] is None else f"{r['auc']:.4f}" for r in reports])
@@ -355,7 +361,7 @@ def print_table(reports: Sequence[dict]) -> None:
         levels = [r["image_level"][str(fpr)] for r in reports]
         row(f"@{fpr:.1%} innocents flagged: thresh", [f"{l['threshold']} ({l['measured_fpr']:.2%})" for l in levels])
         if levels[0].get("sibling_fpr") is not None:
-            row("  unrelated / siblings flagged", [f"{l['unrelated_fpr']:.2%} / {l['sibling_fpr']:.1%}" for l in levels])
+            row("  unrelated / siblings flagged", [split(l) for l in levels])
         row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
         for family in sorted(levels[0]["family"]):
             row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
@@ -372,7 +378,7 @@ def print_table(reports: Sequence[dict]) -> None:
         for fpr in IMAGE_FPRS:
             levels = [r["unrelated_only"][str(fpr)] for r in reports]
             row(f"@{fpr:.1%} unrelated flagged: thresh", [str(l["threshold"]) for l in levels])
-            row("  unrelated / siblings flagged", [f"{l['unrelated_fpr']:.2%} / {l['sibling_fpr']:.1%}" for l in levels])
+            row("  unrelated / siblings flagged", [split(l) for l in levels])
             row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
             for family in sorted(levels[0]["family"]):
                 row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])

@@ -203,9 +203,11 @@ def sibling_specs(sources: list[tuple[str, str, Image.Image]], taken: list[Crop]
             j = int(rng.integers(len(ys)))
             half = int(rng.integers(MIN_SIBLING // 2, room[ys[j], xs[j]]))
             box = (int(xs[j]) - half, int(ys[j]) - half, int(xs[j]) + half + 1, int(ys[j]) + half + 1)
-            if _iou(np.array([box]), banned)[0] > 0 or _iou(np.array([box]), np.array(boxes).reshape(-1, 4))[0] >= MAX_IOU:
+            candidate = np.array([box])
+            if _iou(candidate, banned)[0] > 0 or _iou(candidate, np.array(boxes).reshape(-1, 4))[0] >= MAX_IOU:
                 continue
-            if float(np.asarray(gray.resize((size, size), Image.Resampling.LANCZOS, box=box), np.float32).std()) < MIN_STD:
+            small = gray.resize((size, size), Image.Resampling.LANCZOS, box=box)
+            if float(np.asarray(small, dtype=np.float32).std()) < MIN_STD:
                 continue
             boxes.append(box)
             out.append(Crop(name, licence, box, im.resize((size, size), Image.Resampling.LANCZOS, box=box)))
