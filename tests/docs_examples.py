@@ -21,6 +21,7 @@ REGENERATE = "run `make docs` (docs/make_reference.py) and commit docs/commands.
 
 _FENCE = re.compile(r"^\s*```")
 _INLINE = re.compile(r"`((?:authority|platform) [^`]+)`")
+_SHORT = re.compile(r"`([a-z][a-z-]* --[^`]+)`")  # `publish --privacy strict`: a subcommand, the program implied
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
 
@@ -85,7 +86,7 @@ def shown_commands(paths: tuple[Path, ...] = DOCUMENTS) -> list[Shown]:
     """Every command line in the documents' code blocks (with or without a `$ ` prompt) and inline code."""
     found = []
     for path in paths:
-        name = path.relative_to(ROOT)
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         for start, block in _blocks(path):
             for offset, line in enumerate(block):
                 parsed = _words(line.strip().removeprefix("$ "))
@@ -96,14 +97,28 @@ def shown_commands(paths: tuple[Path, ...] = DOCUMENTS) -> list[Shown]:
                 parsed = _words(match.group(1))
                 if parsed:
                     found.append(Shown(f"{name}:{number}", *parsed))
+            for match in _SHORT.finditer(line):
+                program = _program_of(match.group(1).split()[0])
+                parsed = _words(f"{program} {match.group(1)}") if program else None
+                if parsed:
+                    found.append(Shown(f"{name}:{number}", *parsed))
     return found
+
+
+def _program_of(subcommand: str) -> str | None:
+    """The one program that has `subcommand` (None when neither or both do: the docs must then name it)."""
+    from vetohash_authority.cli import cli as authority
+    from vetohash_platform.cli import cli as platform
+
+    owners = [name for name, cli in (("authority", authority), ("platform", platform)) if subcommand in cli.commands]
+    return owners[0] if len(owners) == 1 else None
 
 
 def json_examples(paths: tuple[Path, ...] = DOCUMENTS) -> list[JsonExample]:
     """Every line starting with `{` that a code block prints after a `$ ... --json` command line."""
     found = []
     for path in paths:
-        name = path.relative_to(ROOT)
+        name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         for start, block in _blocks(path):
             command: tuple[str, ...] | None = None
             for offset, line in enumerate(block):

@@ -66,6 +66,19 @@ def test_an_unknown_option_or_subcommand_is_caught() -> None:
     assert chain[1:] == [platform.commands["trust"], platform.commands["trust"].commands["add"]] and rest == ["k.pub", "--name", "acme"]
 
 
+def test_an_option_shown_after_its_subcommand_alone_is_checked_too(tmp_path) -> None:
+    """Prose often names `publish --option` without the program: the program is the one that has the
+    subcommand, and a removed option is reported like any other."""
+    page = tmp_path / "page.md"
+    page.write_text("Use `publish --any-signal` or `screen --json`; `make --jobs 2` is neither program's.\n")
+    shown = shown_commands((page,))
+    assert [(s.program, s.words) for s in shown] == [("authority", ("publish", "--any-signal")),
+                                                     ("platform", ("screen", "--json"))]
+    with pytest.raises(click.UsageError, match="no option --any-signal"):
+        command_path(authority, shown[0].words)
+    command_path(platform, shown[1].words)
+
+
 @pytest.mark.parametrize("example", json_examples(), ids=lambda example: example.where)
 def test_every_json_example_parses_as_one_object(example) -> None:
     assert isinstance(example.parsed(), dict), f"{example.where}: not a JSON object"
