@@ -304,6 +304,11 @@ def render(data: Mapping[str, Any]) -> str:
         lines.append(f"calibrated on {fold['calibration'][0]} innocent images ({fold['calibration'][1]} groups): "
                      f"{rule}, flagged {_pct(fold['measured_fpr'])} (bound {_pct(fold['bound_fpr'])}); on the "
                      f"other {fold['held_out'][0]} ({fold['held_out'][1]} groups): {_pct(fold['held_out_fpr'])}")
+        target, count = data["suggested_fused"]["target_fpr"], fold["calibration"][0]
+        if fold["bound_fpr"] > target:
+            lines.append(f"  no thresholds keep the bound within the {_pct(target)} target on {count} images: it is "
+                         f"never below 1/(N+1) = {_pct(1 / (count + 1))} and grows with the spread between groups; "
+                         "calibrate on more innocent images, in more groups")
     if "privacy" in data:
         privacy = data["privacy"]
         lines += ["", "privacy levels (publish --privacy), each calibrated alike (docs/threat-model.md says what each "

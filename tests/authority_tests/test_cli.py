@@ -461,6 +461,7 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     assert len(data["held_out"]) == 2  # four innocent images, each its own group: calibrated on two, held out two
     assert [fold["held_out"][0] for fold in data["held_out"]] == [2, 2]
     assert "on the other 2 (2 groups)" in out
+    assert "no thresholds keep the bound" not in out  # 2 images can promise 1/3, within 0.5
     authority(["keygen", "--out-dir", str(tmp_path / "keys")], capsys)
     code, stdout, err = authority(["publish", str(model), str(work / "banned"), "--key",
                                    str(tmp_path / "keys" / "authority.key"), "--out", str(tmp_path / "b.vhb"),
@@ -484,6 +485,17 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
                                    "--privacy", "strict"], capsys)
     assert code == 0 and json.loads(stdout)["threshold"] == levels["strict"]["thresholds"]["network"]
     assert "privacy levels (publish --privacy)" in out
+
+
+def test_evaluate_says_when_a_held_out_half_cannot_promise_the_target(work: Path, model: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    """Two innocent images (each its own group) can promise no share below 1/3, so at a target of 0.2 each
+    half's thresholds all come out at 0; the report says why instead of leaving the zeros unexplained."""
+    code, out, err = authority(["evaluate", str(model), str(work / "banned"), "--innocent", str(work / "innocent"),
+                                "--target-fpr", "0.2", "--report-dir", str(tmp_path / "report"), "--quiet"], capsys)
+    assert code == 0, err
+    reason = "no thresholds keep the bound within the 20.0% target on 2 images: it is never below 1/(N+1) = 33.3%"
+    assert out.count(reason) == 2, out
 
 
 def test_publish_chunked_and_a_delta_from_it(work: Path, model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
