@@ -354,6 +354,13 @@ def print_table(reports: Sequence[dict]) -> None:
         print(f"{label:<34}" + "".join(f"{v:>{width}}" for v in values))
     def split(level: dict) -> str:
         return f"{level['unrelated_fpr']:.2%} / {level['sibling_fpr']:.1%}"
+    def recalls(levels: Sequence[dict], by_kind: bool) -> None:
+        row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
+        for family in sorted(levels[0]["family"]):
+            row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
+        if by_kind:
+            for kind in sorted(levels[0]["kind"]):
+                row(f"    {kind}", [f"{l['kind'][kind]:.1%}" for l in levels])
     row("", names)
     row("bits / list size", [f"{r['bits']}/{r['list_size']}" for r in reports])
     row("ROC AUC (image level)", ["-" if r["auc"] is None else f"{r['auc']:.4f}" for r in reports])
@@ -362,12 +369,7 @@ def print_table(reports: Sequence[dict]) -> None:
         row(f"@{fpr:.1%} innocents flagged: thresh", [f"{l['threshold']} ({l['measured_fpr']:.2%})" for l in levels])
         if levels[0].get("sibling_fpr") is not None:
             row("  unrelated / siblings flagged", [split(l) for l in levels])
-        row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
-        for family in sorted(levels[0]["family"]):
-            row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
-        if fpr == IMAGE_FPRS[0]:
-            for kind in sorted(levels[0]["kind"]):
-                row(f"    {kind}", [f"{l['kind'][kind]:.1%}" for l in levels])
+        recalls(levels, fpr == IMAGE_FPRS[0])
     for fpr in PAIR_FPRS:
         row(f"recall @ pairwise FPR {fpr:g}", [f"{r['pairwise'][str(fpr)]['recall']:.1%}" if r["pairwise"] else "-"
                                                for r in reports])
@@ -379,12 +381,7 @@ def print_table(reports: Sequence[dict]) -> None:
             levels = [r["unrelated_only"][str(fpr)] for r in reports]
             row(f"@{fpr:.1%} unrelated flagged: thresh", [str(l["threshold"]) for l in levels])
             row("  unrelated / siblings flagged", [split(l) for l in levels])
-            row("  recall, all edits", [f"{l['recall']:.1%}" for l in levels])
-            for family in sorted(levels[0]["family"]):
-                row(f"  recall, {family} edits", [f"{l['family'][family]:.1%}" for l in levels])
-            if fpr == IMAGE_FPRS[0]:
-                for kind in sorted(levels[0]["kind"]):
-                    row(f"    {kind}", [f"{l['kind'][kind]:.1%}" for l in levels])
+            recalls(levels, fpr == IMAGE_FPRS[0])
 
 
 @dataclass
