@@ -460,7 +460,7 @@ def evaluate(model: Path, images_dir: Path, innocent: Path | None, report_dir: P
               help="Calibrate with agreement thresholds (format version 6): a match needs two hashes near, or "
                    "one very near, so that images forged by small perturbations rarely match; costs recall on "
                    "cropped, rotated and shifted copies and makes evasion easier (docs/threat-model.md "
-                   "measures both). Needs --innocent and a single-file bundle.")
+                   "measures both). Needs --innocent, two signals or more and a single-file bundle.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Share of innocent images the calibrated thresholds may flag, by any hash (held to the "
                    "upper bound, not the measured share).")
@@ -546,6 +546,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     if forgery_guard and (innocent is None or chunked or delta_from is not None):
         raise VetohashError("--forgery-guard needs --innocent to calibrate on and a single-file bundle (a version 4 "
                             "folder, --chunked or --delta-from, carries no agreement thresholds)")
+    if forgery_guard and no_dct and no_crops:
+        raise VetohashError("--forgery-guard needs two signals to agree, and this bundle carries the network's hash "
+                            "alone (--privacy strict, or --no-dct with --no-crops)")
     for flag, value, off in (("dct", dct_threshold, no_dct), ("crops", crops_threshold, no_crops)):
         if off and value is not None:
             raise VetohashError(f"--{flag}-threshold and --no-{flag} contradict each other: give one of them")

@@ -223,6 +223,9 @@ def test_publish_carries_each_banned_image_s_crop_hashes_under_its_id(work: Path
     assert read_bundle(out.read_bytes(), {public.key_id: public}).agree is not None
     code, _, err = authority([*base, "--forgery-guard"], capsys)  # nothing to calibrate agreement on
     assert code == 2 and "--forgery-guard needs --innocent" in err and err.count("\n") == 1
+    code, _, err = authority([*base, "--innocent", str(work / "innocent"), "--forgery-guard", "--privacy", "strict"],
+                             capsys)  # one signal: nothing to agree with
+    assert code == 2 and "--forgery-guard needs two signals" in err and err.count("\n") == 1
     hasher, _ = read_model(model)
     images = [open_image(path) for path in sorted((work / "banned").glob("secret-name*"))]
     rows = hamming_matrix(dct_hashes(images), bundle.dct.hashes).argmin(axis=1)  # each image's bundle row
