@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[test,bench,serve,ray,index,onnx]'
+	$(BIN)/pip install --quiet -e '.[test,bench,serve,ray,onnx]'
 	touch $@
 
 demo: setup

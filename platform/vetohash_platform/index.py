@@ -18,15 +18,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# faiss's OpenMP threads otherwise spin while they wait for work: on a machine whose cores are busy with other
-# processes (or with our own decoding threads) two spinning threads made assigning hashes to their groups 17
-# times slower than one thread (measured: 13.6 s against 0.8 s for 200,000 hashes). Read once, when faiss loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 from vetohash.matching import Nearest
+
+import faiss  # after vetohash.matching, which loads it with its OpenMP threads set not to spin
 
 EXACT_MAX = 200_000  # hashes per shard up to which search is exact (measured: benchmarks/index_speed.py)
 SHARD_ROWS = 16 * 1024 * 1024  # about 0.8 GB while a shard of 160-bit hashes is built

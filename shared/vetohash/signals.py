@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike
 
 from . import dcthash
 from .errors import BundleContentError, BundleFormatError
-from .matching import Nearest, SignedHashes, nearest_by_owner
+from .matching import ExactIndex, Nearest, nearest_by_owner
 
 # Signal names, in the order they are shown.
 NETWORK, CROPS, DCT = "network", "crops", "dct"
@@ -133,13 +133,13 @@ class Signal:
         if len(self.hashes) == 0 or queries.count == 0:
             return None
         every, owners = queries.views[self.function]
-        found = nearest_by_owner(every, owners, queries.count, self.signed)
+        found = nearest_by_owner(every, owners, queries.count, self.index)
         return Nearest(self.id_index(found.index), found.distance)
 
     @cached_property
-    def signed(self) -> SignedHashes:
-        """The list ready for the matrix-product search, made on the first search and kept with the signal."""
-        return SignedHashes(self.hashes)
+    def index(self) -> ExactIndex:
+        """The list loaded into the exact index, on the first search, and kept with the signal."""
+        return ExactIndex(self.hashes)
 
     def with_threshold(self, threshold: int) -> Self:
         """The same list with another threshold (checked like the first)."""
