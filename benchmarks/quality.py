@@ -24,7 +24,8 @@ deals, then summed up over every way to hold out half of the photos and every wa
     python benchmarks/quality.py --from-distances q.npz   # redo the calibration analysis alone, in seconds
 
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
-(examples/make_example_images.py). With `--siblings N`, up to N more innocent crops of each banned image's own
+(examples/make_example_images.py): the unrelated ones from the example sets' 8 unrelated photos and from the
+benchmarks' own 4 more (`--extra` crops of each), 12 groups to calibrate on and hold out. With `--siblings N`, up to N more innocent crops of each banned image's own
 source photo join them (make_example_images.sibling_specs: sharing no pixel with any banned crop of that photo,
 each photo one more group), as a platform sees other shots of one scene. The banned crops leave little room
 between them; `--reserve 0.3` cuts them from the left 70 % of each photo and leaves the rest to siblings. Every
@@ -59,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from baselines import BASELINES  # noqa: E402
-from make_example_images import (BANNED_SEED, SIBLING_SEED, UNRELATED_SEED, crop_specs,  # noqa: E402
-                                 keep_left, sibling_specs, source_photos)
+from make_example_images import (BANNED_SEED, EXTRA_SEED, SIBLING_SEED, UNRELATED_SEED,  # noqa: E402
+                                 crop_specs, keep_left, sibling_specs, source_photos)
 from metrics import recall, roc_auc, threshold_at_fpr  # noqa: E402
 
 from edits import EDITS, PAPER_SIGMA_KINDS, SIGMA_BLUR, Edit  # noqa: E402
@@ -450,7 +451,7 @@ def analyse(measured: Measured, args: argparse.Namespace) -> tuple[list[dict], d
         reports.append(evaluate_fused(f"{m.name}+crops+dct guard", m.innocent, m.caught, m.own, measured.groups,
                                       m.bits, measured.banned, measured.labels, args.confidence, sibling,
                                       limits=calibration.FORGERY_LIMITS))
-        # Held out: the unrelated photos only (with siblings, every way to hold out half of 8 + k groups is too many).
+        # Held out: the unrelated photos only (with siblings, every way to hold out half of 12 + k groups is too many).
         unrelated = {k: v[~sibling] for k, v in m.innocent.items()}
         for name, limits in ((f"{m.name}+crops+dct", None), (f"{m.name}+crops+dct guard", calibration.FORGERY_LIMITS)):
             folds[name] = held_out(unrelated, m.caught, m.own, measured.groups[~sibling], measured.group_names, m.bits,
@@ -464,7 +465,9 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     banned_photos = source_photos("banned")
     banned_specs = crop_specs(keep_left(banned_photos, args.reserve), args.banned, 128, BANNED_SEED)
     banned = [spec.image for spec in banned_specs]
-    specs = crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
+    extra_photos = source_photos("extra")
+    specs = (crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
+             + crop_specs(extra_photos, args.extra * len(extra_photos), 128, EXTRA_SEED))
     siblings = sibling_specs(banned_photos, banned_specs, args.siblings, 128, SIBLING_SEED) if args.siblings else []
     unrelated = [spec.image for spec in specs + siblings]  # every innocent image, siblings last
     names = [spec.source for spec in specs] + [SIBLING + spec.source for spec in siblings]
@@ -524,7 +527,13 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--banned", type=int, default=110, help="banned images (default 110, as in the paper)")
-    parser.add_argument("--unrelated", type=int, default=1085, help="unrelated images (default 1085)")
+    parser.add_argument("--unrelated", type=int, default=1085, help="unrelated crops of the example sets' 8 unrelated photos "
+                             "(default 1085)")
+    parser.add_argument("--extra", type=int, default=136, metavar="N",
+                        help="add N unrelated crops of each photo of the benchmarks' own group (\"extra\" in "
+                             "examples/make_example_images.py: more source photos than the example sets use, each "
+                             "one more group; default 136, about what each of the 8 others gives; 0: none, the "
+                             "unrelated images before these photos joined)")
     parser.add_argument("--model", type=Path, action="append", default=[], help="vetohash model file (repeatable)")
     parser.add_argument("--fit-copy", action="store_true",
                         help="fit the shipped copy detector to the benchmark's banned images (authority train's "
