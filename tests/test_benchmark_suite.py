@@ -1,8 +1,10 @@
 """The quality benchmark's harder innocents and edits: sibling crops share no pixel with a banned crop of their
-photo, and the sigma reading of the paper's blur scales its sigma (not a kernel) with the image."""
+photo, the sigma reading of the paper's blur scales its sigma (not a kernel) with the image, and the benchmarks'
+extra unrelated photos stay out of the committed example sets."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from edits import EDITS, SIGMA_BLUR  # noqa: E402
-from make_example_images import MIN_SIBLING, Crop, sibling_specs  # noqa: E402
+from make_example_images import MIN_SIBLING, SOURCES, Crop, sibling_specs  # noqa: E402
 
 
 def photo(width: int, height: int) -> Image.Image:
@@ -54,3 +56,12 @@ def test_sigma_blur_scales_its_sigma_with_the_image_side():
     assert 1 <= sigma <= 4
     # At 64 px one 32-px pixel is two: the sigma doubles.
     assert np.array_equal(np.asarray(drawn(image)), np.asarray(image.filter(ImageFilter.GaussianBlur(2 * sigma))))
+
+
+def test_the_extra_photos_are_new_groups_that_the_example_sets_do_not_use():
+    groups = {f"{package}:{file}": group for package, file, _, group in SOURCES}
+    extra = {name for name, group in groups.items() if group == "extra"}
+    assert len(extra) >= 4 and len(groups) == len(SOURCES)  # each photo in exactly one group
+    used = json.loads((ROOT / "examples" / "sources.json").read_text())
+    assert {groups[f"{row['package']}:{row['source']}"] for row in used} == {"banned", "unrelated"}
+    assert all(licence for _, _, licence, _ in SOURCES)
