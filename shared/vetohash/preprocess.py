@@ -275,7 +275,8 @@ def to_array(image: Image.Image, pre: Preprocess) -> np.ndarray:
     rgb = image if image.mode == "RGB" else _to_rgb(image)
     if pre.trim:
         rgb = trim_margins(rgb)
-    resized = rgb.convert(pre.mode).resize((pre.size, pre.size), resample=_FILTERS[pre.resample])
+    resized = (rgb if pre.mode == "RGB" else rgb.convert(pre.mode)).resize((pre.size, pre.size),
+                                                                          resample=_FILTERS[pre.resample])
     x = np.asarray(resized, dtype=np.float32).reshape(pre.size, pre.size, pre.channels)
     x = x.transpose(2, 0, 1) / np.float32(255)
     mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
@@ -306,8 +307,10 @@ def trim_margins(image: Image.Image) -> Image.Image:
         factor = TRIM_WORK_SIDE / max(width, height)
         work = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
     # Channels first (contiguous lines sum fast); int32 holds squares and sums of <= 256 of them.
-    pixels = np.ascontiguousarray(np.asarray(work.convert("RGB"), dtype=np.int32).transpose(2, 0, 1))
-    rows, columns = _flat_lines(pixels, 2), _flat_lines(pixels, 1)
+    pixels = np.ascontiguousarray(np.asarray(work if work.mode == "RGB" else work.convert("RGB"),
+                                             dtype=np.int32).transpose(2, 0, 1))
+    squares = pixels * pixels
+    rows, columns = _flat_lines(pixels, squares, 2), _flat_lines(pixels, squares, 1)
     top, bottom = _leading(rows), _leading(rows[::-1])
     left, right = _leading(columns), _leading(columns[::-1])
     if not top + bottom + left + right:
@@ -317,13 +320,13 @@ def trim_margins(image: Image.Image) -> Image.Image:
     return image.crop(box)
 
 
-def _flat_lines(pixels: np.ndarray, axis: int) -> np.ndarray:
-    """For each row (`axis` 2) or column (`axis` 1) of the (channels, height, width) `pixels`, whether every
-    channel's standard deviation along it is at most TRIM_FLAT_STD: n * sum(x^2) - sum(x)^2 is n^2 times the
-    variance, exactly, in integers."""
+def _flat_lines(pixels: np.ndarray, squares: np.ndarray, axis: int) -> np.ndarray:
+    """For each row (`axis` 2) or column (`axis` 1) of the (channels, height, width) `pixels` (`squares` their
+    squares), whether every channel's standard deviation along it is at most TRIM_FLAT_STD: n * sum(x^2) -
+    sum(x)^2 is n^2 times the variance, exactly, in integers."""
     count = pixels.shape[axis]
     total = pixels.sum(axis=axis).astype(np.int64)
-    squares = (pixels * pixels).sum(axis=axis).astype(np.int64)
+    squares = squares.sum(axis=axis).astype(np.int64)
     return (count * squares - total * total <= (TRIM_FLAT_STD * count) ** 2).all(axis=0)
 
 

@@ -55,7 +55,8 @@ def find_frame(image: Image.Image) -> Frame | None:
     width, height = image.size
     scale = WORK_SIDE / max(width, height)
     size = (max(8, round(width * scale)), max(8, round(height * scale)))
-    pixels = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.int64)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert would copy an RGB image
+    pixels = np.asarray(rgb.resize(size, Image.Resampling.BOX), dtype=np.int64)
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     fill = np.median(corners, axis=0).astype(np.int64)
     if np.abs(corners - fill).max() > FILL_TOLERANCE:
