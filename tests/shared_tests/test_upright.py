@@ -10,7 +10,7 @@ from PIL import Image
 from vetohash.errors import SpecError
 from vetohash.matching import hamming_matrix, nearest_by_owner
 from vetohash.preprocess import Preprocess, query_arrays
-from vetohash.upright import find_frame, upright_views
+from vetohash.upright import find_frame, kept_whole, upright_views
 
 
 def picture(seed: int = 0, side: int = 128) -> Image.Image:
@@ -55,11 +55,25 @@ def test_pictures_without_rotated_corners_have_no_frame() -> None:
 def test_one_of_the_upright_views_is_the_original_but_for_its_lost_corners() -> None:
     original = picture(4)
     views = upright_views(turned(original, 70))
-    assert len(views) == 4
+    assert len(views) == 8
     centre = (40, 40, 88, 88)
     errors = [np.abs(np.asarray(v.crop(centre), float) - np.asarray(original.crop(centre), float)).mean()
-              for v in views]
+              for v in views[:4]]
     assert min(errors) < 6 < sorted(errors)[1]
+
+
+@pytest.mark.parametrize("degrees,size", [(20, (128, 128)), (-45, (128, 128)), (33, (160, 96)), (-10, (90, 150))])
+def test_the_part_kept_whole_has_no_filled_corner_and_is_the_largest_such_box(degrees: int, size: tuple) -> None:
+    """Turned back upright, a rotated copy's centred box of kept_whole's size holds only picture (no pixel of
+    the white fill), while a box two pixels larger each way reaches the fill."""
+    original = Image.new("RGB", size, (0, 0, 0))
+    back = turned(turned(original, degrees, fill=(255, 255, 255)), -degrees, fill=(255, 255, 255))
+    kept = kept_whole(back, degrees)
+    assert np.asarray(kept).max() < 128
+    w, h = kept.size
+    assert 0 < w <= size[0] and 0 < h <= size[1] and abs(w / h - size[0] / size[1]) < 0.05
+    left, top = (size[0] - w - 4) // 2, (size[1] - h - 4) // 2
+    assert np.asarray(back.crop((left, top, left + w + 4, top + h + 4))).max() >= 128
 
 
 def test_query_arrays_add_upright_views_only_when_the_spec_asks_and_corners_show_a_rotation() -> None:
@@ -69,7 +83,7 @@ def test_query_arrays_add_upright_views_only_when_the_spec_asks_and_corners_show
     assert query_arrays(rotated, plain).shape == (1, 3, 32, 32)
     assert query_arrays(picture(), upright).shape == (1, 3, 32, 32)
     views = query_arrays(rotated, upright)
-    assert views.shape == (5, 3, 32, 32) and np.array_equal(views[0], query_arrays(rotated, plain)[0])
+    assert views.shape == (9, 3, 32, 32) and np.array_equal(views[0], query_arrays(rotated, plain)[0])
 
 
 def test_upright_is_an_optional_strict_spec_field_written_only_when_on() -> None:
