@@ -20,6 +20,7 @@ deals, then summed up over every way to hold out half of the photos and every wa
     python benchmarks/quality.py --model model.vhm        # add a vetohash model file
     python benchmarks/quality.py --fit-copy               # vetohash's default recipe, fitted to this list
     python benchmarks/quality.py --fit-copy --banned 1000 --json out.json
+    python benchmarks/quality.py --fit-copy --fit-base student.vhm  # beside a base of your own (authority distil)
     python benchmarks/quality.py --fit-copy --no-baselines --save-distances q.npz  # keep every distance
     python benchmarks/quality.py --from-distances q.npz   # redo the calibration analysis alone, in seconds
 
@@ -121,6 +122,19 @@ def vetohash_method(path: Path) -> Method:
     hasher, _ = read_model(path)
     return Method(path.stem, hasher.hash_images, hasher.spec.bits, queries=hasher_queries(hasher),
                   crops=lambda images: crop_hashes(hasher, images), hasher=hasher)
+
+
+def fitted_method(name: str, base: Path | None, banned: Sequence[Image.Image], seed: int) -> Method:
+    """The copy recipe (`authority train`'s default) fitted to the banned images from the base model at `base`,
+    else from the shipped one."""
+    from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
+
+    t = time.time()
+    fitted, _ = fit_to_list(base_model(base), banned, ListFitConfig(), seed=seed)
+    print(f"fitted {base or 'the copy detector'} to {len(banned)} banned images in {time.time() - t:.0f} s",
+          file=sys.stderr)
+    return Method(name, fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
+                  crops=lambda images: crop_hashes(fitted, images), hasher=fitted)
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -485,14 +499,9 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     methods.append(Method("dct", dct_hashes, 256))
     for path in args.model:
         methods.append(vetohash_method(path))
-    if args.fit_copy:
-        from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
-
-        t = time.time()
-        fitted, _ = fit_to_list(base_model(), banned, ListFitConfig(), seed=args.seed)
-        print(f"fitted the copy detector to {len(banned)} banned images in {time.time() - t:.0f} s", file=sys.stderr)
-        methods.append(Method("vetohash", fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
-                              crops=lambda images: crop_hashes(fitted, images), hasher=fitted))
+    bases = ([("vetohash", None)] if args.fit_copy else []) + [(path.stem, path) for path in args.fit_base]
+    for name, base in bases:
+        methods.append(fitted_method(name, base, banned, args.seed))
     reports = []
     distances: dict[str, Distances] = {}
     crop_distances: dict[str, Distances] = {}
@@ -538,6 +547,9 @@ def main() -> None:
     parser.add_argument("--fit-copy", action="store_true",
                         help="fit the shipped copy detector to the benchmark's banned images (authority train's "
                              "default recipe) and measure it")
+    parser.add_argument("--fit-base", type=Path, action="append", default=[], metavar="MODEL",
+                        help="fit this base model (authority pretrain or distil) to the banned images as --fit-copy "
+                             "fits the shipped one, and measure it under the file's name (repeatable)")
     parser.add_argument("--no-baselines", action="store_true", help="skip PDQ, pHash and dHash")
     parser.add_argument("--speed", action="store_true", help="measure images/s on one core")
     parser.add_argument("--seed", type=int, default=0, help="seed of the edit draws (and of the photo split)")

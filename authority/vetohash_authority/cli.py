@@ -57,6 +57,7 @@ def cli() -> None:
     \b
       authority keygen --out-dir keys
       authority pretrain photos/ --out base.vhm --device cuda    # optional: your own copy detector
+      authority distil --out student.vhm --minutes 30       # optional: a copy detector half as costly
       authority train banned/ --out banned.model            # fit the copy detector (default)
       authority train banned/ --out paper.model --recipe paper   # the paper's siamese CNN
       authority evaluate banned.model banned/ --innocent unrelated/
@@ -352,6 +353,90 @@ def pretrain(images_dir: Path | None, out: Path, synthetic: int, max_images: int
     meta.update(seconds=round(time.time() - started), device=target)
     write_model(out, hasher, meta)
     click.echo(f"wrote {out}: {meta['steps']} steps in {meta['seconds']} s, final loss {meta['final_loss']:.4f}")
+
+
+# --- distil ----------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("images_dir", type=PATH, required=False)
+@click.option("--out", "out", type=PATH, required=True, help="Model file to write (use it with train --base).")
+@click.option("--teacher", "teacher_path", type=PATH,
+              help="copy-cnn model with the mirror pass to distil (default: the one shipped with vetohash).")
+@click.option("--synthetic", type=click.IntRange(0), default=5000, show_default=True,
+              help="Generated dead-leaves images added to the sources (what the shipped model was trained on).")
+@click.option("--max-images", type=click.IntRange(1), default=20000, show_default=True,
+              help="At most this many images are read from IMAGES_DIR (the first in path order).")
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True, help="At most this many steps.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Wall-clock budget for the steps; the learning-rate schedule follows it.")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True,
+              help="Images per step; each gives two altered views, each seen as it is and mirrored.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed for the generated images, the crops and edits drawn, and the batches.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="CPU threads for torch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object on stdout.")
+def distil(images_dir: Path | None, out: Path, teacher_path: Path | None, synthetic: int, max_images: int,
+           steps: int, minutes: float | None, batch: int, learning_rate: float, seed: int, threads: int,
+           quiet: bool, as_json: bool) -> None:
+    """Distil the copy detector into a one-pass student: half the network's cost on every image screened.
+
+    The shipped copy detector runs its network twice per image, on the image and on its left-right mirror, so
+    that a mirrored copy has exactly the same hash. The student is the same network run once: it starts from
+    the teacher's weights and learns to give an image and its mirror the teacher's embedding, on random crops
+    of the sources (IMAGES_DIR, optional, plus generated dead-leaves images) altered as pretraining alters
+    them. A mirrored copy then gets a hash a few bits away instead of the very same one. Fit the student to a
+    list as any base model (`authority train --base`); platforms screening its bundles run half the network.
+    docs/benchmarks.md ("A one-pass student") has what it costs in recall and what it saves in time.
+
+    \b
+      authority distil --out student.vhm --minutes 30
+      authority distil photos/ --out student.vhm --teacher base.vhm --steps 5000 --threads 2
+      authority train banned/ --out banned.model --base student.vhm
+    """
+    import torch
+    from tqdm import tqdm
+
+    from .distillation import DistilConfig, student_spec
+    from .distillation import distil as run_distil
+    from .listfit import base_model
+    from .sources import load_sources
+    from .synthetic import bank
+    from vetohash.modelfile import write_model
+
+    started = time.time()
+    torch.set_num_threads(threads)
+    _check_writable(out)
+    teacher = base_model(teacher_path)
+    student_spec(teacher.spec)  # a teacher that cannot be distilled is refused before any work
+    sources = []
+    if images_dir is not None:
+        found = load_sources(images_dir, teacher.spec.preprocess, warn=_warn)
+        sources += [source.image for source in found[:max_images]]
+    if not quiet:
+        _info(f"{len(sources)} images from {images_dir or 'no folder'}; generating {synthetic} dead-leaves images")
+    sources += bank(synthetic, seed=seed)
+    if not sources:
+        raise VetohashError("distillation needs source images: give IMAGES_DIR or --synthetic above 0")
+    config = DistilConfig(steps=steps, batch=batch, lr=learning_rate)
+    with tqdm(total=steps, unit="step", desc="distilling", disable=quiet, file=sys.stderr) as bar:
+        def progress(_step: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update()
+
+        student, meta = run_distil(teacher, sources, config, seed=seed, minutes=minutes, progress=progress)
+    meta["seconds"] = round(time.time() - started)
+    write_model(out, student, meta)
+    summary = {"model": str(out), "spec": student.spec.name, "teacher": teacher.spec.name, "steps": meta["steps"],
+               "sources": len(sources), "seed": seed, "first_loss": meta["first_loss"],
+               "final_loss": meta["final_loss"], "seconds": meta["seconds"]}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"wrote {out}: {student.spec.name}, {meta['steps']} steps in {meta['seconds']} s, loss "
+               f"{meta['first_loss']:.4f} at the start, {meta['final_loss']:.4f} at the end")
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------------

@@ -117,6 +117,15 @@ def learning_rate(config: PretrainConfig, progress: float) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.03) / 0.97)))
 
 
+def training_progress(step: int, steps: int, started: float, minutes: float | None) -> float:
+    """How far along a run is, from 0 to 1 (done): by steps out of `steps`, or by wall-clock time since
+    `started` (time.monotonic) out of `minutes` when given, whichever is further."""
+    done = step / steps
+    if minutes:
+        done = max(done, (time.monotonic() - started) / (60 * minutes))
+    return done
+
+
 def pretrain(network: torch.nn.Module, sources: Sequence[Image.Image], augment: Augment, pre: Preprocess,
              config: PretrainConfig, *, seed: int, device: str = "cpu", workers: int = 0,
              minutes: float | None = None, progress: Callable[[int, float], None] | None = None) -> list[float]:
@@ -134,9 +143,7 @@ def pretrain(network: torch.nn.Module, sources: Sequence[Image.Image], augment: 
     losses: list[float] = []
     start = time.monotonic()
     for step, (a, b) in enumerate(loader):
-        done = step / config.steps
-        if minutes:
-            done = max(done, (time.monotonic() - start) / (60 * minutes))
+        done = training_progress(step, config.steps, start, minutes)
         if done >= 1:
             break
         for group in optimiser.param_groups:

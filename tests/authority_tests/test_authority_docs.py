@@ -48,6 +48,8 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], d
            ("train", "paper"): run("train", root / "banned", "--recipe", "paper", "--out", root / "paper.model",
                                    "--config", root / "tiny.toml", "--epochs", "1", "--device", "cpu", "--quiet",
                                    "--json")}
+    out[("distil",)] = run("distil", "--teacher", root / "base.vhm", "--out", root / "student.vhm", "--synthetic", "2",
+                           "--steps", "1", "--batch", "2", "--quiet", "--json")
     out[("publish",)] = run("publish", root / "paper.model", root / "banned", "--key", root / "keys" / "authority.key",
                             "--out", root / "b.vhb", "--innocent", root / "innocent", "--target-fpr", "0.5", "--json")
     return out
