@@ -421,7 +421,9 @@ def distil(images_dir: Path | None, out: Path, teacher_path: Path | None, synthe
     if not sources:
         raise VetohashError("distillation needs source images: give IMAGES_DIR or --synthetic above 0")
     config = DistilConfig(steps=steps, batch=batch, lr=learning_rate)
-    with tqdm(total=steps, unit="step", desc="distilling", disable=quiet, file=sys.stderr) as bar:
+    # Under --minutes the run ends at the budget, usually long before --steps: the bar counts steps only.
+    with tqdm(total=None if minutes else steps, unit="step", desc="distilling", disable=quiet,
+              file=sys.stderr) as bar:
         def progress(_step: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update()
