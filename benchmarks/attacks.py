@@ -65,7 +65,7 @@ from vetohash.preprocess import open_image
 from vetohash.signals import CROPS as CROPS_SIGNAL
 from vetohash.signals import DCT, NETWORK
 from vetohash_authority.alterations import crop, rotate
-from vetohash_authority.cropviews import CROPS, Box, crop_hashes
+from vetohash_authority.cropviews import CROPS, Box, crop_hashes, grid_squares
 from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
 from vetohash_authority.privacy import DEFAULT, LEVELS, THUMB, Level, dct_sketches, identification_ranks, thumbnail
 from vetohash_authority.calibration import FORGERY_LIMITS, Lists, calibrate
@@ -626,15 +626,10 @@ def crop_recall(setup: Setup, per_image: int) -> dict[str, Any]:
             "matched_by_signal": by}
 
 
-def smaller_crops(keep: float) -> tuple[Box, ...]:
-    """Squares keeping `keep` of each side on a 3 x 3 grid of positions."""
-    return tuple((keep, keep, x, y) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))
-
-
 CROP_VARIANTS: dict[str, tuple[Box, ...]] = {
     "shipped (17 crops)": CROPS,
-    "+ 9 keeping 60 % of each side": CROPS + smaller_crops(0.6),
-    "+ 9 keeping 50 % of each side": CROPS + smaller_crops(0.5),
+    "+ 9 keeping 60 % of each side": CROPS + grid_squares(0.6),
+    "+ 9 keeping 50 % of each side": CROPS + grid_squares(0.5),
 }
 
 

@@ -23,7 +23,8 @@ PAPER_SIGMA_KINDS = ("rotation", SIGMA_BLUR, "overlay", "translation")  # the pa
 
 @dataclass(frozen=True)
 class Edit:
-    """One benchmark edit: family (paper or common), kind, severity, and the kinds it draws from."""
+    """One benchmark edit: family (paper, sigma, common or small), kind, severity, and the kinds it draws
+    from."""
 
     family: str
     kind: str
@@ -89,5 +90,8 @@ EDITS: list[Edit] = [
     *_bands("common", "border", [{"width": [1, 2]}, {"width": [2, 3.5]}, {"width": [3.5, 5]}]),
     *_bands("common", "noise", [{"sigma": [2, 6]}, {"sigma": [6, 12]}, {"sigma": [12, 20]}]),
     Edit("common", "pair", "-", (make_kind("pair"),)),
+    # A part of the image anyone can share (a quarter to a half of it): family "small", apart from the others.
+    *(Edit("small", "small-crop", level, (make_kind("crop", {"keep": [low, high]}),))
+      for level, (low, high) in zip(("low", "mid", "high"), [(0.65, 0.71), (0.58, 0.65), (0.5, 0.58)])),
 ]
 

@@ -42,6 +42,7 @@ share of unrelated images whose nearest banned hash is closer than the threshold
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import itertools
 import json
@@ -49,7 +50,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -73,7 +74,8 @@ from vetohash.modelfile import read_model  # noqa: E402
 from vetohash.preprocess import query_arrays  # noqa: E402
 from vetohash.signals import CROPS, DCT, NETWORK  # noqa: E402
 from vetohash_authority import calibration  # noqa: E402
-from vetohash_authority.cropviews import crop_hashes  # noqa: E402
+from vetohash_authority.cropviews import CROPS as CROP_BOXES  # noqa: E402
+from vetohash_authority.cropviews import Box, crop_hashes, grid_squares  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)
@@ -97,6 +99,7 @@ class Method:
     queries: QueryFn | None = None
     crops: QueryFn | None = None
     hasher: Hasher | None = None
+    crop_boxes: tuple[Box, ...] = CROP_BOXES
 
     def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if self.queries is None:
@@ -135,6 +138,16 @@ def fitted_method(name: str, base: Path | None, banned: Sequence[Image.Image], s
           file=sys.stderr)
     return Method(name, fitted.hash_images, fitted.spec.bits, queries=hasher_queries(fitted),
                   crops=lambda images: crop_hashes(fitted, images), hasher=fitted)
+
+
+def with_extra_crops(method: Method, keep: float) -> Method:
+    """The same network with 9 more crop hashes of each banned image: squares keeping `keep` of each side on a
+    3 x 3 grid (`--extra-crops`)."""
+    if method.hasher is None:
+        raise ValueError(f"{method.name} has no network to hash crops with")
+    boxes = method.crop_boxes + grid_squares(keep)
+    return replace(method, name=f"{method.name}-c{round(100 * keep)}", crop_boxes=boxes,
+                   crops=functools.partial(crop_hashes, method.hasher, boxes=boxes))
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -196,11 +209,12 @@ def evaluate(method: Method, banned, unrelated, altered,
     return report, Distances(innocent, caught.distance), to_crops
 
 
-def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int) -> dict[str, np.ndarray]:
+def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int, boxes: Sequence[Box]
+               ) -> dict[str, np.ndarray]:
     """The authority's own altered copies of the banned images (calibration.positives: every alteration kind,
     `per_kind` each, from the calibration's own seed stream, none of them a benchmark copy), as distances to
-    each signal's nearest hash of a default bundle."""
-    lists = calibration.Lists({NETWORK: hasher.hash_images(banned), CROPS: crop_hashes(hasher, banned)[0],
+    each signal's nearest hash of a default bundle (crop hashes of `boxes`)."""
+    lists = calibration.Lists({NETWORK: hasher.hash_images(banned), CROPS: crop_hashes(hasher, banned, boxes)[0],
                                DCT: dct_hashes(banned)})
     digests = [f"benchmark-{i}" for i in range(len(banned))]
     return calibration.positives(hasher, lists, banned, digests, per_kind=per_kind)
@@ -501,7 +515,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
         methods.append(vetohash_method(path))
     bases = ([("vetohash", None)] if args.fit_copy else []) + [(path.stem, path) for path in args.fit_base]
     for name, base in bases:
-        methods.append(fitted_method(name, base, banned, args.seed))
+        fitted = fitted_method(name, base, banned, args.seed)
+        methods += [fitted, *(with_extra_crops(fitted, keep) for keep in args.extra_crops)]
     reports = []
     distances: dict[str, Distances] = {}
     crop_distances: dict[str, Distances] = {}
@@ -524,7 +539,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
         if method.hasher is None or method.name not in crop_distances:
             continue
         t = time.time()
-        own = own_copies(method.hasher, banned, args.per_kind)
+        own = own_copies(method.hasher, banned, args.per_kind, method.crop_boxes)
         print(f"{method.name}: the authority's own {len(own[NETWORK])} altered copies in {time.time() - t:.0f} s",
               file=sys.stderr)
         fused.append(Fused(method.name, method.bits,
@@ -568,6 +583,10 @@ def main() -> None:
     parser.add_argument("--reserve", type=float, default=0.0, metavar="SHARE",
                         help="cut the banned crops from the left 1 - SHARE of each banned photo's width, leaving "
                              "the rest to --siblings (default 0: the whole photo, as before; a different banned set)")
+    parser.add_argument("--extra-crops", type=float, action="append", default=[], metavar="KEEP",
+                        help="also measure each fitted network (--fit-copy, --fit-base) with 9 more crop hashes of "
+                             "each banned image, squares keeping KEEP of each side on a 3 x 3 grid, as NAME-cKEEP "
+                             "(repeatable; e.g. 0.5 gives vetohash-c50)")
     parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
                         help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--save-distances", type=Path, metavar="NPZ",

@@ -65,3 +65,18 @@ def test_the_extra_photos_are_new_groups_that_the_example_sets_do_not_use():
     used = json.loads((ROOT / "examples" / "sources.json").read_text())
     assert {groups[f"{row['package']}:{row['source']}"] for row in used} == {"banned", "unrelated"}
     assert all(licence for _, _, licence, _ in SOURCES)
+
+
+def test_small_crops_keep_a_quarter_to_a_half_of_the_image_apart_from_the_other_families():
+    """The "small" family is the part of an image anyone can share: each draw keeps 25-50 % of the area, from
+    the mildest severity (largest part) to the strongest."""
+    small = [edit for edit in EDITS if edit.family == "small"]
+    assert [edit.severity for edit in small] == ["low", "mid", "high"]
+    assert all(edit.kind == "small-crop" for edit in small)
+    image = photo(200, 200)
+    means = []
+    for edit in small:
+        areas = [np.prod(edit.apply(image, random.Random(seed)).size) / 200 ** 2 for seed in range(30)]
+        assert 0.24 <= min(areas) and max(areas) <= 0.51
+        means.append(np.mean(areas))
+    assert means[0] > means[1] > means[2]

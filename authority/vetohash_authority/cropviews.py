@@ -23,11 +23,17 @@ from vetohash.preprocess import Preprocess, to_array
 
 from .alterations import crop
 
-_GRID = (0.0, 0.5, 1.0)
 # (kept share of the width, of the height, position in the free room across, down)
 Box = tuple[float, float, float, float]
+
+
+def grid_squares(keep: float) -> tuple[Box, ...]:
+    """Squares keeping `keep` of each side at the 3 x 3 grid of positions (corners, edge middles, centre)."""
+    return tuple((keep, keep, x, y) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))
+
+
 CROPS: tuple[Box, ...] = (
-    *((0.75, 0.75, x, y) for y in _GRID for x in _GRID),
+    *grid_squares(0.75),
     (0.75, 1.0, 0.0, 0.0), (0.75, 1.0, 1.0, 0.0), (1.0, 0.75, 0.0, 0.0), (1.0, 0.75, 0.0, 1.0),
     *((0.85, 0.85, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)),
 )
