@@ -98,9 +98,10 @@ def photos(count: int) -> list[Path]:
     return files[:count]
 
 
-def make_store(folder: Path, paths: Sequence[Path], banned: int, plain: bool, crops: int) -> Path:
-    """A database with one trusted key and one bundle: the shipped copy detector's network (as the default
-    recipe sets it up unless `plain`), the hashes of the first 100 files plus random ones; unless `plain`, a
+def make_store(folder: Path, paths: Sequence[Path], banned: int, plain: bool, crops: int,
+               base: Path | None = None) -> Path:
+    """A database with one trusted key and one bundle: the network of the base model `base` (default: the
+    shipped copy detector's; as the default recipe sets it up unless `plain`), the hashes of the first 100 files plus random ones; unless `plain`, a
     DCT hash per banned hash and `crops` random crop hashes per banned hash (the random ones cost a search
     what real ones do)."""
     from vetohash.bundle import Bundle, CropSignal, DctSignal, sign_bundle
@@ -115,13 +116,13 @@ def make_store(folder: Path, paths: Sequence[Path], banned: int, plain: bool, cr
     from vetohash_platform.store import Store
     from vetohash_platform.trust import add_key
 
-    base, _ = read_model(BASE_MODEL)
-    spec = base.spec
+    model, _ = read_model(base or BASE_MODEL)
+    spec = model.spec
     if not plain:
         config = ListFitConfig()
         spec = dataclasses.replace(spec, preprocess=dataclasses.replace(
             spec.preprocess, trim=config.trim, upright=config.upright, draft=config.draft))
-    hasher = Hasher.from_arrays(spec, base.arrays())
+    hasher = Hasher.from_arrays(spec, model.arrays())
     decoded = [open_image(p, draft=spec.preprocess.draft) for p in paths[:100]]
     known = hasher.hash_images(decoded)
     rng = np.random.default_rng(0)
@@ -300,6 +301,9 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true",
                         help="the shipped network without the default recipe's trimming, upright views and "
                              "decoding reduced, and a bundle with network hashes alone")
+    parser.add_argument("--base", type=Path, metavar="MODEL",
+                        help="the network of this base model file instead of the shipped copy detector's (e.g. a "
+                             "one-pass student from `authority distil`)")
     parser.add_argument("--crops", type=int, default=17,
                         help="crop hashes per banned hash (default 17, as authority publish writes)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: a worker's file list
@@ -318,7 +322,7 @@ def main() -> None:
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        db = make_store(folder, sets["128 px JPEG crops"], args.banned, args.plain, args.crops)
+        db = make_store(folder, sets["128 px JPEG crops"], args.banned, args.plain, args.crops, args.base)
         for name, paths in sets.items():
             for path in paths:  # into the page cache, so every measurement reads from memory
                 path.read_bytes()
@@ -342,7 +346,7 @@ def main() -> None:
     from vetohash_authority.listfit import ListFitConfig
 
     draft = ListFitConfig.draft
-    print(f"bundle of {args.banned:,} hashes" + ("" if args.plain else f", their DCT hashes and {args.crops} crop "
+    print(f"bundle of {args.banned:,} hashes, network of {args.base or 'the shipped copy detector'}" + ("" if args.plain else f", their DCT hashes and {args.crops} crop "
           f"hashes each; decoding reduced to >= {draft} px a side") + f"; {os.cpu_count()} CPUs; network engine "
           f"{engine_name()} (onnxruntime {onnxruntime.__version__}); best of {args.repeats} runs; images/s")
     print()
