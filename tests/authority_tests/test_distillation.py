@@ -16,6 +16,7 @@ from vetohash_authority.cli import cli, main
 from vetohash_authority.distillation import distil_step, student_spec
 
 from .fixtures import TINY_COPY_SPEC as TINY_COPY
+from .fixtures import one_thread  # noqa: F401  (autouse)
 
 
 def tiny_teacher() -> Hasher:
