@@ -26,9 +26,10 @@ deals, then summed up over every way to hold out half of the photos and every wa
 
 Banned and unrelated images are photo crops from disjoint source photographs shipped inside PyPI packages
 (examples/make_example_images.py): the unrelated ones from the example sets' 8 unrelated photos and from the
-benchmarks' own 4 more (`--extra` crops of each), 12 groups to calibrate on and hold out. With `--siblings N`, up to N more innocent crops of each banned image's own
-source photo join them (make_example_images.sibling_specs: sharing no pixel with any banned crop of that photo,
-each photo one more group), as a platform sees other shots of one scene. The banned crops leave little room
+benchmarks' own 4 more (`--extra-per-photo` crops of each), 12 groups to calibrate on and hold out. With
+`--siblings N`, up to N more innocent crops of each banned image's own source photo join them
+(make_example_images.sibling_specs: sharing no pixel with any banned crop of that photo, each photo one more
+group), as a platform sees other shots of one scene. The banned crops leave little room
 between them; `--reserve 0.3` cuts them from the left 70 % of each photo and leaves the rest to siblings. Every
 threshold is then chosen on unrelated images and siblings together, the share flagged is printed for each, and
 beside it what thresholds chosen on the unrelated images alone catch and flag.
@@ -495,7 +496,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     banned = [spec.image for spec in banned_specs]
     extra_photos = source_photos("extra")
     specs = (crop_specs(source_photos("unrelated"), args.unrelated, 128, UNRELATED_SEED)
-             + crop_specs(extra_photos, args.extra * len(extra_photos), 128, EXTRA_SEED))
+             + crop_specs(extra_photos, args.extra_per_photo * len(extra_photos), 128, EXTRA_SEED))
     siblings = sibling_specs(banned_photos, banned_specs, args.siblings, 128, SIBLING_SEED) if args.siblings else []
     unrelated = [spec.image for spec in specs + siblings]  # every innocent image, siblings last
     names = [spec.source for spec in specs] + [SIBLING + spec.source for spec in siblings]
@@ -553,7 +554,7 @@ def main() -> None:
     parser.add_argument("--banned", type=int, default=110, help="banned images (default 110, as in the paper)")
     parser.add_argument("--unrelated", type=int, default=1085, help="unrelated crops of the example sets' 8 unrelated photos "
                              "(default 1085)")
-    parser.add_argument("--extra", type=int, default=136, metavar="N",
+    parser.add_argument("--extra-per-photo", type=int, default=136, metavar="N",
                         help="add N unrelated crops of each photo of the benchmarks' own group (\"extra\" in "
                              "examples/make_example_images.py: more source photos than the example sets use, each "
                              "one more group; default 136, about what each of the 8 others gives; 0: none, the "
