@@ -15,16 +15,18 @@ from typing import Any, ClassVar
 from PIL import Image, ImageFilter
 
 from vetohash_authority.alterations import Edit as Drawn
+from vetohash.upright import kept_whole
 from vetohash_authority.alterations import Kind, Range, make_kind, scale_of
 
 SIGMA_BLUR = "blur-sigma"
+TURNED_CROP = "turned-crop"
 PAPER_SIGMA_KINDS = ("rotation", SIGMA_BLUR, "overlay", "translation")  # the paper's four, blur read as sigma
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One benchmark edit: family (paper, sigma, common or small), kind, severity, and the kinds it draws
-    from."""
+    """One benchmark edit: family (paper, sigma, common, turned or small), kind, severity, and the kinds it
+    draws from."""
 
     family: str
     kind: str
@@ -52,6 +54,24 @@ class SigmaBlur(Kind):
 
     def draw(self, rng: random.Random) -> Drawn:
         return Drawn(self.name, {"sigma": rng.uniform(*self.sigma)}, sigma_blur)
+
+
+def turned_crop(image: Image.Image, degrees: float) -> Image.Image:
+    """Turned by `degrees` (either way) and cut to the largest centred part with no filled corner."""
+    return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
+
+
+@dataclass(frozen=True)
+class TurnedCrop(Kind):
+    """A rotation by an angle drawn from `degrees`, either way, its corners cropped off. Not in the alteration
+    registry, for the reason SigmaBlur is not."""
+
+    name: ClassVar[str] = TURNED_CROP
+    description: ClassVar[str] = "rotate, then crop away the filled corners"
+    degrees: Range = (5.0, 45.0)
+
+    def draw(self, rng: random.Random) -> Drawn:
+        return Drawn(self.name, {"degrees": rng.choice((1, -1)) * rng.uniform(*self.degrees)}, turned_crop)
 
 
 def _signed(family: str, kind: str, key: str, bands: list[tuple[float, float]]) -> list[Edit]:
@@ -90,6 +110,9 @@ EDITS: list[Edit] = [
     *_bands("common", "border", [{"width": [1, 2]}, {"width": [2, 3.5]}, {"width": [3.5, 5]}]),
     *_bands("common", "noise", [{"sigma": [2, 6]}, {"sigma": [6, 12]}, {"sigma": [12, 20]}]),
     Edit("common", "pair", "-", (make_kind("pair"),)),
+    # A rotation with its corners cropped off, so that no flat corner gives it away: family "turned".
+    *(Edit("turned", TURNED_CROP, level, (TurnedCrop((low, high)),))
+      for level, (low, high) in zip(("low", "mid", "high"), [(5, 15), (15, 30), (30, 45)])),
     # A part of the image anyone can share (a quarter to a half of it): family "small", apart from the others.
     *(Edit("small", "small-crop", level, (make_kind("crop", {"keep": [low, high]}),))
       for level, (low, high) in zip(("low", "mid", "high"), [(0.65, 0.71), (0.58, 0.65), (0.5, 0.58)])),

@@ -101,6 +101,7 @@ class Method:
     crops: QueryFn | None = None
     hasher: Hasher | None = None
     crop_boxes: tuple[Box, ...] = CROP_BOXES
+    crop_turns: tuple[int, ...] = ()
 
     def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if self.queries is None:
@@ -149,6 +150,16 @@ def with_extra_crops(method: Method, keep: float) -> Method:
     boxes = method.crop_boxes + grid_squares(keep)
     return replace(method, name=f"{method.name}-c{round(100 * keep)}", crop_boxes=boxes,
                    crops=functools.partial(crop_hashes, method.hasher, boxes=boxes))
+
+
+def with_turned_crops(method: Method, degrees: Sequence[int]) -> Method:
+    """The same network with more crop hashes of each banned image: the image turned by each of +-`degrees` and
+    cut to the part the turn kept whole (cropviews.turned_whole; `--crop-turns`)."""
+    if method.hasher is None:
+        raise ValueError(f"{method.name} has no network to hash crops with")
+    turns = tuple(sign * d for d in degrees for sign in (1, -1))
+    return replace(method, name=f"{method.name}-t{'-'.join(str(d) for d in degrees)}", crop_turns=turns,
+                   crops=functools.partial(crop_hashes, method.hasher, boxes=method.crop_boxes, turns=turns))
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -210,12 +221,13 @@ def evaluate(method: Method, banned, unrelated, altered,
     return report, Distances(innocent, caught.distance), to_crops
 
 
-def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int, boxes: Sequence[Box]
-               ) -> dict[str, np.ndarray]:
+def own_copies(hasher: Hasher, banned: Sequence[Image.Image], per_kind: int, boxes: Sequence[Box],
+               turns: Sequence[int]) -> dict[str, np.ndarray]:
     """The authority's own altered copies of the banned images (calibration.positives: every alteration kind,
     `per_kind` each, from the calibration's own seed stream, none of them a benchmark copy), as distances to
-    each signal's nearest hash of a default bundle (crop hashes of `boxes`)."""
-    lists = calibration.Lists({NETWORK: hasher.hash_images(banned), CROPS: crop_hashes(hasher, banned, boxes)[0],
+    each signal's nearest hash of a default bundle (crop hashes of `boxes` and `turns`)."""
+    lists = calibration.Lists({NETWORK: hasher.hash_images(banned),
+                               CROPS: crop_hashes(hasher, banned, boxes, turns)[0],
                                DCT: dct_hashes(banned)})
     digests = [f"benchmark-{i}" for i in range(len(banned))]
     return calibration.positives(hasher, lists, banned, digests, per_kind=per_kind)
@@ -518,6 +530,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
     for name, base in bases:
         fitted = fitted_method(name, base, banned, args.seed)
         methods += [fitted, *(with_extra_crops(fitted, keep) for keep in args.extra_crops)]
+        if args.crop_turns:
+            methods.append(with_turned_crops(fitted, args.crop_turns))
     reports = []
     distances: dict[str, Distances] = {}
     crop_distances: dict[str, Distances] = {}
@@ -540,7 +554,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], Measured]:
         if method.hasher is None or method.name not in crop_distances:
             continue
         t = time.time()
-        own = own_copies(method.hasher, banned, args.per_kind, method.crop_boxes)
+        own = own_copies(method.hasher, banned, args.per_kind, method.crop_boxes, method.crop_turns)
         print(f"{method.name}: the authority's own {len(own[NETWORK])} altered copies in {time.time() - t:.0f} s",
               file=sys.stderr)
         fused.append(Fused(method.name, method.bits,
@@ -588,6 +602,11 @@ def main() -> None:
                         help="also measure each fitted network (--fit-copy, --fit-base) with 9 more crop hashes of "
                              "each banned image, squares keeping KEEP of each side on a 3 x 3 grid, as NAME-cKEEP "
                              "(repeatable; e.g. 0.5 gives vetohash-c50)")
+    parser.add_argument("--crop-turns", type=int, action="append", default=[], metavar="DEGREES",
+                        help="also measure each fitted network with 2 more crop hashes of each banned image per "
+                             "DEGREES: the image turned by +-DEGREES and cut to what the turn kept whole, as "
+                             "NAME-tDEGREES (repeatable, one variant with all of them; e.g. 15 and 30 give "
+                             "vetohash-t15-30)")
     parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
                         help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--save-distances", type=Path, metavar="NPZ",

@@ -80,3 +80,17 @@ def test_small_crops_keep_a_quarter_to_a_half_of_the_image_apart_from_the_other_
         assert 0.24 <= min(areas) and max(areas) <= 0.51
         means.append(np.mean(areas))
     assert means[0] > means[1] > means[2]
+
+
+def test_turned_crops_are_rotations_whose_corners_are_cut_away():
+    """The "turned" family shows no fill colour at all (a white picture turned inside a black fill keeps no
+    black pixel once cut), and the stronger the turn, the less of the picture it keeps."""
+    turned = [edit for edit in EDITS if edit.family == "turned"]
+    assert [edit.severity for edit in turned] == ["low", "mid", "high"]
+    white = Image.new("RGB", (200, 200), (255, 255, 255))
+    sides = []
+    for edit in turned:
+        outs = [edit.apply(white, random.Random(seed)) for seed in range(10)]
+        assert all(np.asarray(out).min() > 127 for out in outs)
+        sides.append(np.mean([out.size[0] for out in outs]))
+    assert 200 > sides[0] > sides[1] > sides[2] >= 200 / 2 ** 0.5 - 1

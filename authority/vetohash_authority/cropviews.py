@@ -20,6 +20,7 @@ from PIL import Image
 from vetohash.detail import MIN_DETAIL, detail
 from vetohash.hasher import Hasher
 from vetohash.preprocess import Preprocess, to_array
+from vetohash.upright import kept_whole
 
 from .alterations import crop
 
@@ -39,19 +40,26 @@ CROPS: tuple[Box, ...] = (
 )
 
 
-def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS) -> list[Image.Image]:
-    """The crops of one image (`boxes`, default CROPS) that have detail (vetohash.detail), in their order."""
-    views = [crop(image, *box) for box in boxes]
+def turned_whole(image: Image.Image, degrees: int) -> Image.Image:
+    """`image` turned by `degrees` about its centre and cut to the part the turn kept whole: what a copy
+    rotated and then cropped so that no corner shows the fill looks like."""
+    return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
+
+
+def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS, turns: Sequence[int] = ()) -> list[Image.Image]:
+    """The crops of one image (`boxes`, default CROPS) and its turned views (`turns`, in degrees: turned_whole)
+    that have detail (vetohash.detail), in their order."""
+    views = [crop(image, *box) for box in boxes] + [turned_whole(image, degrees) for degrees in turns]
     return [view for view in views if detail(view) >= MIN_DETAIL]
 
 
-def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[Box] = CROPS
-                ) -> tuple[np.ndarray, np.ndarray]:
+def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[Box] = CROPS,
+                turns: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """The model inputs of every image's crop views, (M, C, S, S), and the index of each one's image."""
     arrays: list[np.ndarray] = []
     owners: list[int] = []
     for index, image in enumerate(images):
-        views = crop_views(image, boxes)
+        views = crop_views(image, boxes, turns)
         arrays += [to_array(view, pre) for view in views]
         owners += [index] * len(views)
     if not arrays:
@@ -60,9 +68,9 @@ def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[
     return np.stack(arrays), np.asarray(owners, dtype=np.int64)
 
 
-def crop_hashes(hasher: Hasher, images: Sequence[Image.Image], boxes: Sequence[Box] = CROPS
-                ) -> tuple[np.ndarray, np.ndarray]:
+def crop_hashes(hasher: Hasher, images: Sequence[Image.Image], boxes: Sequence[Box] = CROPS,
+                turns: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """The network's hash of every image's crop views, and the index of each one's image (for sources, hash
     their working copies: Source.image)."""
-    arrays, owners = crop_arrays(images, hasher.spec.preprocess, boxes)
+    arrays, owners = crop_arrays(images, hasher.spec.preprocess, boxes, turns)
     return hasher.hash_arrays(arrays), owners

@@ -97,7 +97,7 @@ def upright_views(image: Image.Image) -> list[Image.Image]:
     return turned + [kept_whole(view, frame.angle) for view in turned]
 
 
-def kept_whole(image: Image.Image, degrees: int) -> Image.Image:
+def kept_whole(image: Image.Image, degrees: float) -> Image.Image:
     """The largest centred part of `image`, of its proportions, that a turn by `degrees` about the centre
     inside the same frame leaves free of filled corners: a w x h box fits inside the turned W x H frame when
     w cos + h sin <= W and w sin + h cos <= H."""
