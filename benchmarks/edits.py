@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 from PIL import Image, ImageFilter
 
 from vetohash_authority.alterations import Edit as Drawn
-from vetohash.upright import kept_whole
 from vetohash_authority.alterations import Kind, Range, make_kind, scale_of
+from vetohash_authority.cropviews import turned_whole
 
 SIGMA_BLUR = "blur-sigma"
 TURNED_CROP = "turned-crop"
@@ -56,22 +56,18 @@ class SigmaBlur(Kind):
         return Drawn(self.name, {"sigma": rng.uniform(*self.sigma)}, sigma_blur)
 
 
-def turned_crop(image: Image.Image, degrees: float) -> Image.Image:
-    """Turned by `degrees` (either way) and cut to the largest centred part with no filled corner."""
-    return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
-
-
 @dataclass(frozen=True)
 class TurnedCrop(Kind):
-    """A rotation by an angle drawn from `degrees`, either way, its corners cropped off. Not in the alteration
-    registry, for the reason SigmaBlur is not."""
+    """A rotation by an angle drawn from `degrees`, either way, its corners cropped off (cropviews.turned_whole,
+    the view `quality.py --crop-turns` hashes at fixed angles). Not in the alteration registry, for the reason
+    SigmaBlur is not."""
 
     name: ClassVar[str] = TURNED_CROP
     description: ClassVar[str] = "rotate, then crop away the filled corners"
     degrees: Range = (5.0, 45.0)
 
     def draw(self, rng: random.Random) -> Drawn:
-        return Drawn(self.name, {"degrees": rng.choice((1, -1)) * rng.uniform(*self.degrees)}, turned_crop)
+        return Drawn(self.name, {"degrees": rng.choice((1, -1)) * rng.uniform(*self.degrees)}, turned_whole)
 
 
 def _signed(family: str, kind: str, key: str, bands: list[tuple[float, float]]) -> list[Edit]:

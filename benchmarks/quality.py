@@ -142,24 +142,25 @@ def fitted_method(name: str, base: Path | None, banned: Sequence[Image.Image], s
                   crops=lambda images: crop_hashes(fitted, images), hasher=fitted)
 
 
-def with_extra_crops(method: Method, keep: float) -> Method:
-    """The same network with 9 more crop hashes of each banned image: squares keeping `keep` of each side on a
-    3 x 3 grid (`--extra-crops`)."""
+def with_crop_views(method: Method, suffix: str, boxes: tuple[Box, ...], turns: tuple[int, ...]) -> Method:
+    """The same network with other crop hashes of each banned image, named NAME-`suffix`."""
     if method.hasher is None:
         raise ValueError(f"{method.name} has no network to hash crops with")
-    boxes = method.crop_boxes + grid_squares(keep)
-    return replace(method, name=f"{method.name}-c{round(100 * keep)}", crop_boxes=boxes,
-                   crops=functools.partial(crop_hashes, method.hasher, boxes=boxes))
+    return replace(method, name=f"{method.name}-{suffix}", crop_boxes=boxes, crop_turns=turns,
+                   crops=functools.partial(crop_hashes, method.hasher, boxes=boxes, turns=turns))
+
+
+def with_extra_crops(method: Method, keep: float) -> Method:
+    """9 more crop hashes of each banned image: squares keeping `keep` of each side on a 3 x 3 grid
+    (`--extra-crops`)."""
+    return with_crop_views(method, f"c{round(100 * keep)}", method.crop_boxes + grid_squares(keep), method.crop_turns)
 
 
 def with_turned_crops(method: Method, degrees: Sequence[int]) -> Method:
-    """The same network with more crop hashes of each banned image: the image turned by each of +-`degrees` and
-    cut to the part the turn kept whole (cropviews.turned_whole; `--crop-turns`)."""
-    if method.hasher is None:
-        raise ValueError(f"{method.name} has no network to hash crops with")
+    """More crop hashes of each banned image: the image turned by each of +-`degrees` and cut to the part the
+    turn kept whole (cropviews.turned_whole; `--crop-turns`)."""
     turns = tuple(sign * d for d in degrees for sign in (1, -1))
-    return replace(method, name=f"{method.name}-t{'-'.join(str(d) for d in degrees)}", crop_turns=turns,
-                   crops=functools.partial(crop_hashes, method.hasher, boxes=method.crop_boxes, turns=turns))
+    return with_crop_views(method, f"t{'-'.join(str(d) for d in degrees)}", method.crop_boxes, turns)
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:

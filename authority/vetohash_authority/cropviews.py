@@ -40,7 +40,7 @@ CROPS: tuple[Box, ...] = (
 )
 
 
-def turned_whole(image: Image.Image, degrees: int) -> Image.Image:
+def turned_whole(image: Image.Image, degrees: float) -> Image.Image:
     """`image` turned by `degrees` about its centre and cut to the part the turn kept whole: what a copy
     rotated and then cropped so that no corner shows the fill looks like."""
     return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
