@@ -16,10 +16,8 @@ from PIL import Image, ImageFilter
 
 from vetohash_authority.alterations import Edit as Drawn
 from vetohash_authority.alterations import Kind, Range, make_kind, scale_of
-from vetohash_authority.cropviews import turned_whole
 
 SIGMA_BLUR = "blur-sigma"
-TURNED_CROP = "turned-crop"
 PAPER_SIGMA_KINDS = ("rotation", SIGMA_BLUR, "overlay", "translation")  # the paper's four, blur read as sigma
 
 
@@ -54,20 +52,6 @@ class SigmaBlur(Kind):
 
     def draw(self, rng: random.Random) -> Drawn:
         return Drawn(self.name, {"sigma": rng.uniform(*self.sigma)}, sigma_blur)
-
-
-@dataclass(frozen=True)
-class TurnedCrop(Kind):
-    """A rotation by an angle drawn from `degrees`, either way, its corners cropped off (cropviews.turned_whole,
-    the view `quality.py --crop-turns` hashes at fixed angles). Not in the alteration registry, for the reason
-    SigmaBlur is not."""
-
-    name: ClassVar[str] = TURNED_CROP
-    description: ClassVar[str] = "rotate, then crop away the filled corners"
-    degrees: Range = (5.0, 45.0)
-
-    def draw(self, rng: random.Random) -> Drawn:
-        return Drawn(self.name, {"degrees": rng.choice((1, -1)) * rng.uniform(*self.degrees)}, turned_whole)
 
 
 def _signed(family: str, kind: str, key: str, bands: list[tuple[float, float]]) -> list[Edit]:
@@ -107,10 +91,8 @@ EDITS: list[Edit] = [
     *_bands("common", "noise", [{"sigma": [2, 6]}, {"sigma": [6, 12]}, {"sigma": [12, 20]}]),
     Edit("common", "pair", "-", (make_kind("pair"),)),
     # A rotation with its corners cropped off, so that no flat corner gives it away: family "turned".
-    *(Edit("turned", TURNED_CROP, level, (TurnedCrop((low, high)),))
-      for level, (low, high) in zip(("low", "mid", "high"), [(5, 15), (15, 30), (30, 45)])),
+    *_bands("turned", "turned-crop", [{"degrees": [5, 15]}, {"degrees": [15, 30]}, {"degrees": [30, 45]}]),
     # A part of the image anyone can share (a quarter to a half of it): family "small", apart from the others.
-    *(Edit("small", "small-crop", level, (make_kind("crop", {"keep": [low, high]}),))
-      for level, (low, high) in zip(("low", "mid", "high"), [(0.65, 0.71), (0.58, 0.65), (0.5, 0.58)])),
+    *_bands("small", "small-crop", [{"keep": [0.65, 0.71]}, {"keep": [0.58, 0.65]}, {"keep": [0.5, 0.58]}]),
 ]
 

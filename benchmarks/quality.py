@@ -158,7 +158,7 @@ def with_extra_crops(method: Method, keep: float) -> Method:
 
 def with_turned_crops(method: Method, degrees: Sequence[int]) -> Method:
     """More crop hashes of each banned image: the image turned by each of +-`degrees` and cut to the part the
-    turn kept whole (cropviews.turned_whole; `--crop-turns`)."""
+    turn kept whole (alterations.turned_whole; `--crop-turns`)."""
     turns = tuple(sign * d for d in degrees for sign in (1, -1))
     return with_crop_views(method, f"t{'-'.join(str(d) for d in degrees)}", method.crop_boxes, turns)
 

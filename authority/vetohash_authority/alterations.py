@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from vetohash.errors import VetohashError
+from vetohash.upright import kept_whole
 
 REFERENCE_SIDE = 32  # the paper's image side; pixel parameters are in units of this side
 Range = tuple[float, float]
@@ -163,6 +164,28 @@ class Rotation(Kind):
 
     def draw(self, rng: random.Random) -> Edit:
         return Edit(self.name, {"degrees": rng.uniform(*self.degrees)}, rotate)
+
+
+def turned_whole(image: Image.Image, degrees: float) -> Image.Image:
+    """`image` turned by `degrees` about its centre and cut to the part the turn kept whole: a rotated copy
+    cropped so that no corner shows the fill, which the platform's upright check cannot spot by its corners."""
+    return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
+
+
+@register
+@dataclass(frozen=True)
+class TurnedCrop(Kind):
+    """Rotation by an angle drawn from `degrees`, either way, its filled corners cropped off."""
+
+    name: ClassVar[str] = "turned-crop"
+    description: ClassVar[str] = "rotate by a drawn angle either way, then crop away the filled corners"
+    degrees: Range = (5.0, 45.0)
+
+    def __post_init__(self) -> None:
+        _check_range("degrees", self.degrees, 0, 89)
+
+    def draw(self, rng: random.Random) -> Edit:
+        return Edit(self.name, {"degrees": rng.choice((1, -1)) * rng.uniform(*self.degrees)}, turned_whole)
 
 
 def blur_sigma(kernel: float) -> float:
@@ -321,6 +344,16 @@ class Crop(Kind):
         keep_x, keep_y = rng.uniform(*self.keep), rng.uniform(*self.keep)
         x, y = _position(rng)
         return Edit(self.name, {"keep_x": keep_x, "keep_y": keep_y, "x": x, "y": y}, crop)
+
+
+@register
+@dataclass(frozen=True)
+class SmallCrop(Crop):
+    """A random crop keeping a quarter to a half of the image: a part anyone can share on its own."""
+
+    name: ClassVar[str] = "small-crop"
+    description: ClassVar[str] = "random crop keeping a quarter to a half of the image"
+    keep: Range = (0.5, 0.71)
 
 
 def mirror(image: Image.Image, axis: str) -> Image.Image:

@@ -20,9 +20,8 @@ from PIL import Image
 from vetohash.detail import MIN_DETAIL, detail
 from vetohash.hasher import Hasher
 from vetohash.preprocess import Preprocess, to_array
-from vetohash.upright import kept_whole
 
-from .alterations import crop
+from .alterations import crop, turned_whole
 
 # (kept share of the width, of the height, position in the free room across, down)
 Box = tuple[float, float, float, float]
@@ -38,12 +37,6 @@ CROPS: tuple[Box, ...] = (
     (0.75, 1.0, 0.0, 0.0), (0.75, 1.0, 1.0, 0.0), (1.0, 0.75, 0.0, 0.0), (1.0, 0.75, 0.0, 1.0),
     *((0.85, 0.85, x, y) for y in (0.0, 1.0) for x in (0.0, 1.0)),
 )
-
-
-def turned_whole(image: Image.Image, degrees: float) -> Image.Image:
-    """`image` turned by `degrees` about its centre and cut to the part the turn kept whole: what a copy
-    rotated and then cropped so that no corner shows the fill looks like."""
-    return kept_whole(image.rotate(degrees, resample=Image.Resampling.BILINEAR), degrees)
 
 
 def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS, turns: Sequence[int] = ()) -> list[Image.Image]:
