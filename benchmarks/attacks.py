@@ -65,7 +65,7 @@ from vetohash.preprocess import open_image
 from vetohash.signals import CROPS as CROPS_SIGNAL
 from vetohash.signals import DCT, NETWORK
 from vetohash_authority.alterations import crop, rotate
-from vetohash_authority.cropviews import CROPS, Box, crop_hashes, grid_squares
+from vetohash_authority.cropviews import CROPS, TURNS, Box, crop_hashes, grid_squares
 from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
 from vetohash_authority.privacy import DEFAULT, LEVELS, THUMB, Level, dct_sketches, identification_ranks, thumbnail
 from vetohash_authority.calibration import FORGERY_LIMITS, Lists, calibrate
@@ -294,14 +294,29 @@ def smoothness(x: torch.Tensor) -> torch.Tensor:
     return ((x[..., 1:, :] - x[..., :-1, :]) ** 2).mean() + ((x[..., :, 1:] - x[..., :, :-1]) ** 2).mean()
 
 
-def crop_view(x: torch.Tensor, box: tuple[float, float, float, float], side: int) -> torch.Tensor:
-    """One of cropviews.CROPS cut from a batch of square latent images, resized back to `side`."""
-    keep_x, keep_y, px, py = box
+CROP_VIEWS: tuple[Box | int, ...] = (*CROPS, *TURNS)  # cropviews.crop_views' order: boxes, then turns
+
+
+def crop_view(x: torch.Tensor, view: Box | int, side: int) -> torch.Tensor:
+    """One of cropviews.crop_views' views of a batch of square latent images, resized back to `side`: a box of
+    cropviews.CROPS, or a turn of cropviews.TURNS (degrees counter-clockwise, as PIL turns, cut to what the turn
+    kept whole as upright.kept_whole cuts a square)."""
     size = x.shape[-1]
-    w, h = max(1, round(size * keep_x)), max(1, round(size * keep_y))
-    left, top = round((size - w) * px), round((size - h) * py)
-    return F.interpolate(x[..., top:top + h, left:left + w], size=(side, side), mode="bilinear",
-                         antialias=True, align_corners=False)
+    if isinstance(view, int):
+        radians = math.radians(view)
+        cos, sin = math.cos(radians), math.sin(radians)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).expand(len(x), 2, 3)
+        turned = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="bilinear",
+                               align_corners=False)
+        keep = max(1, int(size / (abs(cos) + abs(sin))))
+        offset = (size - keep) // 2
+        part = turned[..., offset:offset + keep, offset:offset + keep]
+    else:
+        keep_x, keep_y, px, py = view
+        w, h = max(1, round(size * keep_x)), max(1, round(size * keep_y))
+        left, top = round((size - w) * px), round((size - h) * py)
+        part = x[..., top:top + h, left:left + w]
+    return F.interpolate(part, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
 
 def invert_network(box: WhiteBox, targets: np.ndarray, crop_targets: Sequence[np.ndarray] | None,
@@ -310,9 +325,9 @@ def invert_network(box: WhiteBox, targets: np.ndarray, crop_targets: Sequence[np
     crops' hashes are its crop hashes, when given), by gradient descent from `start` (default: flat grey)
     with a smoothness prior.
 
-    The crop hashes of one image sit in the bundle in cropviews.CROPS order, featureless crops left out: with
-    all 17 present each is matched to its box, else each to the box that fits it best. To bound the work,
-    each step looks at CROP_VIEWS_PER_STEP boxes drawn at random."""
+    The crop hashes of one image sit in the bundle in CROP_VIEWS order, featureless views left out: with all
+    present each is matched to its view, else each to the view that fits it best. To bound the work, each step
+    looks at CROP_VIEWS_PER_STEP views drawn at random."""
     side = box.pre.size
     generator = torch.Generator().manual_seed(SEED)
     if start is None:
@@ -327,16 +342,16 @@ def invert_network(box: WhiteBox, targets: np.ndarray, crop_targets: Sequence[np
         normal = (torch.sigmoid(latent) - mean) / std
         loss = F.relu(1.0 - whole * box.network(normal)).mean()
         if crops is not None:
-            drawn = torch.randperm(len(CROPS), generator=generator)[:CROP_VIEWS_PER_STEP].tolist()
-            views = torch.stack([crop_view(normal, CROPS[b], side) for b in drawn], dim=1)  # (N, V, C, S, S)
+            drawn = torch.randperm(len(CROP_VIEWS), generator=generator)[:CROP_VIEWS_PER_STEP].tolist()
+            views = torch.stack([crop_view(normal, CROP_VIEWS[v], side) for v in drawn], dim=1)  # (N, V, C, S, S)
             outputs = box.network(views.flatten(0, 1)).view(len(targets), len(drawn), -1)
             for n, target in enumerate(crops):
                 if len(target) == 0:
                     continue
                 hinge = F.relu(1.0 - target[:, None, :] * outputs[n][None]).mean(dim=2)  # (k, V)
-                if len(target) == len(CROPS):  # each drawn box against its own crop hash
+                if len(target) == len(CROP_VIEWS):  # each drawn view against its own crop hash
                     per = hinge[drawn, range(len(drawn))]
-                else:  # each drawn box against the crop hash it fits best
+                else:  # each drawn view against the crop hash it fits best
                     per = hinge.min(dim=0).values
                 loss = loss + per.mean() / len(crops)
         loss = loss + 0.3 * smoothness(normal)
@@ -627,7 +642,7 @@ def crop_recall(setup: Setup, per_image: int) -> dict[str, Any]:
 
 
 CROP_VARIANTS: dict[str, tuple[Box, ...]] = {
-    "shipped (17 crops)": CROPS,
+    "shipped (17 crops, 4 turned views)": CROPS,
     "+ 9 keeping 60 % of each side": CROPS + grid_squares(0.6),
     "+ 9 keeping 50 % of each side": CROPS + grid_squares(0.5),
 }

@@ -5,12 +5,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/batch_speed.py                 # 1,000 generated 128x128 JPEG crops
     .venv/bin/python benchmarks/batch_speed.py --count 2000
 
-It builds the same default-shaped bundle as screen_speed.py (10,000 banned hashes with their DCT hashes and 17
-crop hashes each) into a throw-away database and times, one after another on the same page-cached files,
-each command end to end as a user runs it: `platform screen --json` (start-up included), then `platform
-batch` on a local Ray instance it starts itself, with --workers 1 and 2 (Ray's start included), each into
-fresh results. It also checks that every run gives the same verdicts.
-"""
+It builds the same default-shaped bundle as screen_speed.py (10,000 banned hashes with their DCT hashes and 21
+crop hashes each, as many as authority publish writes) into a throw-away database and times, one after another
+on the same page-cached files, each command end to end as a user runs it: `platform screen --json` (start-up
+included), then `platform batch` on a local Ray instance it starts itself, with --workers 1 and 2 (Ray's start
+included), each into fresh results. It also checks that every run gives the same verdicts."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_speed import make_store, small_images  # noqa: E402  (the same images and bundle)
+from screen_speed import CROPS_PER_IMAGE, make_store, small_images  # noqa: E402  (the same images and bundle)
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[bytes]]:
@@ -46,7 +45,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_store(folder, paths, args.banned, plain=False, crops=17)
+        make_store(folder, paths, args.banned, plain=False, crops=CROPS_PER_IMAGE)
         env = dict(os.environ, VETOHASH_DB=str(folder / "platform.db"))
         listing = folder / "paths.txt"
         listing.write_text("".join(f"{p}\n" for p in paths))
@@ -68,7 +67,7 @@ def main() -> None:
 
     matched = sum(v == "match" for v in local.values())
     print(f"{len(paths)} images (generated 128x128 JPEG crops), bundle of {args.banned} hashes with DCT hashes and "
-          f"17 crop hashes each, {os.cpu_count()} CPUs; {matched} matched, the same verdicts in every run")
+          f"{CROPS_PER_IMAGE} crop hashes each, {os.cpu_count()} CPUs; {matched} matched, the same verdicts in every run")
     print()
     print("| command (start-up included) | seconds | images/s |")
     print("|---|---:|---:|")

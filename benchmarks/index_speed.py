@@ -6,12 +6,13 @@ Run from the repository root (each size is written once under --work and reused)
     nice -n 5 .venv/bin/python benchmarks/index_speed.py --sizes 100000 1000000 10000000
 
 For each size N it writes a version 4 bundle shaped as a default one (a 160-bit network hash, a 256-bit DCT
-hash and 17 crop hashes per banned image; random hashes, random copy-cnn weights) and a delta of 10,000
-images (10,000 added, 10,000 removed); ingests both into a throw-away database in a child process (wall time
-and peak resident memory of that process); then times each signal's index search, on one core and on all,
-for queries that are planted near copies: banned hashes with d bits flipped, d uniform in [0, threshold),
-so the brute-force nearest of every query is under the threshold. Recall is the share of those queries the
-index finds under the threshold (for each signal, and for the default bundle's rule: any signal).
+hash and 21 crop hashes per banned image, as many as authority publish writes; random hashes, random copy-cnn
+weights) and a delta of 10,000 images (10,000 added, 10,000 removed); ingests both into a throw-away database
+in a child process (wall time and peak resident memory of that process); then times each signal's index
+search, on one core and on all, for queries that are planted near copies: banned hashes with d bits flipped, d
+uniform in [0, threshold), so the brute-force nearest of every query is under the threshold. Recall is the
+share of those queries the index finds under the threshold (for each signal, and for the default bundle's
+rule: any signal).
 
 Random hashes are the hard case for an inverted-file index (no cluster structure to exploit) and the
 flips are uniform up to the threshold (real altered copies sit mostly far below it), so these recalls are
@@ -39,10 +40,10 @@ from vetohash.errors import VetohashError
 from vetohash.keys import generate_private_key, public_key_of
 from vetohash.specs import PRESETS, ModelSpec
 from vetohash.weights import encode_arrays, module_arrays
+from vetohash_authority.cropviews import PER_IMAGE as CROPS_PER_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = 160
-CROPS_PER_IMAGE = 17
 THRESHOLDS = {NEURAL: 50, DCT: 96, CROPS: 39}  # the default bundle's (docs/authority.md)
 WIDTH = {NEURAL: BITS // 8, DCT: 32, CROPS: BITS // 8}
 DELTA = 10_000

@@ -2,7 +2,7 @@
 
 Also vetohash's own DCT hash alone ("dct", vetohash.dcthash, beside PDQ), and each vetohash model fused with it
 ("vetohash+dct") and with crop hashes besides ("vetohash+crops+dct", what `authority publish` writes by
-default: the network's hashes of 17 crops of each banned image), by the default match rule (vetohash.signals:
+default: the network's hashes of 21 crop views of each banned image), by the default match rule (vetohash.signals:
 any signal near), every threshold chosen together on the unrelated images as `authority publish` chooses them
 (vetohash_authority.calibration: the most of the authority's own altered copies caught while a bound on the
 share flagged in a new group of unrelated images stays within the rate); "vetohash+crops+dct guard" is the
@@ -76,7 +76,7 @@ from vetohash.preprocess import query_arrays  # noqa: E402
 from vetohash.signals import CROPS, DCT, NETWORK  # noqa: E402
 from vetohash_authority import calibration  # noqa: E402
 from vetohash_authority.cropviews import CROPS as CROP_BOXES  # noqa: E402
-from vetohash_authority.cropviews import Box, crop_hashes, grid_squares  # noqa: E402
+from vetohash_authority.cropviews import TURNS, Box, crop_hashes, grid_squares  # noqa: E402
 
 HashFn = Callable[[Sequence[Image.Image]], np.ndarray]
 IMAGE_FPRS = (0.01, 0.001)
@@ -101,7 +101,7 @@ class Method:
     crops: QueryFn | None = None
     hasher: Hasher | None = None
     crop_boxes: tuple[Box, ...] = CROP_BOXES
-    crop_turns: tuple[int, ...] = ()
+    crop_turns: tuple[int, ...] = TURNS
 
     def query_hashes(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if self.queries is None:
@@ -160,7 +160,8 @@ def with_turned_crops(method: Method, degrees: Sequence[int]) -> Method:
     """More crop hashes of each banned image: the image turned by each of +-`degrees` and cut to the part the
     turn kept whole (alterations.turned_whole; `--crop-turns`)."""
     turns = tuple(sign * d for d in degrees for sign in (1, -1))
-    return with_crop_views(method, f"t{'-'.join(str(d) for d in degrees)}", method.crop_boxes, turns)
+    return with_crop_views(method, f"t{'-'.join(str(d) for d in degrees)}", method.crop_boxes,
+                           method.crop_turns + turns)
 
 
 def altered_copies(banned: Sequence[Image.Image], suite: Sequence[Edit], seed: int) -> list[tuple[int, Edit, Image.Image]]:
@@ -606,8 +607,8 @@ def main() -> None:
     parser.add_argument("--crop-turns", type=int, action="append", default=[], metavar="DEGREES",
                         help="also measure each fitted network with 2 more crop hashes of each banned image per "
                              "DEGREES: the image turned by +-DEGREES and cut to what the turn kept whole, as "
-                             "NAME-tDEGREES (repeatable, one variant with all of them; e.g. 15 and 30 give "
-                             "vetohash-t15-30)")
+                             "NAME-tDEGREES (repeatable, one variant with all of them; e.g. 10 and 45 give "
+                             "vetohash-t10-45; the shipped set already turns by 15 and 30)")
     parser.add_argument("--target", type=float, default=HELD_OUT_TARGET,
                         help="target share of unrelated images flagged for the held-out check")
     parser.add_argument("--save-distances", type=Path, metavar="NPZ",

@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vetohash_authority.cropviews import PER_IMAGE as CROPS_PER_IMAGE
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench" / "screen_speed"
 SEED = 20240613  # not the examples' seeds, so these crops are not the committed example images
@@ -304,8 +306,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, metavar="MODEL",
                         help="the network of this base model file instead of the shipped copy detector's (e.g. a "
                              "one-pass student from `authority distil`)")
-    parser.add_argument("--crops", type=int, default=17,
-                        help="crop hashes per banned hash (default 17, as authority publish writes)")
+    parser.add_argument("--crops", type=int, default=CROPS_PER_IMAGE,
+                        help=f"crop hashes per banned hash (default {CROPS_PER_IMAGE}, as authority publish writes)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: a worker's file list
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

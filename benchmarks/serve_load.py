@@ -5,13 +5,13 @@ Run from the repository root::
     .venv/bin/python benchmarks/serve_load.py                       # 8 clients for 60 s
     .venv/bin/python benchmarks/serve_load.py --clients 16 --seconds 30 --server-workers 2
 
-It builds the same default-shaped bundle as screen_speed.py (10,000 banned hashes with their DCT hashes and 17
-crop hashes each; the first 100 are hashes of the images sent, so some requests match), ingests it into a
-throw-away database, starts the installed `platform serve` on a free port, and runs N clients, each sending
-the generated 128x128 JPEG crops one after another to POST /v1/screen over one keep-alive connection, for a
-fixed time. An error is any answer other than 200 with a verdict, or a failed connection. As an anchor it
-first times the same files screened in-process, one batch after another, as `platform screen` runs them.
-"""
+It builds the same default-shaped bundle as screen_speed.py (10,000 banned hashes with their DCT hashes and 21
+crop hashes each, as many as authority publish writes; the first 100 are hashes of the images sent, so some
+requests match), ingests it into a throw-away database, starts the installed `platform serve` on a free port,
+and runs N clients, each sending the generated 128x128 JPEG crops one after another to POST /v1/screen over
+one keep-alive connection, for a fixed time. An error is any answer other than 200 with a verdict, or a failed
+connection. As an anchor it first times the same files screened in-process, one batch after another, as
+`platform screen` runs them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screen_speed import make_store, small_images  # noqa: E402  (the same images and bundle)
+from screen_speed import CROPS_PER_IMAGE, make_store, small_images  # noqa: E402  (the same images and bundle)
 
 from vetohash.files import image_files  # noqa: E402
 from vetohash_platform.active import Status, stored_bundles  # noqa: E402
@@ -111,7 +111,7 @@ def main() -> None:
     bodies = [p.read_bytes() for p in paths]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = Store.open(make_store(folder, paths, args.banned, plain=False, crops=17))
+        store = Store.open(make_store(folder, paths, args.banned, plain=False, crops=CROPS_PER_IMAGE))
         screener = Screener([s for s in stored_bundles(store) if s.status is Status.ACTIVE])
         uploads = [Upload(str(p), data=b) for p, b in zip(paths, bodies, strict=True)]
         list(screener.run(uploads[:64]))  # warm-up
@@ -148,7 +148,7 @@ def main() -> None:
     answered = sum(verdicts.values())
     print(f"{args.clients} clients for {args.seconds:g} s against `platform serve --workers {args.server_workers}`: "
           f"{len(bodies)} images ({'from ' + str(args.images) if args.images else 'generated 128x128 JPEG crops'}),"
-          f" bundle of {args.banned} hashes with DCT hashes and 17 crop hashes each, {os.cpu_count()} CPUs")
+          f" bundle of {args.banned} hashes with DCT hashes and {CROPS_PER_IMAGE} crop hashes each, {os.cpu_count()} CPUs")
     print()
     print("| what | figure |")
     print("|---|---:|")

@@ -580,8 +580,9 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     """Hash the banned images in IMAGES_DIR with MODEL and write a signed bundle for platforms.
 
     Hash ids are random ("h" + hex): file names never leave the authority. Each image gets the network's
-    hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 17 crops of it
-    (which catch uploads cropped or shifted further than a whole-image hash reaches). Platforms flag an
+    hash and a classical DCT hash (dct256-v1), and, when calibrated, the network's hashes of 21 crop views of it
+    (17 crops and 4 turns with the corners cut off, which catch uploads cropped, shifted or turned further than
+    a whole-image hash reaches). Platforms flag an
     upload when any of them is near (below its threshold). With --forgery-guard, one must be very near, or
     two near (below their agreement thresholds), so that a forged image must fool two hashes at once or one
     by a margin small perturbations do not reach (format version 6), at a cost in recall. --no-dct and --no-crops leave those out, and so do

@@ -4,8 +4,11 @@ A whole-image hash moves far when an upload keeps only 70-80 % of each side of a
 large shift pushes part of it out of the frame (a shift's black margins are trimmed away, leaving a crop).
 Hashing fixed crops of every banned image into the bundle puts one of them near such an upload: squares
 keeping 75 % of each side on a 3 x 3 grid of positions, strips keeping 75 % of one side at each end, and
-squares keeping 85 % in the corners (17 crops). They get their own threshold, calibrated on innocent images
-like the others (docs/benchmarks.md measures the gain and the cost).
+squares keeping 85 % in the corners (17 crops). An upload turned by a few tens of degrees and then cropped so
+that no filled corner shows (which the platform's upright views cannot undo) is near none of those, so the
+image turned by 15 and 30 degrees either way and cut to what the turn kept whole is hashed too (4 turned
+views, 21 crop hashes in all). They get their own threshold, calibrated on innocent images like the others
+(docs/benchmarks.md measures the gain and the cost).
 
 Featureless crops (a patch of sky, a flat wall) are left out: their hashes would sit near every plain upload.
 """
@@ -39,15 +42,19 @@ CROPS: tuple[Box, ...] = (
 )
 
 
-def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS, turns: Sequence[int] = ()) -> list[Image.Image]:
-    """The crops of one image (`boxes`, default CROPS) and its turned views (`turns`, in degrees: turned_whole)
-    that have detail (vetohash.detail), in their order."""
+TURNS: tuple[int, ...] = (-30, -15, 15, 30)  # degrees counter-clockwise of the turned views
+PER_IMAGE = len(CROPS) + len(TURNS)  # crop hashes of one banned image, featureless views left out
+
+
+def crop_views(image: Image.Image, boxes: Sequence[Box] = CROPS, turns: Sequence[int] = TURNS) -> list[Image.Image]:
+    """The crops of one image (`boxes`, default CROPS) and its turned views (`turns`, default TURNS, in degrees:
+    alterations.turned_whole) that have detail (vetohash.detail), in that order."""
     views = [crop(image, *box) for box in boxes] + [turned_whole(image, degrees) for degrees in turns]
     return [view for view in views if detail(view) >= MIN_DETAIL]
 
 
 def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[Box] = CROPS,
-                turns: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+                turns: Sequence[int] = TURNS) -> tuple[np.ndarray, np.ndarray]:
     """The model inputs of every image's crop views, (M, C, S, S), and the index of each one's image."""
     arrays: list[np.ndarray] = []
     owners: list[int] = []
@@ -62,7 +69,7 @@ def crop_arrays(images: Sequence[Image.Image], pre: Preprocess, boxes: Sequence[
 
 
 def crop_hashes(hasher: Hasher, images: Sequence[Image.Image], boxes: Sequence[Box] = CROPS,
-                turns: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+                turns: Sequence[int] = TURNS) -> tuple[np.ndarray, np.ndarray]:
     """The network's hash of every image's crop views, and the index of each one's image (for sources, hash
     their working copies: Source.image)."""
     arrays, owners = crop_arrays(images, hasher.spec.preprocess, boxes, turns)

@@ -5,7 +5,7 @@ A bundle is signed, not encrypted: whoever holds it can invert its hashes. The s
 
 - the DCT hash is a fixed public transform, so a plain inverse DCT of its signs sketches each banned image's
   light and dark layout, and that sketch picks the image out of hundreds (every one of the examples);
-- the crop hashes give an inversion up to 17 more constraints on each image (its coarse layout, not the image);
+- the crop hashes give an inversion up to 21 more constraints on each image (its coarse layout, not the image);
 - the network hash alone, inverted by gradient descent, was never the top candidate among the examples.
 
 Each level is a set of signals; fewer signals cost recall, which `authority evaluate` measures per level on

@@ -14,6 +14,7 @@ import pytest
 from vetohash.bundle import read_bundle
 from vetohash.keys import read_public_key
 from vetohash_authority.cli import cli, main
+from vetohash_authority.cropviews import PER_IMAGE
 
 from .fixtures import TINY_CONFIG, one_thread, write_pictures  # noqa: F401  (autouse)
 
@@ -460,7 +461,7 @@ def test_evaluate_suggests_the_thresholds_publish_would_choose(work: Path, model
     assert "chosen together, as publish calibrates by default" in out
     assert fused["measured_fpr"] <= fused["bound_fpr"] <= 0.5
     assert set(fused["recall"]["per_kind"]) == {"rotation", "overlay"} and alone["threshold"] >= 0
-    assert 0 < fused["crops_hashes"] <= 17 * 5
+    assert 0 < fused["crops_hashes"] <= PER_IMAGE * 5
     assert len(data["held_out"]) == 2  # four innocent images, each its own group: calibrated on two, held out two
     assert [fold["held_out"][0] for fold in data["held_out"]] == [2, 2]
     assert "on the other 2 (2 groups)" in out
