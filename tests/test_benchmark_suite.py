@@ -10,13 +10,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from edits import EDITS, SIGMA_BLUR  # noqa: E402
+from index_speed import chunks, with_planted  # noqa: E402
 from make_example_images import MIN_SIBLING, SOURCES, Crop, sibling_specs  # noqa: E402
+from vetohash.chunked import ImageChunk  # noqa: E402
 
 
 def photo(width: int, height: int) -> Image.Image:
@@ -94,3 +97,22 @@ def test_turned_crops_are_rotations_whose_corners_are_cut_away():
         assert all(np.asarray(out).min() > 127 for out in outs)
         sides.append(np.mean([out.size[0] for out in outs]))
     assert 200 > sides[0] > sides[1] > sides[2] >= 200 / 2 ** 0.5 - 1
+
+
+def test_planted_images_take_the_first_rows_of_every_signal_and_leave_the_random_rest():
+    """index_speed.py --real: the real images' hashes replace the first random images' network, DCT and crop
+    hashes (crop hashes keep their owners), every later image and the ids stay as they were drawn."""
+    drawn = next(chunks(40, 0, seed=7))
+    rng = np.random.default_rng(0)
+    planted = ImageChunk(("x", "y", "z"), rng.integers(0, 256, (3, 20), dtype=np.uint8),
+                         rng.integers(0, 256, (3, 32), dtype=np.uint8), rng.integers(0, 256, (5, 20), dtype=np.uint8),
+                         np.array([0, 0, 1, 2, 2]))
+    out = next(chunks(40, 0, seed=7, planted=planted))
+    assert out.ids == drawn.ids
+    assert np.array_equal(out.neural, np.concatenate([planted.neural, drawn.neural[3:]]))
+    assert np.array_equal(out.dct, np.concatenate([planted.dct, drawn.dct[3:]]))
+    later = drawn.crop_owners >= 3
+    assert np.array_equal(out.crops, np.concatenate([planted.crops, drawn.crops[later]]))
+    assert np.array_equal(out.crop_owners, np.concatenate([planted.crop_owners, drawn.crop_owners[later]]))
+    with pytest.raises(ValueError):
+        with_planted(next(chunks(2, 0, seed=7)), planted)  # more planted images than the chunk holds
