@@ -10,8 +10,8 @@ banned images): the share of unrelated images flagged by the any-signal rule (bu
 version 4 lists) at the thresholds calibrated for 1 % at the smallest size, and the recall of altered copies
 of the first --altered banned images at those thresholds; then the same with thresholds recalibrated for 1 % at N (what
 `authority publish --innocent` does, seeing the whole list: vetohash_authority.calibration.choose, every
-threshold chosen together to catch the most altered copies while the group-bootstrap bound on the share flagged,
-each unrelated image its own group, stays within the target).
+threshold chosen together to catch the most altered copies while the prediction bound on the share flagged
+(calibration.Bound), each unrelated image its own group, stays within the target).
 
 Extrapolation: for an unrelated image and one banned image, q(T) is the share of such pairs flagged by any
 signal at thresholds T (network and DCT distance to the image's hash, network distance to its nearest crop

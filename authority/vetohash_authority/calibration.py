@@ -327,8 +327,8 @@ def choose(innocent: Innocents, caught: Mapping[str, np.ndarray], target: float,
             return [given[name]]
         # What the innocent images say changes only at their distances v (an image reaches the edge) and just
         # below them; recall only grows with a threshold, so the largest of each stretch is enough.
-        values = np.unique(innocent.distances[name])
-        options = sorted({0, bits[name], *(min(int(v) + step, bits[name]) for v in values for step in (-1, 0)
+        values = np.unique(innocent.distances[name]).tolist()  # Python ints: v - 1 of a uint8 0 is -1, not 255
+        options = sorted({0, bits[name], *(min(v + step, bits[name]) for v in values for step in (-1, 0)
                                           if v + step >= 0)})
         if limits is not None and len(names) > 1:  # an agreement threshold flags nothing by itself
             cap = limits.cap(name, bits[name], agreeing=True)

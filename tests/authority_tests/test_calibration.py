@@ -49,6 +49,19 @@ def test_choose_finds_the_best_feasible_thresholds_by_brute_force() -> None:
         assert chosen.share == pytest.approx(np.mean(flagged(innocent.distances, chosen.thresholds)))
 
 
+def test_choose_gives_the_same_thresholds_whatever_the_distances_integer_type() -> None:
+    """Distances may come as the smallest unsigned type that holds them (benchmarks keep (queries, banned)
+    matrices as uint8): a distance of 0 has no candidate below it, whatever the type, so the choice is the
+    same as with int64 distances."""
+    innocent, caught = sample(np.random.default_rng(11))
+    innocent = Innocents({name: np.r_[values, 0] for name, values in innocent.distances.items()},
+                         np.r_[innocent.groups, 0])
+    wide = choose(innocent, caught, 0.2, BITS, limits=None)
+    narrow = choose(Innocents({k: v.astype(np.uint8) for k, v in innocent.distances.items()}, innocent.groups),
+                    {k: v.astype(np.uint8) for k, v in caught.items()}, 0.2, BITS, limits=None)
+    assert narrow.thresholds == wide.thresholds and narrow.recall == wide.recall
+
+
 def test_choose_finds_the_best_agreement_thresholds_within_their_limits_by_brute_force() -> None:
     """With limits, no agreement thresholds within them (each signal's threshold alone the smaller of its
     agreement threshold and its limit alone) catch more copies within the target, nor as many with a lower
