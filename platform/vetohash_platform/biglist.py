@@ -238,9 +238,7 @@ def _index_signal(folder: Path, signal: str, raw: Path, width: int, rows_file: P
         return
     trained = None
     if count > index.EXACT_MAX:
-        sample = np.memmap(raw, dtype=np.uint8, mode="r", shape=(count, width))
-        trained = index.train(sample)
-        del sample
+        trained = index.train(_read_rows(raw, index.training_rows(count), width), count)
     for number, start in enumerate(range(0, count, index.SHARD_ROWS)):
         n = min(index.SHARD_ROWS, count - start)
         hashes = np.fromfile(raw, dtype=np.uint8, count=n * width, offset=start * width).reshape(n, width)
@@ -248,6 +246,17 @@ def _index_signal(folder: Path, signal: str, raw: Path, width: int, rows_file: P
                 else np.fromfile(rows_file, dtype=np.int64, count=n, offset=start * 8))
         index.build_shard(hashes, rows, folder / f"{signal}.{number}.faiss", trained=trained)
         del hashes, rows
+
+
+def _read_rows(raw: Path, rows: np.ndarray, width: int) -> np.ndarray:
+    """The `width`-byte records at `rows` of a flat file, read one by one. Not through a memory map: each
+    page fault maps the pages around it too, so an evenly spaced sample of 210 million crop hashes (4.2 GB)
+    made 4 GB of the file resident, the peak of a 10-million-image ingest."""
+    out = np.empty((len(rows), width), np.uint8)
+    with raw.open("rb") as file:
+        for i, row in enumerate(rows.tolist()):
+            out[i] = np.frombuffer(os.pread(file.fileno(), width, row * width), np.uint8)
+    return out
 
 
 def _segments(folder: Path) -> list[_Segment]:

@@ -41,7 +41,7 @@ def build_shard(hashes: np.ndarray, rows: np.ndarray, path: Path, *, trained: fa
     if len(hashes) <= EXACT_MAX:
         index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
     elif trained is None:
-        index = train(hashes)
+        index = train(np.ascontiguousarray(hashes[training_rows(len(hashes))]), len(hashes))
     else:
         index = faiss.deserialize_index_binary(faiss.serialize_index_binary(trained))  # a copy: the stubs lack clone
     for start in range(0, len(hashes), batch):
@@ -50,12 +50,21 @@ def build_shard(hashes: np.ndarray, rows: np.ndarray, path: Path, *, trained: fa
     faiss.write_index_binary(index, str(path))
 
 
-def train(hashes: np.ndarray, seed: int = 0) -> faiss.IndexBinaryIVF:
-    """An empty inverted-file index whose centroids are learned from an evenly spaced sample of `hashes`."""
-    bits = hashes.shape[1] * 8
-    lists = int(min(MAX_LISTS, 2 ** round(np.log2(max(len(hashes), 1) ** 0.5))))
-    sample = np.ascontiguousarray(hashes[np.linspace(0, len(hashes) - 1, min(len(hashes), lists * TRAIN_PER_LIST),
-                                                     dtype=np.int64)])
+def lists_for(count: int) -> int:
+    """Inverted lists for `count` hashes: the power of two nearest their square root, at most MAX_LISTS."""
+    return int(min(MAX_LISTS, 2 ** round(np.log2(max(count, 1) ** 0.5))))
+
+
+def training_rows(count: int) -> np.ndarray:
+    """The evenly spaced rows of `count` hashes whose hashes `train` learns the centroids from."""
+    return np.linspace(0, count - 1, min(count, lists_for(count) * TRAIN_PER_LIST), dtype=np.int64)
+
+
+def train(sample: np.ndarray, count: int, seed: int = 0) -> faiss.IndexBinaryIVF:
+    """An empty inverted-file index for `count` hashes, its centroids learned from `sample`, the hashes at their
+    `training_rows` (the caller reads them: a list's hashes need not be in memory, nor memory-mapped)."""
+    bits = sample.shape[1] * 8
+    lists = lists_for(count)
     index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
     index.cp.seed = seed  # deterministic centroids
     index.train(sample)

@@ -86,7 +86,7 @@ def test_shards_built_from_one_trained_index_leave_it_empty(tmp_path: Path, monk
     template stays empty, each shard holds only its rows, and near copies are found in both."""
     monkeypatch.setattr(index, "EXACT_MAX", 1000)
     banned = random_hashes(8000)
-    trained = index.train(banned)
+    trained = index.train(banned[index.training_rows(8000)], 8000)
     build_shard(banned[:4000], np.arange(4000, dtype=np.int64), tmp_path / "a.faiss", trained=trained)
     build_shard(banned[4000:], np.arange(4000, 8000, dtype=np.int64), tmp_path / "b.faiss", trained=trained)
     assert trained.ntotal == 0
@@ -94,3 +94,16 @@ def test_shards_built_from_one_trained_index_leave_it_empty(tmp_path: Path, monk
     assert [shard.ntotal for shard in loaded.shards] == [4000, 4000]
     queries = flipped(banned[::100], 12)
     np.testing.assert_array_equal(loaded.nearest(queries).index, np.arange(0, 8000, 100))
+
+
+def test_a_list_s_training_sample_is_read_from_its_flat_file_row_by_row(tmp_path: Path) -> None:
+    """Ingest learns a signal's centroids from the hashes at index.training_rows of its flat file, read without
+    mapping the file: the same sample, so the same centroids, as from the hashes in memory."""
+    from vetohash_platform.biglist import _read_rows
+
+    hashes = random_hashes(5000)
+    raw = tmp_path / "crops.raw"
+    raw.write_bytes(hashes.tobytes())
+    rows = index.training_rows(len(hashes))
+    assert len(rows) == index.lists_for(5000) * index.TRAIN_PER_LIST and rows[0] == 0 and rows[-1] == 4999
+    np.testing.assert_array_equal(_read_rows(raw, rows, 20), hashes[rows])
