@@ -64,6 +64,7 @@ from vetohash.modelfile import read_model, write_model
 from vetohash.preprocess import open_image
 from vetohash.signals import CROPS as CROPS_SIGNAL
 from vetohash.signals import DCT, NETWORK
+from vetohash.upright import kept_box
 from vetohash_authority.alterations import crop, rotate
 from vetohash_authority.cropviews import CROPS, TURNS, Box, crop_hashes, grid_squares
 from vetohash_authority.listfit import ListFitConfig, base_model, fit_to_list
@@ -299,8 +300,8 @@ CROP_VIEWS: tuple[Box | int, ...] = (*CROPS, *TURNS)  # cropviews.crop_views' or
 
 def crop_view(x: torch.Tensor, view: Box | int, side: int) -> torch.Tensor:
     """One of cropviews.crop_views' views of a batch of square latent images, resized back to `side`: a box of
-    cropviews.CROPS, or a turn of cropviews.TURNS (degrees counter-clockwise, as PIL turns, cut to what the turn
-    kept whole as upright.kept_whole cuts a square)."""
+    cropviews.CROPS, or a turn of cropviews.TURNS (degrees counter-clockwise, as PIL turns, cut to
+    upright.kept_box)."""
     size = x.shape[-1]
     if isinstance(view, int):
         radians = math.radians(view)
@@ -308,9 +309,8 @@ def crop_view(x: torch.Tensor, view: Box | int, side: int) -> torch.Tensor:
         theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).expand(len(x), 2, 3)
         turned = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="bilinear",
                                align_corners=False)
-        keep = max(1, int(size / (abs(cos) + abs(sin))))
-        offset = (size - keep) // 2
-        part = turned[..., offset:offset + keep, offset:offset + keep]
+        left, top, right, bottom = kept_box(size, size, view)
+        part = turned[..., top:bottom, left:right]
     else:
         keep_x, keep_y, px, py = view
         w, h = max(1, round(size * keep_x)), max(1, round(size * keep_y))

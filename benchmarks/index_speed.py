@@ -252,8 +252,6 @@ def ingest(db: Path, folder: Path) -> dict[str, float]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-
-
 def share(hit: np.ndarray, true: np.ndarray) -> str:
     """The share of `true` queries that `hit`, and of how many."""
     return f"{100 * hit[true].mean():.2f} % of {int(true.sum()):,}" if true.any() else "none true"
@@ -262,7 +260,7 @@ def share(hit: np.ndarray, true: np.ndarray) -> str:
 def print_recall(queries: Queries, found: dict[str, Nearest], thresholds: dict[str, int], label: str) -> None:
     """Recall at `thresholds` for each signal and for the any-signal rule, by brute-force distance band and by
     group. A hit is a planted row found under the threshold: a random filler hash under it is a match by chance
-    (random 256-bit DCT hashes fall under 96 bits of any query at a rate of about 3e-5), counted apart."""
+    (a random 256-bit DCT hash falls under 96 bits of any query with probability 2.2e-5), counted apart."""
     true = {s: p.truth < thresholds[s] for s, p in queries.probes.items()}
     hit = {s: (near.distance < thresholds[s]) & (near.index < queries.planted) for s, near in found.items()}
     true_any, hit_any = np.logical_or.reduce(list(true.values())), np.logical_or.reduce(list(hit.values()))

@@ -97,13 +97,17 @@ def upright_views(image: Image.Image) -> list[Image.Image]:
     return turned + [kept_whole(view, frame.angle) for view in turned]
 
 
-def kept_whole(image: Image.Image, degrees: float) -> Image.Image:
-    """The largest centred part of `image`, of its proportions, that a turn by `degrees` about the centre
-    inside the same frame leaves free of filled corners: a w x h box fits inside the turned W x H frame when
-    w cos + h sin <= W and w sin + h cos <= H."""
-    width, height = image.size
+def kept_box(width: int, height: int, degrees: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred box of a `width` x `height` frame, of its proportions,
+    that a turn by `degrees` about the centre inside the same frame leaves free of filled corners: a w x h box
+    fits inside the turned W x H frame when w cos + h sin <= W and w sin + h cos <= H."""
     cos, sin = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
     scale = min(width / (width * cos + height * sin), height / (width * sin + height * cos))
     w, h = max(1, int(width * scale)), max(1, int(height * scale))
     left, top = (width - w) // 2, (height - h) // 2
-    return image.crop((left, top, left + w, top + h))
+    return left, top, left + w, top + h
+
+
+def kept_whole(image: Image.Image, degrees: float) -> Image.Image:
+    """The part of `image` that a turn by `degrees` about the centre leaves free of filled corners (kept_box)."""
+    return image.crop(kept_box(image.width, image.height, degrees))
