@@ -101,9 +101,9 @@ _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 class Calibration:
     """What the thresholds were calibrated for: the share of innocent images they may flag (`target_fpr`), the
     share they flagged among the authority's innocent images (`measured_fpr`) and how many there were; and,
-    from format version 5, an upper bound on that share at a confidence, from resampling the images' groups
-    (clusters such as the crops of one photo), and the number of groups. The bound, not the measured share,
-    is what was held to the target."""
+    from format version 5, an upper bound at a confidence on the share flagged in a group the authority did
+    not see (from the spread between its groups, clusters such as the crops of one photo), and the number of
+    groups. The bound, not the measured share, is what was held to the target."""
 
     target_fpr: float
     measured_fpr: float
