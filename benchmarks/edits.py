@@ -1,21 +1,20 @@
 """The benchmark's edit suite: the paper's four edits over their full ranges and the edits people use to dodge
 filters, each split into three severities. Built from the authority's alteration kinds, so the benchmark and
-training share one implementation of every edit, except the second reading of the paper's blur (`SigmaBlur`).
+training share one implementation of every edit.
 
 The paper's "blur of 1-10 px" is read two ways: as a kernel size (the registry's `blur`, family "paper") and
-as a Gaussian sigma at 32 px scale (`blur-sigma`, family "sigma", up to six times stronger). The paper's four
+as a Gaussian sigma at 32 px scale (the registry's `blur-sigma`, family "sigma", up to six times stronger). The paper's four
 edits with the sigma reading in place of the kernel one are reported as "paper-sigma" (quality.by_group)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from vetohash_authority.alterations import Edit as Drawn
-from vetohash_authority.alterations import Kind, Range, make_kind, scale_of
+from vetohash_authority.alterations import Kind, make_kind
 
 SIGMA_BLUR = "blur-sigma"
 PAPER_SIGMA_KINDS = ("rotation", SIGMA_BLUR, "overlay", "translation")  # the paper's four, blur read as sigma
@@ -33,25 +32,6 @@ class Edit:
 
     def apply(self, image: Image.Image, rng: random.Random) -> Image.Image:
         return rng.choice(self.choices).draw(rng)(image)
-
-
-def sigma_blur(image: Image.Image, sigma: float) -> Image.Image:
-    """Gaussian blur of standard deviation `sigma` reference pixels, scaled by the image's side / 32."""
-    return image.filter(ImageFilter.GaussianBlur(sigma * scale_of(image)))
-
-
-@dataclass(frozen=True)
-class SigmaBlur(Kind):
-    """Gaussian blur with a sigma drawn from `sigma` (32 px units). Not in the alteration registry: the
-    registry's `blur` scales a kernel size, not a sigma, and a registered kind would join the copies
-    `authority publish` calibrates on, changing every bundle."""
-
-    name: ClassVar[str] = SIGMA_BLUR
-    description: ClassVar[str] = "Gaussian blur of a drawn sigma"
-    sigma: Range = (1.0, 10.0)
-
-    def draw(self, rng: random.Random) -> Drawn:
-        return Drawn(self.name, {"sigma": rng.uniform(*self.sigma)}, sigma_blur)
 
 
 def _signed(family: str, kind: str, key: str, bands: list[tuple[float, float]]) -> list[Edit]:
@@ -72,8 +52,7 @@ EDITS: list[Edit] = [
     *_bands("paper", "overlay", [{"side": [5, 8]}, {"side": [8, 12]}, {"side": [12, 15]}]),
     *_signed("paper", "translation", "shift", [(0, 3), (3, 7), (7, 10)]),
     # The paper's blur read as a sigma of 1-10 px at 32 px scale.
-    *(Edit("sigma", SIGMA_BLUR, level, (SigmaBlur((low, high)),))
-      for level, (low, high) in zip(("low", "mid", "high"), [(1, 4), (4, 7), (7, 10)])),
+    *_bands("sigma", SIGMA_BLUR, [{"sigma": [1, 4]}, {"sigma": [4, 7]}, {"sigma": [7, 10]}]),
     # Common dodges.
     *_bands("common", "jpeg", [{"quality": [50, 90]}, {"quality": [25, 50]}, {"quality": [10, 25]}]),
     *_bands("common", "rescale", [{"factor": [0.7, 1.5]}, {"factor": [0.5, 2.0]}, {"factor": [0.3, 0.5]}]),

@@ -214,6 +214,28 @@ class Blur(Kind):
         return Edit(self.name, {"size": rng.uniform(*self.size)}, blur)
 
 
+def sigma_blur(image: Image.Image, sigma: float) -> Image.Image:
+    """Gaussian blur of standard deviation `sigma` reference pixels (scaled to the image)."""
+    return image.filter(ImageFilter.GaussianBlur(sigma * scale_of(image)))
+
+
+@register
+@dataclass(frozen=True)
+class SigmaBlur(Kind):
+    """Gaussian blur with a sigma of `sigma` px on 32 px images: the paper's "blur of 1-10 px" read as a sigma,
+    up to six times stronger than `blur`'s kernel reading (what an uploader blurs to dodge a filter)."""
+
+    name: ClassVar[str] = "blur-sigma"
+    description: ClassVar[str] = "Gaussian blur of a drawn sigma"
+    sigma: Range = (1.0, 10.0)
+
+    def __post_init__(self) -> None:
+        _check_range("sigma", self.sigma, 0.1, 32)
+
+    def draw(self, rng: random.Random) -> Edit:
+        return Edit(self.name, {"sigma": rng.uniform(*self.sigma)}, sigma_blur)
+
+
 def black_square(image: Image.Image, side: float, x: float, y: float) -> Image.Image:
     """A black square of `side` reference pixels at fractions (x, y) of the free room."""
     pixels = max(1, round(side * scale_of(image)))

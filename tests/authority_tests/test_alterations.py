@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from vetohash_authority.alterations import (KINDS, PAPER_KINDS, AlterationError, blur_sigma, black_square,
                                             border, make_kind, translate)
@@ -39,6 +39,7 @@ def spread(array: np.ndarray, low: float, high: float) -> bool:
 @pytest.mark.parametrize(("name", "key", "low", "high"), [
     ("rotation", "degrees", -90, 90),          # paper Table 1
     ("blur", "size", 1, 10),                   # paper Table 1
+    ("blur-sigma", "sigma", 1, 10),            # paper Table 1, blur read as a sigma
     ("overlay", "side", 5, 15),                # paper Table 1
     ("jpeg", "quality", 10, 90),
     ("rescale", "factor", 0.3, 2.0),
@@ -96,6 +97,15 @@ def test_blur_sigma_follows_opencvs_rule_and_stays_positive() -> None:
     assert blur_sigma(0.1) > 0
 
 
+def test_blur_sigma_scales_its_sigma_not_a_kernel_with_the_image() -> None:
+    drawn = make_kind("blur-sigma", {"sigma": [1, 4]}).draw(random.Random(3))
+    sigma = drawn.params["sigma"]
+    assert 1 <= sigma <= 4
+    image = picture(5, side=64)
+    # At 64 px one 32-px pixel is two: the sigma doubles.
+    assert np.array_equal(np.asarray(drawn(image)), np.asarray(image.filter(ImageFilter.GaussianBlur(2 * sigma))))
+
+
 @pytest.mark.parametrize("side", [32, 128])
 def test_overlay_square_scales_with_the_image(side: int) -> None:
     white = Image.new("RGB", (side, side), (255, 255, 255))
@@ -135,7 +145,7 @@ def test_alterations_never_modify_their_input(name: str) -> None:
     assert np.array_equal(np.asarray(image), before)
 
 
-@pytest.mark.parametrize("name", ["rotation", "blur", "overlay", "translation", "jpeg", "mirror", "colour",
+@pytest.mark.parametrize("name", ["rotation", "blur", "blur-sigma", "overlay", "translation", "jpeg", "mirror", "colour",
                                   "brightness", "text", "sticker", "noise"])
 def test_size_keeping_kinds_keep_the_size(name: str) -> None:
     image = picture(5, side=80)
