@@ -96,6 +96,7 @@ class Thresholds:
     crops: CropHashes | None
     calibration: Calibration | None
     agree: dict[str, int] | None = None
+    caught: float | None = None  # share of the authority's own altered copies the calibrated thresholds catch
 
 
 def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str, int], *, dct: bool, crops: bool,
@@ -134,7 +135,7 @@ def thresholds_for(hasher: Hasher, sources: Sequence[Source], given: Mapping[str
     if record.bound_fpr is not None and record.bound_fpr > target_fpr:
         warn(f"the bound on innocent images flagged is {100 * record.bound_fpr:.1f}%, more than the target "
              f"{100 * target_fpr:.1f}%, even at the least the given thresholds allow")
-    return Thresholds(chosen, crop_list, record, done.choice.agree)
+    return Thresholds(chosen, crop_list, record, done.choice.agree, done.choice.recall)
 
 
 def next_sequence(state_path: Path, list_name: str, now: int) -> int:

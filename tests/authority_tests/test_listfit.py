@@ -1,5 +1,7 @@
 """List fitting: the discriminant projection, the folded head, and the copy recipe from the command line."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,37 @@ def test_copy_recipe_from_the_command_line_writes_a_model_and_refuses_paper_opti
         assert not getattr(pre, field) and getattr(pre, {"trim": "upright", "upright": "trim"}[field])
     refused = CliRunner().invoke(cli, [*args, "--epochs", "3"])
     assert refused.exit_code == 2 and "--recipe paper" in refused.output
+
+
+def test_more_fits_keep_the_one_that_catches_most_of_the_authoritys_own_copies(tmp_path):
+    torch.manual_seed(0)
+    base = tmp_path / "base.vhm"
+    write_model(base, Hasher(TINY, TINY.build()), {"kind": "pretrained"})
+    banned, innocent = tmp_path / "banned", tmp_path / "innocent"
+    banned.mkdir()
+    for i, image in enumerate(photos(5)):
+        image.save(banned / f"{i}.png")
+    for group in range(3):
+        (innocent / f"g{group}").mkdir(parents=True)
+        for i, image in enumerate(photos(12, seed=10 + group)):
+            image.save(innocent / f"g{group}" / f"{i}.png")
+    out = tmp_path / "fitted.vhm"
+    args = ["train", str(banned), "--out", str(out), "--base", str(base), "--views", "2", "--background", "8",
+            "--bits", "16", "--quiet", "--seed", "5"]
+    result = CliRunner().invoke(cli, [*args, "--fits", "3", "--innocent", str(innocent), "--target-fpr", "0.1",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    selection = json.loads(result.stdout)["selection"]
+    caught = selection["own_copies_caught"]
+    # The fits differ, and the best is neither the first nor the last, so the choice means something.
+    assert len(caught) == 3 and caught[1] > max(caught[0], caught[2])
+    kept = 6
+    model, meta = read_model(out)
+    assert selection["kept_seed"] == kept == meta["seed"] and meta["selection"]["own_copies_caught"] == caught
+    # The model written is that fit itself.
+    direct, _ = fit_to_list(read_model(base)[0], photos(5), ListFitConfig(views=2, background=8, bits=16), seed=kept)
+    probe = photos(8, seed=99)
+    assert np.array_equal(model.hash_images(probe), direct.hash_images(probe))
+    for extra, message in ((["--fits", "2"], "needs --innocent"), (["--innocent", str(innocent)], "needs --innocent")):
+        refused = CliRunner().invoke(cli, [*args, *extra])
+        assert refused.exit_code == 2 and message in refused.output
