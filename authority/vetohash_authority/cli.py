@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
     from vetohash.bundle import Bundle
     from vetohash.chunked import Chunked
+    from vetohash.preprocess import Preprocess
 
+    from .publishing import Innocent, Thresholds
     from .sources import Source
 
 PASSPHRASE_ENV = "VETOHASH_PASSPHRASE"
@@ -290,7 +292,8 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
         read = read or (load_sources(images_dir, hasher.spec.preprocess, warn=_warn, minimum=2),
                         _innocents(innocent, hasher.spec.preprocess))
         plan = _thresholds(hasher, read[0], {}, True, True, read[1], target_fpr, DEFAULT_CONFIDENCE, quiet, False)
-        caught.append(float(plan.caught))
+        assert plan.caught is not None  # calibrated on the innocent images
+        caught.append(plan.caught)
         chosen = ", ".join(f"{name} < {value}" for name, value in plan.thresholds.items())
         say(f"fit {k + 1} of {fits} (seed {seed + k}): calibrated {chosen}; own altered copies caught "
             f"{100 * caught[-1]:.1f}%")
@@ -731,7 +734,7 @@ def publish(model: Path, images_dir: Path, key_path: Path, out: Path, threshold:
     _print_published(out, size, bundle, written, privacy, as_json)
 
 
-def _innocents(innocent: Path, preprocess: Any) -> Any:
+def _innocents(innocent: Path, preprocess: Preprocess) -> Innocent:
     """The innocent images in `innocent` (featureless ones left out: platforms never match them), each
     sub-folder a group (publishing.Innocent)."""
     from .calibration import groups_of
@@ -749,7 +752,8 @@ def _innocents(innocent: Path, preprocess: Any) -> Any:
 
 
 def _thresholds(hasher: Any, sources: list[Source], given: dict[str, int], dct: bool, crops: bool,
-                innocent: Any, target_fpr: float, confidence: float, quiet: bool, agreement: bool) -> Any:
+                innocent: Innocent | None, target_fpr: float, confidence: float, quiet: bool,
+                agreement: bool) -> Thresholds:
     """publishing.thresholds_for on the innocent images (`_innocents`, or None), with a progress bar over the
     banned images' altered copies."""
     from tqdm import tqdm
