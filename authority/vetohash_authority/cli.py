@@ -261,7 +261,7 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
     from tqdm import tqdm
 
     from .calibration import DEFAULT_CONFIDENCE
-    from .listfit import ListFitConfig, base_model, fit_to_list
+    from .listfit import ListFitConfig, base_model, fit_to_list, fitted_preprocess
     from .sources import load_sources
     from vetohash.modelfile import write_model
 
@@ -279,7 +279,11 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
         f"views each, {config.background} generated background images, {config.bits} bits"
         + (f"; {fits} fits, each calibrated on {innocent}" if fits > 1 else ""))
     total = len(sources) * (config.views + 1) + config.background
-    best, caught, read = None, [], None
+    calibrate_on = None
+    if innocent is not None:  # read before the first fit, so that a bad folder fails at once
+        pre = fitted_preprocess(base, config)
+        calibrate_on = load_sources(images_dir, pre, warn=_warn, minimum=2), _innocents(innocent, pre)
+    best, caught = None, []
     for k in range(fits):
         desc = "hashing" if fits == 1 else f"fit {k + 1} of {fits}"
         with tqdm(total=total, unit="img", desc=desc, disable=quiet, file=sys.stderr) as bar:
@@ -287,11 +291,9 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
         if fits == 1:
             best = hasher, meta
             break
-        assert innocent is not None  # train() requires it with --fits 2 or more
-        # Every fit hashes with the same preprocessing: read the images once.
-        read = read or (load_sources(images_dir, hasher.spec.preprocess, warn=_warn, minimum=2),
-                        _innocents(innocent, hasher.spec.preprocess))
-        plan = _thresholds(hasher, read[0], {}, True, True, read[1], target_fpr, DEFAULT_CONFIDENCE, quiet, False)
+        assert calibrate_on is not None  # train() requires --innocent with --fits 2 or more
+        plan = _thresholds(hasher, calibrate_on[0], {}, True, True, calibrate_on[1], target_fpr, DEFAULT_CONFIDENCE,
+                           quiet, False)
         assert plan.caught is not None  # calibrated on the innocent images
         caught.append(plan.caught)
         chosen = ", ".join(f"{name} < {value}" for name, value in plan.thresholds.items())

@@ -26,6 +26,7 @@ from PIL import Image
 from vetohash.errors import SpecError
 from vetohash.hasher import Hasher
 from vetohash.modelfile import read_model
+from vetohash.preprocess import Preprocess
 from vetohash.specs import ModelSpec
 
 from .alterations import SINGLE_KINDS, make_kind
@@ -85,6 +86,11 @@ def base_model(path: Path | None = None) -> Hasher:
     return read_model(path or BASE_MODEL)[0]
 
 
+def fitted_preprocess(base: Hasher, config: ListFitConfig) -> Preprocess:
+    """The preprocessing of a model fitted from `base` with `config` (its trim, upright and draft steps)."""
+    return dataclasses.replace(base.spec.preprocess, trim=config.trim, upright=config.upright, draft=config.draft)
+
+
 def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConfig, *, seed: int,
                 progress: Callable[[int], None] | None = None) -> tuple[Hasher, dict[str, Any]]:
     """A copy of `base` whose head is refitted to `banned`; returns it with metadata for its model file."""
@@ -95,8 +101,7 @@ def fit_to_list(base: Hasher, banned: Sequence[Image.Image], config: ListFitConf
     if config.bits > head.in_features:
         raise SpecError(f"cannot fit {config.bits} bits from {head.in_features} features")
     tick = progress or (lambda _n: None)
-    preprocess = dataclasses.replace(base.spec.preprocess, trim=config.trim, upright=config.upright,
-                                     draft=config.draft)
+    preprocess = fitted_preprocess(base, config)
     source = Hasher(dataclasses.replace(base.spec, preprocess=preprocess), network)
     rng = random.Random(seed)
     augment = random_edits([make_kind(name) for name in SINGLE_KINDS], config.max_edits)

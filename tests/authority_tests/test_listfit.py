@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from vetohash.errors import SpecError
+from vetohash.errors import SpecError, VetohashError
 from vetohash.hasher import Hasher
 from vetohash.modelfile import read_model, write_model
 from vetohash.specs import preset
@@ -126,6 +126,8 @@ def test_more_fits_keep_the_one_that_catches_most_of_the_authoritys_own_copies(t
     direct, _ = fit_to_list(read_model(base)[0], photos(5), ListFitConfig(views=2, background=8, bits=16), seed=kept)
     probe = photos(8, seed=99)
     assert np.array_equal(model.hash_images(probe), direct.hash_images(probe))
-    for extra, message in ((["--fits", "2"], "needs --innocent"), (["--innocent", str(innocent)], "needs --innocent")):
+    for extra in (["--fits", "2"], ["--innocent", str(innocent)]):
         refused = CliRunner().invoke(cli, [*args, *extra])
-        assert refused.exit_code == 2 and message in refused.output
+        assert refused.exit_code == 2 and "needs --innocent" in refused.output
+    missing = CliRunner().invoke(cli, [*args, "--fits", "2", "--innocent", str(tmp_path / "none")])
+    assert isinstance(missing.exception, VetohashError) and "no such folder" in str(missing.exception)
