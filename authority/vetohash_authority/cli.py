@@ -283,7 +283,7 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
     if innocent is not None:  # read before the first fit, so that a bad folder fails at once
         pre = fitted_preprocess(base, config)
         calibrate_on = load_sources(images_dir, pre, warn=_warn, minimum=2), _innocents(innocent, pre)
-    best, caught = None, []
+    best, caught, chosen_thresholds = None, [], []
     for k in range(fits):
         desc = "hashing" if fits == 1 else f"fit {k + 1} of {fits}"
         with tqdm(total=total, unit="img", desc=desc, disable=quiet, file=sys.stderr) as bar:
@@ -296,6 +296,7 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
                            quiet, False)
         assert plan.caught is not None  # calibrated on the innocent images
         caught.append(plan.caught)
+        chosen_thresholds.append(plan.thresholds)
         chosen = ", ".join(f"{name} < {value}" for name, value in plan.thresholds.items())
         say(f"fit {k + 1} of {fits} (seed {seed + k}): calibrated {chosen}; own altered copies caught "
             f"{100 * caught[-1]:.1f}%")
@@ -304,8 +305,8 @@ def _train_copy(images_dir: Path, out: Path, base_path: Path | None, bits: int |
     assert best is not None
     hasher, meta = best
     if fits > 1:
-        meta["selection"] = {"fits": fits, "own_copies_caught": caught, "kept_seed": meta["seed"],
-                             "target_fpr": target_fpr}
+        meta["selection"] = {"fits": fits, "own_copies_caught": caught, "thresholds": chosen_thresholds,
+                             "kept_seed": meta["seed"], "target_fpr": target_fpr}
     meta["seconds"] = round(time.time() - started, 1)
     meta["sources"] = [source.digest for source in sources]  # evaluate reports which images the fit saw
     write_model(out, hasher, meta)

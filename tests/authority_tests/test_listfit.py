@@ -122,6 +122,7 @@ def test_more_fits_keep_the_one_that_catches_most_of_the_authoritys_own_copies(t
     kept = 6
     model, meta = read_model(out)
     assert selection["kept_seed"] == kept == meta["seed"] and meta["selection"]["own_copies_caught"] == caught
+    assert len(selection["thresholds"]) == 3 and set(selection["thresholds"][1]) == {"network", "crops", "dct"}
     # The model written is that fit itself.
     direct, _ = fit_to_list(read_model(base)[0], photos(5), ListFitConfig(views=2, background=8, bits=16), seed=kept)
     probe = photos(8, seed=99)
