@@ -3,8 +3,9 @@ filters, each split into three severities. Built from the authority's alteration
 training share one implementation of every edit.
 
 The paper's "blur of 1-10 px" is read two ways: as a kernel size (the registry's `blur`, family "paper") and
-as a Gaussian sigma at 32 px scale (the registry's `blur-sigma`, family "sigma", up to six times stronger). The paper's four
-edits with the sigma reading in place of the kernel one are reported as "paper-sigma" (quality.by_group)."""
+as a Gaussian sigma at 32 px scale (the registry's `blur-sigma`, family "sigma", up to six times stronger).
+The paper's four edits with the sigma reading in place of the kernel one are reported as "paper-sigma"
+(quality.by_group)."""
 
 from __future__ import annotations
 

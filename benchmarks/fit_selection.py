@@ -37,6 +37,7 @@ def held_out(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def summary(ratio: np.ndarray, recall: np.ndarray, gap: np.ndarray) -> str:
+    """One line over splits, in the terms of quality.py's held-out summary."""
     return (f"held-out share / target mean {ratio.mean():.2f}x, within 0.5-1.5x in "
             f"{100 * np.mean((ratio >= 0.5) & (ratio <= 1.5)):.0f}% (above {100 * np.mean(ratio > 1.5):.0f}%); "
             f"recall {100 * recall.mean():.1f}%, gap to the oracle mean {gap.mean():.1f}, within 3 points in "
