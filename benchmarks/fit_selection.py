@@ -36,6 +36,11 @@ def held_out(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return own, ratio, recall, gap
 
 
+def kept(own: np.ndarray) -> np.ndarray:
+    """Per split, the fit train --fits keeps: the most own copies caught, the first among equals."""
+    return own.argmax(axis=1)
+
+
 def summary(ratio: np.ndarray, recall: np.ndarray, gap: np.ndarray) -> str:
     """One line over splits, in the terms of quality.py's held-out summary."""
     return (f"held-out share / target mean {ratio.mean():.2f}x, within 0.5-1.5x in "
@@ -54,14 +59,14 @@ def main() -> None:
     for path, row in zip(args.runs, rows):
         print(f"  {path.name}: thresholds {row['threshold']}, own copies caught {100 * row['own_copies_caught']:.1f}%, "
               f"benchmark copies {100 * row['recall']:.1f}%")
-    kept = int(np.argmax([row["own_copies_caught"] for row in rows]))
+    best = int(kept(np.array([[row["own_copies_caught"] for row in rows]]))[0])
     recalls = [row["recall"] for row in rows]
-    print(f"in-sample: keeps {args.runs[kept].name}, {100 * recalls[kept]:.1f}% of the benchmark's copies "
+    print(f"in-sample: keeps {args.runs[best].name}, {100 * recalls[best]:.1f}% of the benchmark's copies "
           f"(a single fit: mean {100 * np.mean(recalls):.1f}%, {100 * min(recalls):.1f}-{100 * max(recalls):.1f}%)")
     for key, what in (("halves", "the seed's two halves"), ("half", "every way to hold out half the photos"),
                       ("two", "every way to hold out two")):
         own, ratio, recall, gap = held_out(runs, key)
-        pick = own.argmax(axis=1)
+        pick = kept(own)
         rows_ = np.arange(len(pick))
         print(f"{what} ({len(pick)} splits), the fit chosen on each split's calibration half:")
         print(f"  kept:         {summary(ratio[rows_, pick], recall[rows_, pick], gap[rows_, pick])}")

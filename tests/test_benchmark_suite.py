@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from edits import EDITS, SIGMA_BLUR  # noqa: E402
+from fit_selection import held_out, kept  # noqa: E402
 from index_speed import chunks, with_planted  # noqa: E402
 from make_example_images import MIN_SIBLING, SOURCES, Crop, sibling_specs  # noqa: E402
 from vetohash.chunked import ImageChunk  # noqa: E402
@@ -111,3 +112,20 @@ def test_planted_images_take_the_first_rows_of_every_signal_and_leave_the_random
     assert np.array_equal(out.crop_owners, np.concatenate([planted.crop_owners, drawn.crop_owners[later]]))
     with pytest.raises(ValueError):
         with_planted(next(chunks(2, 0, seed=7)), planted)  # more planted images than the chunk holds
+
+
+def _run(own: list[float], held: list[str]) -> dict:
+    """A quality.py --json run reduced to what fit_selection reads: one held-out fold per own-copies share."""
+    folds = [{"held_out": [name], "own_copies_caught": share, "held_out_fpr": 0.01 * (1 + i), "target": 0.01,
+              "recall": share, "oracle": {"recall": 1.0}} for i, (share, name) in enumerate(zip(own, held))]
+    return {"held_out": {"vetohash+crops+dct": {"half": folds}}}
+
+
+def test_fit_selection_keeps_per_split_the_fit_that_catches_most_of_its_own_copies():
+    runs = [_run([0.9, 0.5], ["a", "b"]), _run([0.8, 0.7], ["a", "b"])]
+    own, ratio, recall, gap = held_out(runs, "half")
+    assert kept(own).tolist() == [0, 1]  # split 0 keeps the first fit, split 1 the second
+    assert kept(np.array([[0.5, 0.5]])).tolist() == [0]  # ties keep the first fit, as train --fits does
+    assert ratio.shape == recall.shape == gap.shape == (2, 2)
+    with pytest.raises(SystemExit, match="different photos"):
+        held_out([runs[0], _run([0.8, 0.7], ["a", "c"])], "half")
